@@ -1,0 +1,67 @@
+"""ament_python package h1_training (also pip-installable into a plain venv, see scripts/setup_env.sh)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "h1_training"
+
+# One console script per node (ros2 run h1_training <name>), plus the h1-training CLI.
+NODES = {
+    "h1_arm_node": "h1_training.nodes.arm_node:main",
+    "inspire_hand_node": "h1_training.nodes.hand_node:main",
+    "camera_node": "h1_training.nodes.camera_node:main",
+    "episode_recorder": "h1_training.nodes.recorder_node:main",
+    "h1_sim": "h1_training.sim.h1_sim:main",
+    "inspire_sim": "h1_training.sim.inspire_sim:main",
+    "camera_sim": "h1_training.sim.camera_sim:main",
+    "sim_operator": "h1_training.nodes.sim_operator_node:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",  # keep equal to package.xml (test_layout checks)
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config/bringup", glob("config/bringup/*.yaml")),
+        ("share/" + PACKAGE + "/config/params", glob("config/params/*.yaml")),
+        ("share/" + PACKAGE + "/foxglove_configs", glob("foxglove_configs/*.json")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy",
+        "pyyaml",
+        "h5py>=3.8",
+        "msgpack>=1.0",
+        "websockets>=12",
+        "pyzmq>=25",
+        "pymodbus>=3.6,<4",
+        "opencv-python-headless<4.13",  # the cv2 lerobot 0.4.4 pins; see DESIGN.md §3 on two OpenCVs
+        "psutil",
+        "tqdm",
+    ],
+    extras_require={
+        # robot laptop: unitree_sdk2py itself is installed with --no-deps by scripts/setup_env.sh
+        "robot": ["cyclonedds==11.0.1", "pyrealsense2"],
+        # GPU server: training and serving (torch comes with lerobot)
+        "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av"],
+        "gateway": ["foxglove-sdk>=0.30,<0.31"],
+        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow"],
+    },
+    zip_safe=True,
+    maintainer="h1_training developers",
+    maintainer_email="h1-training@example.com",
+    description="Human-in-the-loop training loop for the Unitree H1-2 with Inspire hands",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": ["h1-training = h1_training.cli:main"]
+        + [f"{name} = {target}" for name, target in NODES.items()],
+    },
+)

@@ -1,0 +1,77 @@
+"""Start every process of a bring-up profile, prefix their logs, stop them all in order on Ctrl+C.
+
+    h1-training up sim             # simulated robot (emulators on loopback) + drivers + recorder
+    h1-training up real            # drivers against the real H1-2 (run on the robot laptop)
+    h1-training up sim --domain 42 # pick the ROS domain
+
+Nothing is restarted silently: if a process exits, `up` says so and stops the rest (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+HELP = "start the processes of a bring-up profile (sim, real, ...)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("profile", help="profile name in config/bringup (see `h1-training profiles`)")
+    parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID for all processes")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="stop by itself after this many seconds (0 = run until Ctrl+C)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from h1_training.bringup import ProfileError, load_profile
+    from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
+
+    try:
+        profile = load_profile(args.profile)
+        commands = [(n, resolve_executable(n.executable) + n.argv_tail()) for n in profile.nodes]
+    except (ProfileError, FileNotFoundError) as exc:
+        print(f"h1-training up: {exc}", file=sys.stderr)
+        return 2
+    if profile.name == "real":
+        import os
+
+        env = dict(os.environ)
+        if args.domain is not None:
+            env["ROS_DOMAIN_ID"] = str(args.domain)
+    else:
+        env = loopback_ros_env(args.domain)
+
+    stopping = False
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    group = ProcessGroup(env=env, echo=sys.stdout)
+    print(f"[up] profile {profile.name}: {len(commands)} processes ({profile.description})", flush=True)
+    code = 0
+    try:
+        for node, argv in commands:
+            group.start(node.name, argv, extra_env=node.env or None)
+        deadline = time.monotonic() + args.duration if args.duration > 0 else None
+        while not stopping:
+            dead = group.exited()
+            if dead:
+                for child in dead:
+                    print(f"[up] {child.name} exited with code {child.proc.returncode}; stopping the others "
+                          f"(nothing is restarted automatically)", flush=True)
+                code = 1
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        print("[up] stopping processes in reverse order", flush=True)
+        codes = group.stop()
+        for name, rc in codes.items():
+            print(f"[up] {name}: exit {rc}", flush=True)
+    return code

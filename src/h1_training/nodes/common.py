@@ -1,0 +1,131 @@
+"""Shared rclpy glue for every node: declared parameters with descriptors, QoS profiles, main()."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from h1_training.params import ParamSpec, check_value
+
+# Streams (joint states, images): best effort, keep last few.
+SENSOR_QOS = qos_profile_sensor_data
+# Status topics: latched, so a late subscriber (Foxglove, `ros2 topic echo`) sees the last value at once.
+LATCHED_QOS = QoSProfile(
+    depth=1,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+# Commands: reliable, shallow.
+COMMAND_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.kind is float and (spec.min is not None or spec.max is not None):
+        desc.floating_point_range = [
+            FloatingPointRange(
+                from_value=float(spec.min if spec.min is not None else -sys.float_info.max),
+                to_value=float(spec.max if spec.max is not None else sys.float_info.max),
+                step=0.0,
+            )
+        ]
+    elif spec.kind is int and (spec.min is not None or spec.max is not None):
+        desc.integer_range = [
+            IntegerRange(
+                from_value=int(spec.min if spec.min is not None else -(2**63)),
+                to_value=int(spec.max if spec.max is not None else 2**63 - 1),
+                step=0,
+            )
+        ]
+    return desc
+
+
+def _coerce(spec: ParamSpec, value: Any) -> Any:
+    # ROS hands YAML "1" for a float parameter as int; accept it as the float the spec means.
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+class ParamsMixin:
+    """Declare ``PARAMS`` on a Node; values land in ``self.p`` (a dict) and stay in sync on ``ros2 param set``.
+
+    Subclasses may override ``on_params_changed(changed: dict)`` for side effects (post-set).
+    """
+
+    PARAMS: Sequence[ParamSpec] = ()
+
+    def declare_specs(self: Any) -> dict[str, Any]:
+        self._specs = {s.name: s for s in self.PARAMS}
+        self.p: dict[str, Any] = {}
+        for spec in self.PARAMS:
+            value = self.declare_parameter(spec.name, spec.default, descriptor_for(spec)).value
+            value = _coerce(spec, value)
+            reason = check_value(spec, value)
+            if reason:
+                raise ValueError(f"invalid parameter at start-up: {reason}")
+            self.p[spec.name] = value
+        self.add_on_set_parameters_callback(self._check_params)
+        self.add_post_set_parameters_callback(self._apply_params)
+        return self.p
+
+    def _check_params(self, params: list) -> SetParametersResult:
+        for param in params:
+            spec = self._specs.get(param.name)
+            if spec is None:
+                continue
+            reason = check_value(spec, _coerce(spec, param.value))
+            if reason:
+                self.get_logger().warning(f"rejected parameter change: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_params(self, params: list) -> None:
+        changed = {}
+        for param in params:
+            spec = self._specs.get(param.name)
+            if spec is not None:
+                self.p[param.name] = _coerce(spec, param.value)
+                changed[param.name] = self.p[param.name]
+        if changed:
+            self.on_params_changed(changed)
+
+    def on_params_changed(self, changed: dict[str, Any]) -> None:  # pragma: no cover - default no-op
+        pass
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:
+    """The standard main(): init, spin, clean shutdown on Ctrl+C / SIGTERM (ros2/demos style)."""
+    with rclpy.init(args=args):
+        node = None
+        try:
+            node = factory()
+            if threads > 1:
+                executor = MultiThreadedExecutor(num_threads=threads)
+                executor.add_node(node)
+                executor.spin()
+            else:
+                rclpy.spin(node)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            if node is not None:
+                close = getattr(node, "close", None)
+                if callable(close):
+                    close()
+                node.destroy_node()

@@ -1,0 +1,194 @@
+"""Run node executables as separate processes: used by ``h1-training up``, the tests and the benchmarks.
+
+Each child gets its own process group (so nothing is orphaned), its output is prefixed with its name, and
+``stop()`` ends them in reverse start order: SIGINT, then SIGTERM, then SIGKILL, each with a timeout.
+Nothing is restarted silently: a child that exits is reported with its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TextIO
+
+
+def loopback_ros_env(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for processes that must talk over loopback only (tests, sim, benchmarks)."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def resolve_executable(name: str) -> list[str]:
+    """Command line that runs console script ``name`` of this installation.
+
+    Looks beside the interpreter (venv bin/), then in lib/h1_training (ament layout), then on PATH, and
+    finally runs the entry point through this interpreter, so a venv that is not activated still works.
+    """
+    bindir = Path(sys.executable).parent
+    for candidate in (bindir / name, bindir.parent / "lib" / "h1_training" / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return [str(candidate)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    eps = [ep for ep in metadata.entry_points(group="console_scripts") if ep.name == name]
+    if eps:
+        module, _, func = eps[0].value.partition(":")
+        return [sys.executable, "-c", f"import sys; from {module} import {func} as m; sys.exit(m())"]
+    raise FileNotFoundError(f"no executable named {name!r} is installed (console_scripts of h1_training)")
+
+
+def executable_exists(name: str) -> bool:
+    try:
+        resolve_executable(name)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+class ProcessGroup:
+    """Start, watch and stop a set of named child processes."""
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        echo: TextIO | None = None,
+        keep_lines: int = 2000,
+        cwd: str | os.PathLike | None = None,
+    ) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.echo = echo
+        self.keep_lines = keep_lines
+        self.cwd = cwd
+        self.children: list[Child] = []
+        self._lock = threading.Lock()
+        self.width = 12
+
+    def start(self, name: str, argv: Sequence[str], extra_env: dict[str, str] | None = None) -> Child:
+        env = dict(self.env)
+        if extra_env:
+            env.update(extra_env)
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self.cwd,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # own process group: Ctrl+C in the terminal reaches us, we stop them in order
+        )
+        child = Child(name=name, argv=list(argv), proc=proc)
+        self.width = max(self.width, len(name))
+        child._reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
+        child._reader.start()
+        with self._lock:
+            self.children.append(child)
+        return child
+
+    def start_executable(self, name: str, executable: str, args: Sequence[str] = (), **kw) -> Child:
+        return self.start(name, resolve_executable(executable) + list(args), **kw)
+
+    def _pump(self, child: Child) -> None:
+        assert child.proc.stdout is not None
+        for raw in child.proc.stdout:
+            line = raw.rstrip("\n")
+            with self._lock:
+                child.lines.append(line)
+                if len(child.lines) > self.keep_lines:
+                    del child.lines[: len(child.lines) - self.keep_lines]
+                if self.echo is not None:
+                    self.echo.write(f"[{child.name:<{self.width}}] {line}\n")
+                    self.echo.flush()
+
+    def get(self, name: str) -> Child:
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(name)
+
+    def wait_for_line(self, name: str, predicate: Callable[[str], bool], timeout: float) -> str:
+        """Wait until a child prints a line that satisfies ``predicate``; raise with its output if not."""
+        child = self.get(name)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            with self._lock:
+                lines = child.lines[seen:]
+                seen = len(child.lines)
+            for line in lines:
+                if predicate(line):
+                    return line
+            if not child.running and not lines:
+                raise RuntimeError(f"{name} exited with {child.proc.returncode}:\n{child.output()}")
+            time.sleep(0.02)
+        raise TimeoutError(f"{name}: expected line not seen in {timeout:.1f}s. Output:\n{child.output()}")
+
+    def exited(self) -> list[Child]:
+        return [c for c in self.children if not c.running]
+
+    def stop_one(self, child: Child, timeout: float = 5.0) -> int | None:
+        if child.running:
+            for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+                try:
+                    os.killpg(child.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    child.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        else:
+            # the leader exited; make sure nothing it spawned lingers in its group
+            try:
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if child._reader is not None:
+            child._reader.join(timeout=1.0)
+        return child.proc.returncode
+
+    def stop(self, timeout: float = 5.0) -> dict[str, int | None]:
+        """Stop all children in reverse start order; return their exit codes."""
+        codes: dict[str, int | None] = {}
+        for child in reversed(list(self.children)):
+            codes[child.name] = self.stop_one(child, timeout)
+        return codes
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
