@@ -59,7 +59,6 @@ setup(
     maintainer_email="h1-training@example.com",
     description="Human-in-the-loop training loop for the Unitree H1-2 with Inspire hands",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": ["h1-training = h1_training.cli:main"]
         + [f"{name} = {target}" for name, target in NODES.items()],

@@ -56,10 +56,10 @@ if ! fresh ros "$h"; then
   # The wheels' CMake exports name the build machine's include dirs; point them at this interpreter's.
   py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   np_inc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-  grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null | while read -r f; do
+  { grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null || true; } | while read -r f; do
     sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" \
            -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" "$f"
-  done
+  done || true
   stamp ros "$h"
 fi
 

@@ -1,0 +1,217 @@
+"""The HDF5 episode layout: the one place that names datasets, dtypes and attributes (no rclpy).
+
+The H1 seed's layout is a contract (DESIGN.md §4)::
+
+    observations/qpos                    [T, 14] float32
+    observations/images/ego_cam          [T] vlen uint8 (JPEG)
+    observations/images/cam_left_wrist   [T] vlen uint8
+    observations/images/cam_right_wrist  [T] vlen uint8
+    action                               [T, 14] float32   (policy outputs; zeros during damping)
+    phase                                [T] string        ("policy" or "human")
+    attrs: episode_length, fps, timestamp, policy_frames, human_frames
+
+Everything else (``EXTRA_*``) is added beside it and never changes the contract datasets.
+Files live at ``save_dir/training_session_epoch{E}/episode_{i}.hdf5``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from h1_training.robot_model import CAMERA_NAMES, NUM_ARM_JOINTS, NUM_HAND_JOINTS
+
+# --- contract -------------------------------------------------------------------------------------------
+QPOS = "observations/qpos"
+IMAGES = "observations/images"
+IMAGE_KEYS = tuple(f"{IMAGES}/{name}" for name in CAMERA_NAMES)
+ACTION = "action"
+PHASE = "phase"
+PHASE_POLICY = "policy"
+PHASE_HUMAN = "human"
+CONTRACT_ATTRS = ("episode_length", "fps", "timestamp", "policy_frames", "human_frames")
+JPEG_QUALITY = 85
+
+# --- extras (ours; additive only) ----------------------------------------------------------------------
+EXTRA_SAMPLE_TIME_NS = "timestamps/sample_ns"        # [T] int64, monotonic-ns tick time
+EXTRA_WALL_TIME_NS = "timestamps/wall_ns"            # [T] int64, wall clock at the tick
+EXTRA_QPOS_STAMP_NS = "timestamps/qpos_ns"           # [T] int64, capture time of the arm state used
+EXTRA_HAND_STAMP_NS = "timestamps/hand_ns"           # [T] int64
+EXTRA_IMAGE_STAMP_NS = "timestamps/images"           # group: one [T] int64 per camera
+EXTRA_HAND_STATE = "observations/hand_state"         # [T, 12] float32, normalized 0..1 (1 = open)
+EXTRA_PLACEHOLDER = "quality/placeholder"            # group: one [T] bool per camera
+EXTRA_STALE = "quality/stale"                        # group: one [T] bool per source (qpos, hand, cameras)
+EXTRA_MODEL_VERSION = "model_version"                # [T] string ("" for human frames)
+EXTRA_PROPOSED_ACTION = "proposed_action"            # [T, 14] float32, policy proposal during human control
+EXTRA_PROPOSED_VALID = "proposed_action_valid"       # [T] bool
+# attrs: success (-1/0/1), missed_ticks, achieved_rate_hz, prompt, epoch, episode_index, recovered (bool),
+# recovered_reason, format_version
+FORMAT_VERSION = 1
+
+STR_DTYPE = h5py.string_dtype("utf-8")
+JPEG_DTYPE = h5py.vlen_dtype(np.dtype("uint8"))
+
+_EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
+
+
+def session_dir(save_dir: str | Path, epoch: int) -> Path:
+    return Path(save_dir) / f"training_session_epoch{epoch}"
+
+
+def episode_path(save_dir: str | Path, epoch: int, index: int) -> Path:
+    return session_dir(save_dir, epoch) / f"episode_{index}.hdf5"
+
+
+def episode_index_of(path: str | Path) -> int | None:
+    m = _EPISODE_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def next_episode_index(folder: str | Path) -> int:
+    """First index not used by a saved or in-progress episode in ``folder``."""
+    used = set()
+    for p in Path(folder).glob("episode_*"):
+        name = p.name.split(".")[0] + ".hdf5"
+        idx = episode_index_of(name)
+        if idx is not None:
+            used.add(idx)
+    return max(used) + 1 if used else 0
+
+
+@dataclass
+class Episode:
+    """An episode in memory (for tests, generators and conversion). ``images`` maps camera -> list of JPEG bytes."""
+
+    qpos: np.ndarray                      # [T, 14] float32
+    action: np.ndarray                    # [T, 14] float32
+    phase: list[str]                      # [T]
+    images: dict[str, list[bytes]]        # camera name -> T JPEG byte strings
+    fps: float = 50.0
+    timestamp: str = ""
+    attrs: dict = field(default_factory=dict)
+    hand_state: np.ndarray | None = None  # [T, 12]
+    sample_ns: np.ndarray | None = None   # [T]
+    model_version: list[str] | None = None
+    placeholder: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.qpos.shape[0])
+
+    @property
+    def policy_frames(self) -> int:
+        return sum(1 for p in self.phase if p == PHASE_POLICY)
+
+    @property
+    def human_frames(self) -> int:
+        return sum(1 for p in self.phase if p == PHASE_HUMAN)
+
+
+def validate(f: h5py.File) -> list[str]:
+    """Contract problems of an open episode file; empty list when it satisfies the H1 seed's layout."""
+    problems = []
+    for key in (QPOS, ACTION, PHASE) + IMAGE_KEYS:
+        if key not in f:
+            problems.append(f"missing dataset {key}")
+    if problems:
+        return problems
+    t = f[QPOS].shape[0]
+    if f[QPOS].shape != (t, NUM_ARM_JOINTS) or f[QPOS].dtype != np.float32:
+        problems.append(f"{QPOS} must be [T,{NUM_ARM_JOINTS}] float32, is {f[QPOS].shape} {f[QPOS].dtype}")
+    if f[ACTION].shape != (t, NUM_ARM_JOINTS) or f[ACTION].dtype != np.float32:
+        problems.append(f"{ACTION} must be [T,{NUM_ARM_JOINTS}] float32, is {f[ACTION].shape} {f[ACTION].dtype}")
+    if f[PHASE].shape != (t,):
+        problems.append(f"{PHASE} must be [T], is {f[PHASE].shape}")
+    for key in IMAGE_KEYS:
+        if f[key].shape != (t,):
+            problems.append(f"{key} must be [T], is {f[key].shape}")
+        elif f[key].dtype.kind != "O" or h5py.check_vlen_dtype(f[key].dtype) != np.dtype("uint8"):
+            problems.append(f"{key} must be vlen uint8 (JPEG bytes)")
+    for attr in CONTRACT_ATTRS:
+        if attr not in f.attrs:
+            problems.append(f"missing attribute {attr}")
+    if not problems:
+        if int(f.attrs["episode_length"]) != t:
+            problems.append(f"attr episode_length={f.attrs['episode_length']} but datasets hold {t} frames")
+        phases = [p.decode() if isinstance(p, bytes) else str(p) for p in f[PHASE][:]]
+        bad = {p for p in phases if p not in (PHASE_POLICY, PHASE_HUMAN)}
+        if bad:
+            problems.append(f"phase holds values other than policy/human: {sorted(bad)[:3]}")
+        if int(f.attrs["policy_frames"]) != phases.count(PHASE_POLICY):
+            problems.append("attr policy_frames does not match the phase dataset")
+        if int(f.attrs["human_frames"]) != phases.count(PHASE_HUMAN):
+            problems.append("attr human_frames does not match the phase dataset")
+    return problems
+
+
+def read_episode(path: str | Path, with_images: bool = True) -> Episode:
+    """Load a seed-format episode. Raises ValueError with the reason when it breaks the contract."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with f:
+        problems = validate(f)
+        if problems:
+            raise ValueError(f"{path}: " + "; ".join(problems))
+        images = {}
+        if with_images:
+            for name, key in zip(CAMERA_NAMES, IMAGE_KEYS):
+                images[name] = [bytes(np.asarray(b, dtype=np.uint8)) for b in f[key][:]]
+        phase = [p.decode() if isinstance(p, bytes) else str(p) for p in f[PHASE][:]]
+        mv = None
+        if EXTRA_MODEL_VERSION in f:
+            mv = [m.decode() if isinstance(m, bytes) else str(m) for m in f[EXTRA_MODEL_VERSION][:]]
+        placeholder = {}
+        if EXTRA_PLACEHOLDER in f:
+            placeholder = {k: f[EXTRA_PLACEHOLDER][k][:].astype(bool) for k in f[EXTRA_PLACEHOLDER]}
+        ts = f.attrs["timestamp"]
+        return Episode(
+            qpos=f[QPOS][:],
+            action=f[ACTION][:],
+            phase=phase,
+            images=images,
+            fps=float(f.attrs["fps"]),
+            timestamp=ts.decode() if isinstance(ts, bytes) else str(ts),
+            attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()},
+            hand_state=f[EXTRA_HAND_STATE][:] if EXTRA_HAND_STATE in f else None,
+            sample_ns=f[EXTRA_SAMPLE_TIME_NS][:] if EXTRA_SAMPLE_TIME_NS in f else None,
+            model_version=mv,
+            placeholder=placeholder,
+        )
+
+
+def write_episode(path: str | Path, ep: Episode) -> Path:
+    """Write a whole in-memory episode at once (tests, generators, exports). The recorder streams instead,
+    producing the same layout through ``h1_training.recording`` 's writer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = ep.length
+    with h5py.File(path, "w") as f:
+        f.create_dataset(QPOS, data=np.asarray(ep.qpos, dtype=np.float32).reshape(t, NUM_ARM_JOINTS))
+        for name, key in zip(CAMERA_NAMES, IMAGE_KEYS):
+            ds = f.create_dataset(key, shape=(t,), dtype=JPEG_DTYPE)
+            for i, jpeg in enumerate(ep.images.get(name, [])):
+                ds[i] = np.frombuffer(jpeg, dtype=np.uint8)
+        f.create_dataset(ACTION, data=np.asarray(ep.action, dtype=np.float32).reshape(t, NUM_ARM_JOINTS))
+        f.create_dataset(PHASE, data=np.array(ep.phase, dtype=object), dtype=STR_DTYPE)
+        if ep.hand_state is not None:
+            f.create_dataset(EXTRA_HAND_STATE, data=np.asarray(ep.hand_state, np.float32).reshape(t, NUM_HAND_JOINTS))
+        if ep.sample_ns is not None:
+            f.create_dataset(EXTRA_SAMPLE_TIME_NS, data=np.asarray(ep.sample_ns, dtype=np.int64))
+        if ep.model_version is not None:
+            f.create_dataset(EXTRA_MODEL_VERSION, data=np.array(ep.model_version, dtype=object), dtype=STR_DTYPE)
+        for k, v in ep.attrs.items():
+            if k not in CONTRACT_ATTRS:
+                f.attrs[k] = v
+        f.attrs["episode_length"] = t
+        f.attrs["fps"] = float(ep.fps)
+        f.attrs["timestamp"] = ep.timestamp
+        f.attrs["policy_frames"] = ep.policy_frames
+        f.attrs["human_frames"] = ep.human_frames
+        f.attrs["format_version"] = FORMAT_VERSION
+    return path
