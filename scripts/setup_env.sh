@@ -25,7 +25,6 @@ ROS_WHEELS="ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp ros-kilted-std-srvs ros
  ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators ros-kilted-ament-cmake
  ros-kilted-ament-package ros-kilted-ament-cmake-include-directories ros-kilted-ament-cmake-ros-core catkin_pkg"
 DEBS="cmake g++ make rsync"
-[ "$WITH_NPM" = 1 ] && DEBS="$DEBS nodejs npm chromium"
 
 say() { printf '[setup] %s\n' "$*"; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
@@ -35,6 +34,10 @@ stamp() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 # 1. Debian packages
 missing=""
 for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+# Node.js may come from elsewhere than Debian (e.g. NodeSource); only ask for Debian's when there is none.
+if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ] && ! command -v npm >/dev/null; then
+  missing="$missing nodejs npm"
+fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages:$missing"
