@@ -1,0 +1,132 @@
+"""A scripted policy (no torch): the epoch-0 policy of the sim demo and the policy of the protocol tests.
+
+It implements the same Policy protocol as the learned adapters in ``policy/models`` (``metadata``,
+``infer(obs) -> {"actions": [H, 14] float32}``, ``reset()``), so everything that serves or consumes a policy can be
+exercised without a checkpoint:
+
+- ``mode="reach"``: a minimum-jerk move from the observed arm state to ``target`` (a reach pose in front of the
+  robot by default), at most ``max_speed`` rad/s on any joint; re-planned from the observed state on every call, so
+  it converges even when the human has moved the arms in between.
+- ``mode="hold"``: hold ``target`` (ARM_HOME_RAD by default) — every action row is the target.
+
+Actions are absolute joint position targets in ``robot_model.ARM_JOINT_NAMES`` order, clipped to the URDF limits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_UPPER_RAD, NUM_ARM_JOINTS
+
+POLICY_TYPE = "scripted"
+CONFIG_FILE = "config.json"
+
+# Arms raised forward with the elbows bent: a reachable pose inside the H1-2 URDF limits (left then right).
+REACH_TARGET_RAD = np.array([-0.8, 0.25, 0.0, 1.0, 0.0, 0.0, 0.0,
+                             -0.8, -0.25, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+@dataclass
+class ScriptedConfig:
+    mode: str = "reach"                       # "reach" or "hold"
+    target: list[float] | None = None         # 14 joint targets [rad]; None = the mode's default pose
+    horizon: int = 50                         # action rows per inference (1 s at 50 Hz)
+    fps: float = 50.0                         # control rate the rows are spaced at
+    max_speed: float = 0.6                    # [rad/s] peak joint speed of the planned move
+    min_duration_s: float = 1.0               # never plan a move faster than this
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("reach", "hold"):
+            raise ValueError(f"scripted mode must be 'reach' or 'hold', got {self.mode!r}")
+        if self.target is not None and len(self.target) != NUM_ARM_JOINTS:
+            raise ValueError(f"scripted target needs {NUM_ARM_JOINTS} joint values, got {len(self.target)}")
+        if not 1 <= int(self.horizon) <= 1000:
+            raise ValueError(f"horizon must be in 1..1000, got {self.horizon}")
+        if not (self.fps > 0 and self.max_speed > 0 and self.min_duration_s > 0):
+            raise ValueError("fps, max_speed and min_duration_s must be > 0")
+
+
+def _state_of(obs: Any) -> np.ndarray:
+    """The 14 arm joint positions of an observation (DESIGN.md §3); a clear ValueError when malformed."""
+    if not isinstance(obs, dict):
+        raise ValueError(f"observation must be a map, got {type(obs).__name__}")
+    if "state" not in obs:
+        raise ValueError(f"observation has no 'state' (keys: {sorted(map(str, obs))})")
+    state = np.asarray(obs["state"])
+    if state.shape != (NUM_ARM_JOINTS,) or state.dtype.kind not in "fiu":
+        raise ValueError(f"'state' must be {NUM_ARM_JOINTS} numbers, got shape {state.shape} dtype {state.dtype}")
+    state = state.astype(np.float64)
+    if not np.all(np.isfinite(state)):
+        raise ValueError("'state' contains NaN or inf")
+    return state
+
+
+class ScriptedPolicy:
+    """Smooth reach (or hold) toward a fixed joint target; see the module docstring."""
+
+    def __init__(self, config: ScriptedConfig | None = None, model_id: str = "scripted") -> None:
+        self.config = config or ScriptedConfig()
+        default = REACH_TARGET_RAD if self.config.mode == "reach" else ARM_HOME_RAD
+        target = np.asarray(self.config.target if self.config.target is not None else default, np.float64)
+        self.target = np.clip(target, ARM_LOWER_RAD, ARM_UPPER_RAD)
+        self.model_id = model_id
+        self.metadata: dict[str, Any] = {
+            "policy_type": POLICY_TYPE,
+            "model_id": model_id,
+            "mode": self.config.mode,
+            "action_horizon": int(self.config.horizon),
+            "action_dim": NUM_ARM_JOINTS,
+            "fps": float(self.config.fps),
+            "target": [float(x) for x in self.target],
+        }
+
+    def reset(self) -> None:
+        """Stateless: every call plans from the observed state."""
+
+    def infer(self, obs: dict) -> dict:
+        t0 = time.perf_counter()
+        state = _state_of(obs)
+        h = int(self.config.horizon)
+        if self.config.mode == "hold":
+            actions = np.repeat(self.target[None, :], h, axis=0)
+        else:
+            delta = self.target - state
+            # Peak speed of a minimum-jerk profile is 1.875 * distance / duration.
+            duration = max(self.config.min_duration_s, 1.875 * float(np.max(np.abs(delta))) / self.config.max_speed)
+            tau = np.clip(np.arange(1, h + 1) / self.config.fps / duration, 0.0, 1.0)[:, None]
+            s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
+            actions = state[None, :] + s * delta[None, :]
+        actions = np.clip(actions, ARM_LOWER_RAD, ARM_UPPER_RAD).astype(np.float32)
+        return {"actions": actions, "policy_timing": {"infer_ms": (time.perf_counter() - t0) * 1e3}}
+
+    # -- on disk: a model directory holds config.json only -------------------------------------------------
+    def save(self, model_dir: str | Path) -> Path:
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        cfg = asdict(self.config)
+        cfg["target"] = [float(x) for x in self.target]
+        (model_dir / CONFIG_FILE).write_text(json.dumps({"policy_type": POLICY_TYPE, **cfg}, indent=2))
+        return model_dir
+
+    @classmethod
+    def load(cls, model_dir: str | Path, model_id: str | None = None) -> ScriptedPolicy:
+        model_dir = Path(model_dir)
+        raw = json.loads((model_dir / CONFIG_FILE).read_text())
+        if raw.pop("policy_type", POLICY_TYPE) != POLICY_TYPE:
+            raise ValueError(f"{model_dir} is not a scripted policy")
+        return cls(ScriptedConfig(**raw), model_id=model_id or model_dir.name)
+
+
+def is_scripted_dir(model_dir: str | Path) -> bool:
+    path = Path(model_dir) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text()).get("policy_type") == POLICY_TYPE
+    except (OSError, ValueError, AttributeError):
+        return False
