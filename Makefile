@@ -15,6 +15,7 @@ demo: setup
 # pytest exits 5 when it collected no test: that is a failure here, never a green run.
 test: setup
 	@$(PY) -m ruff check src test launch
+	@cd foxglove_panels && npx --no-install tsc --noEmit && npx --no-install vitest run
 	@set +e; $(PY) -m pytest test $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing"; exit 1; fi; exit $$rc
 
