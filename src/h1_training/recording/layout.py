@@ -39,21 +39,92 @@ JPEG_QUALITY = 85
 # --- extras (ours; additive only) ----------------------------------------------------------------------
 EXTRA_SAMPLE_TIME_NS = "timestamps/sample_ns"        # [T] int64, monotonic-ns tick time
 EXTRA_WALL_TIME_NS = "timestamps/wall_ns"            # [T] int64, wall clock at the tick
-EXTRA_QPOS_STAMP_NS = "timestamps/qpos_ns"           # [T] int64, capture time of the arm state used
+EXTRA_QPOS_STAMP_NS = "timestamps/qpos_ns"           # [T] int64, capture time of the arm state used (0: none)
 EXTRA_HAND_STAMP_NS = "timestamps/hand_ns"           # [T] int64
+EXTRA_ACTION_STAMP_NS = "timestamps/action_ns"       # [T] int64, stamp of the arm command used as action
+EXTRA_PROPOSAL_STAMP_NS = "timestamps/proposal_ns"   # [T] int64, stamp of the policy proposal used
 EXTRA_IMAGE_STAMP_NS = "timestamps/images"           # group: one [T] int64 per camera
 EXTRA_HAND_STATE = "observations/hand_state"         # [T, 12] float32, normalized 0..1 (1 = open)
 EXTRA_PLACEHOLDER = "quality/placeholder"            # group: one [T] bool per camera
-EXTRA_STALE = "quality/stale"                        # group: one [T] bool per source (qpos, hand, cameras)
+EXTRA_STALE = "quality/stale"                        # group: one [T] bool per source (STALE_SOURCES)
 EXTRA_MODEL_VERSION = "model_version"                # [T] string ("" for human frames)
 EXTRA_PROPOSED_ACTION = "proposed_action"            # [T, 14] float32, policy proposal during human control
 EXTRA_PROPOSED_VALID = "proposed_action_valid"       # [T] bool
-# attrs: success (-1/0/1), missed_ticks, achieved_rate_hz, prompt, epoch, episode_index, recovered (bool),
-# recovered_reason, format_version
+# Sources whose staleness is flagged per sample, in this order.
+STALE_SOURCES = ("qpos", "hand_state") + tuple(CAMERA_NAMES)
+
+# attrs beside the contract's
+ATTR_SUCCESS = "success"                  # int: -1 unknown, 0 failed, 1 succeeded (SaveEpisode.success_label)
+ATTR_MISSED_TICKS = "missed_ticks"        # int: 50 Hz ticks that got no sample (never filled in)
+ATTR_ACHIEVED_RATE = "achieved_rate_hz"   # float: (T-1) / (last - first sample time)
+ATTR_PROMPT = "prompt"
+ATTR_EPOCH = "epoch"
+ATTR_EPISODE_INDEX = "episode_index"
+ATTR_RECOVERED = "recovered"              # bool: rebuilt from a file a crash left behind
+ATTR_RECOVERED_REASON = "recovered_reason"
+ATTR_END_REASON = "end_reason"            # "saved", "shutdown", "error: ...", "recovered"
+ATTR_FRAMES_FLUSHED = "frames_flushed"    # int: rows known complete on disk (updated at every flush)
+ATTR_FORMAT_VERSION = "format_version"
+ATTR_STALE_AFTER_S = "stale_after_s"
 FORMAT_VERSION = 1
+
+# An episode being recorded lives under a temporary name beside its final one and is renamed on save.
+PARTIAL_SUFFIX = ".partial"
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 JPEG_DTYPE = h5py.vlen_dtype(np.dtype("uint8"))
+
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-sample dataset of a streamed episode: ``[T]`` when ``width`` is 0, else ``[T, width]``."""
+
+    key: str
+    kind: str        # "f32", "i64", "bool", "str", "jpeg"
+    width: int = 0
+
+    @property
+    def dtype(self):
+        return {"f32": np.dtype("float32"), "i64": np.dtype("int64"), "bool": np.dtype("bool"),
+                "str": STR_DTYPE, "jpeg": JPEG_DTYPE}[self.kind]
+
+
+def image_stamp_key(camera: str) -> str:
+    return f"{EXTRA_IMAGE_STAMP_NS}/{camera}"
+
+
+def placeholder_key(camera: str) -> str:
+    return f"{EXTRA_PLACEHOLDER}/{camera}"
+
+
+def stale_key(source: str) -> str:
+    return f"{EXTRA_STALE}/{source}"
+
+
+# Every dataset the recorder streams, contract first. All have T rows; a repaired file keeps the same set.
+COLUMNS: tuple[Column, ...] = (
+    (Column(QPOS, "f32", NUM_ARM_JOINTS),)
+    + tuple(Column(key, "jpeg") for key in IMAGE_KEYS)
+    + (Column(ACTION, "f32", NUM_ARM_JOINTS), Column(PHASE, "str"))
+    + (
+        Column(EXTRA_SAMPLE_TIME_NS, "i64"),
+        Column(EXTRA_WALL_TIME_NS, "i64"),
+        Column(EXTRA_QPOS_STAMP_NS, "i64"),
+        Column(EXTRA_HAND_STAMP_NS, "i64"),
+        Column(EXTRA_ACTION_STAMP_NS, "i64"),
+        Column(EXTRA_PROPOSAL_STAMP_NS, "i64"),
+    )
+    + tuple(Column(image_stamp_key(c), "i64") for c in CAMERA_NAMES)
+    + (Column(EXTRA_HAND_STATE, "f32", NUM_HAND_JOINTS),)
+    + tuple(Column(placeholder_key(c), "bool") for c in CAMERA_NAMES)
+    + tuple(Column(stale_key(s), "bool") for s in STALE_SOURCES)
+    + (
+        Column(EXTRA_MODEL_VERSION, "str"),
+        Column(EXTRA_PROPOSED_ACTION, "f32", NUM_ARM_JOINTS),
+        Column(EXTRA_PROPOSED_VALID, "bool"),
+    )
+)
 
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
 
@@ -64,6 +135,19 @@ def session_dir(save_dir: str | Path, epoch: int) -> Path:
 
 def episode_path(save_dir: str | Path, epoch: int, index: int) -> Path:
     return session_dir(save_dir, epoch) / f"episode_{index}.hdf5"
+
+
+def partial_path(final: str | Path) -> Path:
+    """Temporary name of an episode while it is being recorded (``episode_3.hdf5.partial``)."""
+    return Path(str(final) + PARTIAL_SUFFIX)
+
+
+def find_partials(save_dir: str | Path) -> list[Path]:
+    """Episodes a recorder left unsaved (crash, kill, power loss) under ``save_dir``."""
+    root = Path(save_dir)
+    if not root.is_dir():
+        return []
+    return sorted(root.glob(f"training_session_epoch*/episode_*.hdf5{PARTIAL_SUFFIX}"))
 
 
 def episode_index_of(path: str | Path) -> int | None:

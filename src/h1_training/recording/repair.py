@@ -1,0 +1,230 @@
+"""Repair an episode a crash left behind (``episode_<i>.hdf5.partial``) into a valid, truncated episode.
+
+The writer records ``frames_flushed`` at every flush; rows up to it are known complete on disk. Repair copies
+that prefix row-checked (monotonic sample times, JPEG start-of-image marker, a known phase) into a fresh file,
+stops at the first row that cannot be read or fails a check, writes the contract attributes counted from what
+was kept, marks it ``recovered=True`` with the reason, and renames it atomically to ``episode_<i>.hdf5``.
+The partial file is removed only after the repaired episode is safely on disk. A file that cannot be read at
+all is renamed ``*.unrecoverable`` (never deleted) and reported.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from h1_training.recording import layout as L
+from h1_training.recording.sampler import achieved_rate
+from h1_training.recording.writer import (
+    append_rows,
+    create_columns,
+    fsync_dir,
+    publish_atomically,
+    write_final_attrs,
+)
+
+_EOF_RE = re.compile(r"stored[_ ]eof\s*=\s*(\d+)")
+_BLOCK = 250
+UNRECOVERABLE_SUFFIX = ".unrecoverable"
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    partial: str
+    ok: bool
+    path: str = ""          # the repaired episode ("" when nothing was recovered)
+    frames: int = 0
+    frames_on_disk: int = 0  # rows the partial file's datasets held
+    skipped: bool = False    # in use by a live recorder: left alone
+    reason: str = ""         # operator-readable account
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"left {self.partial} alone: {self.reason}"
+        if self.ok:
+            return f"repaired {self.partial} -> {self.path}: {self.frames} frames kept ({self.reason})"
+        return f"could not repair {self.partial}: {self.reason}"
+
+
+def _in_use(path: Path) -> bool:
+    """True when another process holds a lock on the file (HDF5 locks files it has open for writing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _open(path: Path) -> tuple[h5py.File, str]:
+    """Open read-only; a file cut short (power loss) is padded with zeros up to the length its superblock
+    records so HDF5 opens it, and the row checks then drop whatever the zeros replaced."""
+    try:
+        return h5py.File(path, "r", locking=False), ""
+    except OSError as exc:
+        m = _EOF_RE.search(str(exc))
+        if not m or "truncated" not in str(exc).lower():
+            raise
+        stored = int(m.group(1))
+        actual = path.stat().st_size
+        os.truncate(path, stored)
+        note = f"file was cut short ({actual} of {stored} bytes on disk)"
+        return h5py.File(path, "r", locking=False), note
+
+
+def _row_ok(block: dict[str, np.ndarray], i: int, prev_ns: int) -> bool:
+    t = int(block[L.EXTRA_SAMPLE_TIME_NS][i])
+    if t <= 0 or t <= prev_ns:
+        return False
+    phase = block[L.PHASE][i]
+    phase = phase.decode() if isinstance(phase, bytes) else str(phase)
+    if phase not in (L.PHASE_POLICY, L.PHASE_HUMAN):
+        return False
+    for key in L.IMAGE_KEYS:
+        jpeg = block[key][i]
+        if len(jpeg) < 4 or jpeg[0] != 0xFF or jpeg[1] != 0xD8:  # JPEG SOI marker
+            return False
+    return True
+
+
+def _read_block(src: h5py.File, a: int, b: int) -> dict[str, np.ndarray]:
+    return {col.key: src[col.key][a:b] for col in L.COLUMNS}
+
+
+def _good_prefix(src: h5py.File, limit: int) -> tuple[int, list[dict[str, np.ndarray]]]:
+    """Rows [0, n) that read back and pass the row checks, as blocks."""
+    blocks, n, prev_ns = [], 0, 0
+    while n < limit:
+        start, b = n, min(limit, n + _BLOCK)
+        try:
+            block = _read_block(src, start, b)
+        except Exception:  # noqa: BLE001 - an unreadable chunk ends the good prefix; go row by row to find it
+            block = None
+            for r in range(start, b):
+                try:
+                    row = _read_block(src, r, r + 1)
+                except Exception:  # noqa: BLE001
+                    break
+                block = row if block is None else {k: np.concatenate([block[k], row[k]]) for k in block}
+            if block is None:
+                break
+        rows = len(block[L.EXTRA_SAMPLE_TIME_NS])
+        good = 0
+        for i in range(rows):
+            if not _row_ok(block, i, prev_ns):
+                break
+            prev_ns = int(block[L.EXTRA_SAMPLE_TIME_NS][i])
+            good += 1
+        if good:
+            blocks.append({k: v[:good] for k, v in block.items()})
+        n = start + good
+        if good < b - start:
+            break
+    return n, blocks
+
+
+def _inspect(src: h5py.File) -> tuple[int, int | None, int, list, dict]:
+    """(rows on disk, frames_flushed attr, rows kept, kept blocks, attrs); rows on disk -1 = datasets missing
+    (then the blocks list holds their names)."""
+    missing = [c.key for c in L.COLUMNS if c.key not in src]
+    if missing:
+        return -1, None, 0, missing, {}
+    on_disk = min(src[c.key].shape[0] for c in L.COLUMNS)
+    limit = on_disk
+    flushed = src.attrs.get(L.ATTR_FRAMES_FLUSHED)
+    if flushed is not None:
+        flushed = int(flushed)
+        limit = min(limit, flushed)
+    kept, blocks = _good_prefix(src, limit)
+    attrs = {}
+    for k in src.attrs:
+        try:
+            attrs[k] = src.attrs[k]
+        except Exception:  # noqa: BLE001 - an unreadable attribute is dropped, the rows matter more
+            pass
+    return on_disk, flushed, kept, blocks, attrs
+
+
+def repair_partial(partial: str | Path, why: str = "the recorder stopped without saving (crash, kill or power "
+                   "loss)") -> RepairResult:
+    partial = Path(partial)
+    if not partial.name.endswith(L.PARTIAL_SUFFIX):
+        return RepairResult(str(partial), False, reason=f"not a partial episode (no {L.PARTIAL_SUFFIX} suffix)")
+    if _in_use(partial):
+        return RepairResult(str(partial), False, skipped=True, reason="in use by a running recorder")
+    final = Path(str(partial)[: -len(L.PARTIAL_SUFFIX)])
+    try:
+        src, note = _open(partial)
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot be opened is reported, the file is kept
+        return _give_up(partial, f"not readable as HDF5 ({exc})")
+    try:
+        with src:
+            on_disk, flushed, kept, blocks, attrs = _inspect(src)
+    except Exception as exc:  # noqa: BLE001 - damaged metadata: report and keep the file
+        return _give_up(partial, f"its structure is damaged ({exc})")
+    if on_disk < 0:
+        return _give_up(partial, "datasets missing: " + ", ".join(blocks[:4]))
+    if kept == 0:
+        if on_disk == 0:
+            partial.unlink()
+            return RepairResult(str(partial), False, reason="the episode ended before its first sample was "
+                                "written; nothing to recover (file removed)")
+        return _give_up(partial, f"none of its {on_disk} rows could be read back intact")
+
+    tmp = Path(str(final) + ".repairing")
+    with h5py.File(tmp, "w") as dst:
+        datasets = create_columns(dst, _BLOCK)
+        n = 0
+        for block in blocks:
+            n = append_rows(datasets, n, block)
+        sample_ns = dst[L.EXTRA_SAMPLE_TIME_NS]
+        rate = achieved_rate(n, int(sample_ns[0]), int(sample_ns[n - 1]))
+        reason = f"{why}; kept {kept} of {on_disk} rows found (last flush recorded {flushed} rows)"
+        if note:
+            reason += f"; {note}"
+        extra = {k: v for k, v in attrs.items() if k not in L.CONTRACT_ATTRS}
+        extra.update({
+            L.ATTR_RECOVERED: True,
+            L.ATTR_RECOVERED_REASON: reason,
+            L.ATTR_END_REASON: "recovered",
+            L.ATTR_ACHIEVED_RATE: float(rate),
+            L.ATTR_MISSED_TICKS: int(attrs.get(L.ATTR_MISSED_TICKS, 0)),
+        })
+        ts = attrs.get("timestamp", "")
+        write_final_attrs(dst, n, float(attrs.get("fps", 50.0)), ts.decode() if isinstance(ts, bytes) else str(ts),
+                          dst[L.PHASE][:], extra)
+        dst.flush()
+        os.fsync(dst.id.get_vfd_handle())
+    path = publish_atomically(tmp, final)
+    partial.unlink()
+    fsync_dir(partial.parent)
+    return RepairResult(str(partial), True, str(path), kept, on_disk, reason=reason)
+
+
+def _give_up(partial: Path, reason: str) -> RepairResult:
+    keep = Path(str(partial) + UNRECOVERABLE_SUFFIX)
+    try:
+        os.replace(partial, keep)
+    except OSError:
+        keep = partial
+    return RepairResult(str(partial), False, reason=f"{reason}; file kept as {keep}")
+
+
+def repair_all(save_dir: str | Path) -> list[RepairResult]:
+    """Repair every partial episode under ``save_dir`` (what the recorder does at start-up)."""
+    return [repair_partial(p) for p in L.find_partials(save_dir)]
