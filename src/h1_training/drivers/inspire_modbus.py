@@ -1,0 +1,618 @@
+"""Inspire RH56 dexterous hands over Modbus (TCP or RTU) with pymodbus: register map, one client per hand,
+and a worker thread per hand that polls, writes targets and reconnects with backoff (no rclpy here).
+
+Register map (holding registers; 6 x uint16 per block unless noted), from TechShare-inc/inspire_demos
+(``inspire_demos/inspire_modbus.py`` + ``inspire_serial.py`` regdict) and the inspire_hand_sdk:
+
+    HAND_ID 1000, CLEAR_ERROR 1004, POS_SET 1474, ANGLE_SET 1486, FORCE_SET 1498, SPEED_SET 1522,
+    POS_ACT 1534, ANGLE_ACT 1546, FORCE_ACT 1582, CURRENT 1594,
+    ERROR 1606 (3 regs = 6 bytes), STATUS 1612 (3 regs), TEMP 1618 (3 regs)
+
+Values 0..1000 with 1000 = open; writing 0xFFFF (-1) to a *_SET register leaves that finger as it is
+(inspire_demos ``set_angle`` "special placeholder value"). Byte blocks (ERROR/STATUS/TEMP) carry two
+fingers per register, low byte first (inspire_demos ``_read6_8bit``). DOF order: pinky, ring, middle,
+index, thumb bend, thumb rotation. STATUS / ERROR codes per finger follow the RH56 user manual
+(register table of the RH56DFX/DFTP manuals, as used by the inspire_hand_sdk).
+
+Why one thread per hand: a hand whose link is gone makes every Modbus call wait for its timeout; with
+each hand in its own thread (and every call bounded by ``timeout_s``), one dead hand never delays the
+other. Hands that share one RS-485 bus (RTU) share one serial port and take turns under a lock: there a
+silent hand can delay the other by at most one timeout per poll.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from h1_training.robot_model import HAND_DOF_NAMES, HAND_RAW_MAX
+
+# --- register map (TechShare-inc/inspire_demos regdict, Gen3 RH56) ----------------------------------------
+HAND_ID = 1000
+CLEAR_ERROR = 1004
+POS_SET = 1474
+ANGLE_SET = 1486
+FORCE_SET = 1498
+SPEED_SET = 1522
+POS_ACT = 1534
+ANGLE_ACT = 1546
+FORCE_ACT = 1582
+CURRENT = 1594
+ERROR = 1606  # 3 registers, one byte per finger
+STATUS = 1612  # 3 registers, one byte per finger
+TEMP = 1618  # 3 registers, one byte per finger
+NUM_DOF = 6
+KEEP = 0xFFFF  # "-1": leave this finger's setpoint unchanged
+
+# STATUS byte per finger (RH56 manual).
+STATUS_TEXT = {
+    0: "releasing",
+    1: "grasping",
+    2: "position reached",
+    3: "force reached",
+    5: "current protection stop",
+    6: "stall stop",
+    7: "fault stop",
+}
+# ERROR bits per finger (RH56 manual).
+ERROR_BITS = {
+    0: "stall",
+    1: "over-temperature",
+    2: "over-current",
+    3: "motor fault",
+    4: "communication fault",
+}
+
+DEFAULT_TCP_PORT = 6000  # Inspire Modbus TCP default 192.168.11.210:6000, unit 1 (DESIGN.md §3)
+DEFAULT_BAUDRATE = 115200
+
+
+def split_bytes(registers: Sequence[int]) -> list[int]:
+    """Byte blocks: each 16-bit register holds two fingers, low byte first (inspire_demos _read6_8bit)."""
+    out: list[int] = []
+    for reg in registers:
+        out.append(int(reg) & 0xFF)
+        out.append((int(reg) >> 8) & 0xFF)
+    return out
+
+
+def join_bytes(values: Sequence[int]) -> list[int]:
+    """Inverse of ``split_bytes`` (used by the emulator)."""
+    if len(values) % 2:
+        raise ValueError("byte blocks have an even number of values")
+    return [(int(values[i]) & 0xFF) | ((int(values[i + 1]) & 0xFF) << 8) for i in range(0, len(values), 2)]
+
+
+def describe_errors(error_bytes: Sequence[int]) -> str:
+    """'index: stall; thumb_bend: over-current' or '' when all clear."""
+    parts = []
+    for dof, code in zip(HAND_DOF_NAMES, error_bytes):
+        if code:
+            bits = [text for bit, text in ERROR_BITS.items() if code & (1 << bit)] or [f"code {code}"]
+            parts.append(f"{dof}: {', '.join(bits)}")
+    return "; ".join(parts)
+
+
+def normalized_to_raw(values: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """0..1 (1 = open) -> register values 0..1000, clamped. Returns (raw, clamped?).
+
+    Raises ValueError for non-finite input: a NaN command must never reach a hand.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"non-finite hand command {arr.tolist()}")
+    clipped = np.clip(arr, 0.0, 1.0)
+    raw = np.rint(clipped * HAND_RAW_MAX).astype(np.int64)
+    return raw, bool(np.any(clipped != arr))
+
+
+def clamp_raw(values: Sequence[int]) -> np.ndarray:
+    """Clamp raw setpoints to 0..1000, keeping KEEP (0xFFFF / -1) as 'unchanged'."""
+    arr = np.asarray(values, dtype=np.int64)
+    keep = (arr == KEEP) | (arr == -1)
+    out = np.clip(arr, 0, HAND_RAW_MAX)
+    out[keep] = KEEP
+    return out
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HandEndpoint:
+    """Where one hand is: Modbus TCP host/port/unit, or RTU serial port/baud/unit."""
+
+    name: str  # "left" / "right"
+    transport: str = "tcp"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_TCP_PORT
+    serial_port: str = ""
+    baudrate: int = DEFAULT_BAUDRATE
+    unit: int = 1
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("tcp", "rtu"):
+            raise ValueError(f"{self.name} hand: transport must be 'tcp' or 'rtu', got {self.transport!r}")
+        if self.transport == "tcp" and not (self.host and 0 < self.port < 65536):
+            raise ValueError(f"{self.name} hand: Modbus TCP needs a host and a port 1..65535")
+        if self.transport == "rtu" and not self.serial_port:
+            raise ValueError(f"{self.name} hand: Modbus RTU needs a serial port (e.g. /dev/ttyUSB0)")
+        if not 0 <= self.unit <= 247:
+            raise ValueError(f"{self.name} hand: unit id must be 0..247, got {self.unit}")
+
+    def describe(self) -> str:
+        if self.transport == "tcp":
+            return f"tcp {self.host}:{self.port} unit {self.unit}"
+        return f"rtu {self.serial_port}@{self.baudrate} unit {self.unit}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    read_rate_hz: float = 50.0
+    write_rate_hz: float = 50.0  # most ANGLE_SET writes per second (latest target wins)
+    timeout_s: float = 0.1  # bound on every Modbus request
+    reconnect_initial_s: float = 0.2
+    reconnect_max_s: float = 5.0
+    temperature_period_s: float = 1.0
+    finger_speed: int = -1  # written to SPEED_SET on (re)connect when >= 0
+    finger_force: int = -1  # written to FORCE_SET on (re)connect when >= 0
+
+    def __post_init__(self) -> None:
+        for name in ("read_rate_hz", "write_rate_hz", "timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        for name in ("finger_speed", "finger_force"):
+            if not -1 <= getattr(self, name) <= HAND_RAW_MAX:
+                raise ValueError(f"{name} must be -1 (leave as is) or 0..1000")
+
+
+class Backoff:
+    """Exponential reconnect delay: initial, x2 per failure, capped; reset on success."""
+
+    def __init__(self, initial: float, maximum: float, factor: float = 2.0) -> None:
+        self.initial, self.maximum, self.factor = initial, maximum, factor
+        self._next = initial
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * self.factor)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+# --- one Modbus link ---------------------------------------------------------------------------------------
+class HandLinkError(RuntimeError):
+    """The hand did not answer (timeout, connection refused/reset, Modbus exception response)."""
+
+
+class ModbusLink:
+    """One pymodbus sync client plus a lock; TCP hands get one each, hands on one RTU bus share one."""
+
+    def __init__(self, endpoint: HandEndpoint, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.lock = threading.Lock()
+        self.client = None
+        self.shared = False
+
+    def open(self) -> None:
+        from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+
+        with self.lock:
+            if self.client is not None and self.client.connected:
+                return
+            self._close_locked()
+            ep = self.endpoint
+            if ep.transport == "tcp":
+                client = ModbusTcpClient(ep.host, port=ep.port, timeout=self.timeout_s, retries=0)
+            else:
+                client = ModbusSerialClient(ep.serial_port, baudrate=ep.baudrate, timeout=self.timeout_s, retries=0)
+            try:
+                ok = client.connect()
+            except Exception as exc:  # noqa: BLE001 - serial/socket errors of any kind mean "not reachable"
+                client.close()
+                raise HandLinkError(f"cannot open {ep.describe()}: {exc}") from exc
+            if not ok:
+                client.close()
+                raise HandLinkError(f"cannot connect to {ep.describe()}")
+            self.client = client
+
+    def _close_locked(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # noqa: BLE001 - closing a broken socket may raise; it is gone either way
+                pass
+        self.client = None
+
+    def close(self) -> None:
+        with self.lock:
+            self._close_locked()
+
+    @property
+    def is_open(self) -> bool:
+        client = self.client
+        return client is not None and bool(client.connected)
+
+    def read(self, address: int, count: int, unit: int) -> list[int]:
+        with self.lock:
+            client = self.client
+            if client is None:
+                raise HandLinkError("link not open")
+            try:
+                reply = client.read_holding_registers(address, count=count, device_id=unit)
+            except Exception as exc:  # noqa: BLE001 - pymodbus raises ModbusIOException/ConnectionException/...
+                raise HandLinkError(f"read {address}x{count} failed: {exc}") from exc
+        if reply.isError() or len(getattr(reply, "registers", [])) < count:
+            raise HandLinkError(f"read {address}x{count}: error reply {reply}")
+        return list(reply.registers[:count])
+
+    def write(self, address: int, values: Sequence[int], unit: int) -> None:
+        with self.lock:
+            client = self.client
+            if client is None:
+                raise HandLinkError("link not open")
+            try:
+                reply = client.write_registers(address, [int(v) & 0xFFFF for v in values], device_id=unit)
+            except Exception as exc:  # noqa: BLE001
+                raise HandLinkError(f"write {address} failed: {exc}") from exc
+        if reply.isError():
+            raise HandLinkError(f"write {address}: error reply {reply}")
+
+
+@dataclass
+class HandReading:
+    stamp: float  # time.time() when the reply arrived
+    angle: np.ndarray  # ANGLE_ACT, 0..1000, 1000 = open
+    force: np.ndarray  # FORCE_ACT (signed int16)
+    status: np.ndarray  # STATUS byte per finger
+    error: np.ndarray  # ERROR byte per finger
+    temperature: np.ndarray | None = None  # TEMP [deg C] per finger, read at a low rate
+
+
+def _int16(values: Sequence[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.uint16).view(np.int16).astype(np.int64)
+
+
+class InspireHandClient:
+    """Blocking, timeout-bounded access to one hand's registers. Raises ``HandLinkError`` on any failure."""
+
+    def __init__(self, endpoint: HandEndpoint, link: ModbusLink) -> None:
+        self.endpoint = endpoint
+        self.link = link
+
+    def connect(self) -> None:
+        self.link.open()
+        self.link.read(ANGLE_ACT, NUM_DOF, self.endpoint.unit)  # the hand itself must answer, not just the port
+
+    def close(self) -> None:
+        if not self.link.shared:
+            self.link.close()
+
+    def read_state(self) -> HandReading:
+        unit = self.endpoint.unit
+        angle = self.link.read(ANGLE_ACT, NUM_DOF, unit)
+        force = self.link.read(FORCE_ACT, NUM_DOF, unit)
+        error = split_bytes(self.link.read(ERROR, 3, unit))
+        status = split_bytes(self.link.read(STATUS, 3, unit))
+        return HandReading(
+            stamp=time.time(),
+            angle=np.asarray(angle, dtype=np.int64),
+            force=_int16(force),
+            status=np.asarray(status, dtype=np.int64),
+            error=np.asarray(error, dtype=np.int64),
+        )
+
+    def read_temperature(self) -> np.ndarray:
+        return np.asarray(split_bytes(self.link.read(TEMP, 3, self.endpoint.unit)), dtype=np.int64)
+
+    def write_angles(self, raw: Sequence[int]) -> None:
+        if len(raw) != NUM_DOF:
+            raise ValueError(f"ANGLE_SET takes {NUM_DOF} values, got {len(raw)}")
+        self.link.write(ANGLE_SET, clamp_raw(raw).tolist(), self.endpoint.unit)
+
+    def write_speed(self, value: int) -> None:
+        self.link.write(SPEED_SET, [int(np.clip(value, 0, HAND_RAW_MAX))] * NUM_DOF, self.endpoint.unit)
+
+    def write_force(self, value: int) -> None:
+        self.link.write(FORCE_SET, [int(np.clip(value, 0, HAND_RAW_MAX))] * NUM_DOF, self.endpoint.unit)
+
+    def clear_error(self) -> None:
+        self.link.write(CLEAR_ERROR, [1], self.endpoint.unit)
+
+
+def make_links(endpoints: Sequence[HandEndpoint], timeout_s: float) -> dict[str, ModbusLink]:
+    """One link per TCP hand; hands on the same serial port share one link (one RS-485 bus)."""
+    links: dict[str, ModbusLink] = {}
+    by_port: dict[str, ModbusLink] = {}
+    for ep in endpoints:
+        if ep.transport == "rtu":
+            link = by_port.get(ep.serial_port)
+            if link is None:
+                link = by_port[ep.serial_port] = ModbusLink(ep, timeout_s)
+            else:
+                link.shared = True
+                if link.endpoint.baudrate != ep.baudrate:
+                    raise ValueError(f"hands on {ep.serial_port} must use one baud rate")
+            links[ep.name] = link
+        else:
+            links[ep.name] = ModbusLink(ep, timeout_s)
+    return links
+
+
+# --- the worker: one thread per hand -----------------------------------------------------------------------
+@dataclass
+class LinkHealth:
+    connected: bool = False
+    reads: int = 0
+    writes: int = 0
+    failures: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+    last_reading_time: float = 0.0  # time.time(), 0 if never
+    retry_at: float = 0.0  # time.monotonic() of the next connect attempt
+    read_hz: float = 0.0
+    commands_dropped: int = 0  # targets superseded before the write slot (rate limit): latest wins
+    loop_overruns: int = 0
+
+
+# (level, message) -> the node's logger; levels "info", "warn", "error"
+EventSink = Callable[[str, str], None]
+
+
+@dataclass
+class _Target:
+    raw: np.ndarray
+    seq: int
+
+
+class HandWorker:
+    """Polls one hand at ``read_rate_hz``, writes the latest target at most ``write_rate_hz``, reconnects with
+    exponential backoff. Never raises out of its thread; reports link changes through ``on_event``."""
+
+    def __init__(
+        self,
+        endpoint: HandEndpoint,
+        config: WorkerConfig,
+        link: ModbusLink | None = None,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.client = InspireHandClient(endpoint, link or ModbusLink(endpoint, config.timeout_s))
+        self.on_event = on_event or (lambda level, msg: None)
+        self._lock = threading.Lock()
+        self._latest: HandReading | None = None
+        self._health = LinkHealth()
+        self._target: _Target | None = None
+        self._target_seq = 0
+        self._written_seq = 0
+        self._clear_error = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
+        self._lost_since: float | None = None
+        self._fail_logged = 0
+        self._thread = threading.Thread(target=self._run, name=f"inspire-{endpoint.name}", daemon=True)
+
+    # --- API for the node (any thread) ---
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self.client.close()
+
+    def set_target(self, raw: Sequence[int]) -> None:
+        """Latest-wins ANGLE_SET target (6 raw values, KEEP for 'unchanged'); clamped to 0..1000."""
+        arr = clamp_raw(raw)
+        if arr.shape != (NUM_DOF,):
+            raise ValueError(f"a hand target has {NUM_DOF} values, got {arr.shape}")
+        with self._lock:
+            if self._target is not None and self._target.seq > self._written_seq:
+                self._health.commands_dropped += 1
+                # merge: a finger left unchanged by the newer target keeps the older pending value
+                keep = arr == KEEP
+                arr[keep] = self._target.raw[keep]
+            self._target_seq += 1
+            self._target = _Target(arr, self._target_seq)
+
+    def request_clear_error(self) -> None:
+        with self._lock:
+            self._clear_error = True
+
+    def latest(self) -> HandReading | None:
+        with self._lock:
+            return self._latest
+
+    def health(self) -> LinkHealth:
+        with self._lock:
+            return LinkHealth(**self._health.__dict__)
+
+    # --- the thread ---
+    def _event(self, level: str, msg: str) -> None:
+        try:
+            self.on_event(level, f"{self.endpoint.name} hand ({self.endpoint.describe()}): {msg}")
+        except Exception:  # noqa: BLE001 - a logging failure must not kill the hand loop
+            pass
+
+    def _run(self) -> None:
+        period = 1.0 / self.config.read_rate_hz
+        next_tick = time.monotonic()
+        last_temp = 0.0
+        last_write = 0.0
+        rate_t0, rate_n = time.monotonic(), 0
+        connected = False
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if not connected:
+                retry_at = self._health.retry_at
+                if now < retry_at:
+                    self._stop.wait(min(retry_at - now, 0.1))
+                    continue
+                connected = self._try_connect()
+                next_tick = time.monotonic()
+                continue
+            try:
+                reading = self.client.read_state()
+                if now - last_temp >= self.config.temperature_period_s:
+                    reading.temperature = self.client.read_temperature()
+                    last_temp = now
+                elif self._latest is not None:
+                    reading.temperature = self._latest.temperature
+                with self._lock:
+                    self._latest = reading
+                    self._health.reads += 1
+                    self._health.last_reading_time = reading.stamp
+                    target = self._target if self._target and self._target.seq > self._written_seq else None
+                    clear = self._clear_error
+                    self._clear_error = False
+                if clear:
+                    self.client.clear_error()
+                    self._event("info", "CLEAR_ERROR written")
+                if target is not None and now - last_write >= 1.0 / self.config.write_rate_hz:
+                    self.client.write_angles(target.raw)
+                    last_write = now
+                    with self._lock:
+                        self._written_seq = target.seq
+                        self._health.writes += 1
+                rate_n += 1
+                if now - rate_t0 >= 1.0:
+                    with self._lock:
+                        self._health.read_hz = rate_n / (now - rate_t0)
+                    rate_t0, rate_n = now, 0
+            except HandLinkError as exc:
+                connected = False
+                self._lost(str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - never let the hand thread die silently
+                connected = False
+                self._lost(f"unexpected {type(exc).__name__}: {exc}")
+                continue
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay < -period:  # fell behind (slow link): resynchronise instead of bursting
+                with self._lock:
+                    self._health.loop_overruns += 1
+                next_tick = time.monotonic()
+            elif delay > 0:
+                self._stop.wait(delay)
+
+    def _try_connect(self) -> bool:
+        try:
+            self.client.connect()
+            if self.config.finger_speed >= 0:
+                self.client.write_speed(self.config.finger_speed)
+            if self.config.finger_force >= 0:
+                self.client.write_force(self.config.finger_force)
+        except HandLinkError as exc:
+            self.client.close()
+            delay = self._backoff.next_delay()
+            with self._lock:
+                self._health.failures += 1
+                self._health.last_error = str(exc)
+                self._health.retry_at = time.monotonic() + delay
+                self._fail_logged += 1
+                n = self._fail_logged
+            # first failure and then every 10th, so a long outage is visible without flooding the log
+            if n == 1 or n % 10 == 0:
+                self._event("warn", f"not reachable ({exc}); attempt {n}, retrying in {delay:.1f} s")
+            return False
+        self._backoff.reset()
+        with self._lock:
+            was_lost = self._lost_since
+            self._health.connected = True
+            self._health.last_error = ""
+            if was_lost is not None:
+                self._health.reconnects += 1
+            self._lost_since = None
+            self._fail_logged = 0
+        if was_lost is not None:
+            self._event("info", f"link re-established after {time.monotonic() - was_lost:.1f} s")
+        else:
+            self._event("info", "connected")
+        return True
+
+    def _lost(self, reason: str) -> None:
+        self.client.close()
+        delay = self._backoff.next_delay()
+        with self._lock:
+            self._health.connected = False
+            self._health.failures += 1
+            self._health.last_error = reason
+            self._health.retry_at = time.monotonic() + delay
+            self._health.read_hz = 0.0
+            if self._lost_since is None:
+                self._lost_since = time.monotonic()
+            self._fail_logged = 1
+        self._event("error", f"link lost ({reason}); reconnecting with backoff (first retry in {delay:.1f} s)")
+
+
+def is_fresh(reading: HandReading | None, stale_after_s: float, now: float | None = None) -> bool:
+    if reading is None:
+        return False
+    now = time.time() if now is None else now
+    return (now - reading.stamp) <= stale_after_s
+
+
+@dataclass
+class HandCommandParse:
+    """Result of checking one 12-joint hand command: raw targets per hand (None = hand not addressed)."""
+
+    left: np.ndarray | None = None
+    right: np.ndarray | None = None
+    clamped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_hand_command(
+    names: Sequence[str], positions: Sequence[float], joint_names: Sequence[str]
+) -> HandCommandParse:
+    """Check a hand command (normalized 0..1, 1 = open) and turn it into raw ANGLE_SET targets.
+
+    Without names: exactly 12 positions in ``joint_names`` order. With names: each must be one of
+    ``joint_names`` (any subset, e.g. one hand); fingers not named are left unchanged (KEEP).
+    Raises ValueError with an operator-readable reason (wrong length, unknown name, NaN/inf).
+    """
+    n_all = len(joint_names)
+    if names:
+        if len(names) != len(positions):
+            raise ValueError(f"{len(names)} names but {len(positions)} positions")
+        index = {n: i for i, n in enumerate(joint_names)}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise ValueError(f"unknown hand joint names {unknown}")
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate joint names")
+        if not all(math.isfinite(float(v)) for v in positions):
+            raise ValueError(f"non-finite hand command {list(positions)}")
+        full = np.zeros(n_all)
+        given = np.zeros(n_all, dtype=bool)
+        for n, v in zip(names, positions):
+            full[index[n]] = v
+            given[index[n]] = True
+    else:
+        if len(positions) != n_all:
+            raise ValueError(f"expected {n_all} positions (or names), got {len(positions)}")
+        full = np.asarray(positions, dtype=np.float64)
+        if not np.all(np.isfinite(full)):
+            raise ValueError(f"non-finite hand command {full.tolist()}")
+        given = np.ones(n_all, dtype=bool)
+    raw, clamped = normalized_to_raw(np.where(given, full, 0.0))
+    raw[~given] = KEEP
+    out = HandCommandParse(clamped=clamped)
+    half = n_all // 2
+    if given[:half].any():
+        out.left = raw[:half]
+    if given[half:].any():
+        out.right = raw[half:]
+    return out
