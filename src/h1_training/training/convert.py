@@ -1,0 +1,386 @@
+"""Seed-format HDF5 episodes -> a LeRobotDataset (v3 layout of lerobot 0.4.4).
+
+    from h1_training.training.convert import convert_sessions
+    summary = convert_sessions([Path("data/h1_data_auto/training_session_epoch3")], Path("data/lerobot/epoch3"))
+
+Features of the dataset::
+
+    observation.state                  [14] float32  qpos (robot_model.ARM_JOINT_NAMES)
+    action                             [14] float32  policy frames: the recorded command;
+                                                     human frames: qpos[t + lookahead] (see derive_actions)
+    observation.images.cam_head        video HxWx3   (the HDF5's ego_cam; the name the policy server receives)
+    observation.images.cam_left_wrist  video HxWx3
+    observation.images.cam_right_wrist video HxWx3
+    intervention                       [1] int64     1 = human correction frame, 0 = policy frame
+
+Choices and why:
+- fps is the episodes' recorded rate (``attrs["fps"]``, 50 Hz on the H1), never a constant; an episode at another
+  rate than the first valid one is skipped (one dataset has one fps).
+- Videos are encoded while frames are added (LeRobot's streaming encoder: no PNG round trip, which costs ~28 ms per
+  640x480 frame here against ~8 ms for H.264). Its queue drops frames when full, which is right for live recording
+  and wrong for conversion, so frames are only handed over when every camera's queue has room (``_wait_for_room``).
+- JPEG decoding runs in a thread pool: ``cv2.imdecode`` releases the GIL, so threads decode in parallel without
+  copying ~1 MB frames between processes; the next episode is read from disk while the current one is encoded.
+- A bad episode (unreadable, contract broken, truncated, undecodable JPEG, non-finite values, wrong rate) is skipped
+  and the reason is kept in the summary; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from h1_training.policy.models.base import (
+    ACTION_KEY,
+    HDF5_TO_OBS_CAMERA,
+    INTERVENTION_KEY,
+    STATE_KEY,
+    ensure_offline_hub,
+    image_key,
+)
+from h1_training.recording.layout import Episode, read_episode
+from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
+
+log = logging.getLogger("h1_training.convert")
+
+DEFAULT_REPO_ID = "local/h1_training"
+DEFAULT_TASK = "manipulation"
+PROVENANCE_FILE = "h1_conversion.json"
+HUMAN = "human"
+_WINDOW = 32  # frames decoded ahead of the encoder (bounded memory: ~3 MB per frame at 640x480x3 cameras)
+
+
+@dataclass
+class SkippedEpisode:
+    path: str
+    reason: str
+
+
+@dataclass
+class ConvertSummary:
+    out_dir: str
+    repo_id: str
+    fps: int | None = None                 # the dataset's rate (LeRobot wants an int)
+    recorded_fps: float | None = None      # as recorded in the episodes' attrs
+    image_shape: list[int] | None = None   # [H, W, 3]
+    vcodec: str = ""
+    episodes: int = 0
+    frames: int = 0
+    human_frames: int = 0
+    derived_frames: int = 0                # action targets derived from qpos (human frames + empty policy rows)
+    resized_frames: int = 0                # camera frames resized to the dataset's image shape
+    skipped: list[SkippedEpisode] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["frames_per_s"] = round(self.frames_per_s, 2)
+        return out
+
+
+def find_episodes(paths: list[Path]) -> list[Path]:
+    """Episode files under ``paths`` (files, session folders or a save_dir of sessions), in session then
+    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(p.rglob("episode_*.hdf5"), key=_episode_sort_key))
+        else:
+            raise FileNotFoundError(f"{p} does not exist")
+    seen: set[Path] = set()
+    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
+
+
+def _episode_sort_key(path: Path) -> tuple:
+    stem = path.name[len("episode_"):-len(".hdf5")]
+    return (str(path.parent), int(stem) if stem.isdigit() else 1 << 30, path.name)
+
+
+def derive_actions(qpos: np.ndarray, action: np.ndarray, phase: list[str],
+                   lookahead: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Action targets for every frame. The seed records zeros as the action while the human moves the arm
+    (damping), so a human frame's target is where the arm went: ``qpos[t + lookahead]`` (the last frame holds its
+    own position). A policy frame keeps its recorded command, unless the row is all zeros (no command was recorded
+    at that tick), which is derived the same way.
+
+    Returns (actions [T, 14] float32, intervention [T] int64 (1 = human frame), derived [T] bool)."""
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be >= 1 frame, got {lookahead}")
+    t = qpos.shape[0]
+    human = np.array([p == HUMAN for p in phase], dtype=bool)
+    empty = ~np.any(action != 0.0, axis=1)
+    derived = human | empty
+    target = np.minimum(np.arange(t) + lookahead, t - 1)
+    out = np.array(action, dtype=np.float32, copy=True)
+    out[derived] = qpos[target[derived]]
+    return out, human.astype(np.int64), derived
+
+
+def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
+    import cv2
+
+    if len(data) < 4 or data[:2] != b"\xff\xd8":
+        raise ValueError(f"camera {camera} frame {index}: not a JPEG ({len(data)} bytes)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if img is None:
+        raise ValueError(f"camera {camera} frame {index}: undecodable JPEG ({len(data)} bytes)")
+    resized = False
+    if shape_hw is not None and img.shape[:2] != shape_hw:
+        img = cv2.resize(img, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA)
+        resized = True
+    return img, resized
+
+
+def _check_episode(ep: Episode, min_frames: int) -> str | None:
+    if ep.length < min_frames:
+        return f"too short: {ep.length} frames (need >= {min_frames})"
+    if not np.all(np.isfinite(ep.qpos)):
+        return "qpos contains NaN or inf"
+    if not np.all(np.isfinite(ep.action)):
+        return "action contains NaN or inf"
+    if not (ep.fps and np.isfinite(ep.fps) and ep.fps > 0):
+        return f"invalid fps attribute {ep.fps!r}"
+    for cam in HDF5_TO_OBS_CAMERA:
+        n = len(ep.images.get(cam, []))
+        if n != ep.length:
+            return f"camera {cam} holds {n} frames for {ep.length} samples"
+        empty = sum(1 for b in ep.images[cam] if len(b) == 0)
+        if empty:
+            return f"camera {cam} has {empty} empty frame(s) (truncated recording)"
+    return None
+
+
+def _features(image_shape: tuple[int, int, int]) -> dict:
+    feats = {
+        STATE_KEY: {"dtype": "float32", "shape": (NUM_ARM_JOINTS,), "names": list(ARM_JOINT_NAMES)},
+        ACTION_KEY: {"dtype": "float32", "shape": (NUM_ARM_JOINTS,), "names": list(ARM_JOINT_NAMES)},
+        INTERVENTION_KEY: {"dtype": "int64", "shape": (1,), "names": None},
+    }
+    for cam in HDF5_TO_OBS_CAMERA.values():
+        feats[image_key(cam)] = {"dtype": "video", "shape": image_shape, "names": ["height", "width", "channels"]}
+    return feats
+
+
+def _wait_for_room(ds, stop_after_s: float = 120.0) -> None:
+    """Back-pressure on LeRobot's streaming encoder (lerobot 0.4.4 internals, pinned in setup.py): wait until every
+    camera queue can take a frame, so that ``add_frame`` never drops one."""
+    queues = getattr(getattr(ds, "_streaming_encoder", None), "_frame_queues", None) or {}
+    deadline = time.monotonic() + stop_after_s
+    while any(q.full() for q in queues.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"video encoder made no progress for {stop_after_s:.0f} s")
+        time.sleep(0.001)
+
+
+def _dropped_frames(ds) -> int:
+    return sum((getattr(getattr(ds, "_streaming_encoder", None), "_dropped_frames", None) or {}).values())
+
+
+class _Converter:
+    def __init__(self, out_dir: Path, repo_id: str, workers: int, task: str, lookahead: int, vcodec: str,
+                 resize: tuple[int, int] | None, min_frames: int, progress: bool) -> None:
+        self.out_dir = out_dir
+        self.repo_id = repo_id
+        self.task = task
+        self.lookahead = lookahead
+        self.vcodec = vcodec
+        self.resize_hw = (resize[1], resize[0]) if resize else None
+        self.min_frames = min_frames
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="jpeg")
+        self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hdf5")
+        self.ds = None
+        self.summary = ConvertSummary(out_dir=str(out_dir), repo_id=repo_id, vcodec=vcodec)
+        self._resized_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.reader.shutdown(wait=True, cancel_futures=True)
+        if self.ds is not None:
+            self.ds.finalize()
+
+    def _create(self, ep: Episode) -> None:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        if self.resize_hw is None:
+            first, _ = _decode_jpeg(ep.images["ego_cam"][0], "ego_cam", 0, None)
+            self.resize_hw = first.shape[:2]
+        shape = (int(self.resize_hw[0]), int(self.resize_hw[1]), 3)
+        fps = int(round(ep.fps))
+        self.ds = LeRobotDataset.create(
+            self.repo_id, fps=fps, root=self.out_dir, features=_features(shape), robot_type="unitree_h1_2",
+            use_videos=True, streaming_encoding=True, vcodec=self.vcodec, video_backend="pyav",
+            encoder_queue_maxsize=_WINDOW,
+        )
+        self.summary.fps = fps
+        self.summary.recorded_fps = float(ep.fps)
+        self.summary.image_shape = list(shape)
+
+    def _decode_frame(self, ep: Episode, i: int) -> dict[str, np.ndarray]:
+        out = {}
+        for cam, name in HDF5_TO_OBS_CAMERA.items():
+            img, resized = _decode_jpeg(ep.images[cam][i], cam, i, self.resize_hw)
+            if resized:
+                with self._resized_lock:
+                    self.summary.resized_frames += 1
+            out[image_key(name)] = img
+        return out
+
+    def _decoded(self, ep: Episode) -> Iterator[dict[str, np.ndarray]]:
+        """Frames in order, decoded up to one window ahead."""
+        pending: list[Future] = []
+        nxt = 0
+        while nxt < ep.length or pending:
+            while nxt < ep.length and len(pending) < _WINDOW:
+                pending.append(self.pool.submit(self._decode_frame, ep, nxt))
+                nxt += 1
+            yield pending.pop(0).result()
+
+    def _write(self, ep: Episode, bar) -> None:
+        actions, intervention, derived = derive_actions(ep.qpos, ep.action, ep.phase, self.lookahead)
+        task = str(ep.attrs.get("prompt") or self.task)
+        qpos = ep.qpos.astype(np.float32)
+        frames = self._decoded(ep)
+        try:
+            for i, images in enumerate(frames):
+                _wait_for_room(self.ds)
+                self.ds.add_frame({STATE_KEY: qpos[i], ACTION_KEY: actions[i],
+                                   INTERVENTION_KEY: intervention[i:i + 1], **images, "task": task})
+                if bar is not None:
+                    bar.update(1)
+            dropped = _dropped_frames(self.ds)
+            if dropped:
+                raise RuntimeError(f"the video encoder dropped {dropped} frame(s)")
+        except BaseException:
+            frames.close()
+            self.ds.clear_episode_buffer()
+            raise
+        self.ds.save_episode()
+        s = self.summary
+        s.episodes += 1
+        s.frames += ep.length
+        s.human_frames += int(intervention.sum())
+        s.derived_frames += int(derived.sum())
+
+    def run(self, episodes: list[Path]) -> ConvertSummary:
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=_count_frames(episodes), unit="frame", desc="convert", dynamic_ncols=True)
+        futures = [self.reader.submit(read_episode, episodes[0])] if episodes else []
+        try:
+            for n, path in enumerate(episodes):
+                if n + 1 < len(episodes):  # read the next file while this one is encoded
+                    futures.append(self.reader.submit(read_episode, episodes[n + 1]))
+                try:
+                    ep = futures[n].result()
+                    futures[n] = None  # free the JPEG bytes once converted
+                    problem = _check_episode(ep, self.min_frames)
+                    if problem is None and self.ds is not None and int(round(ep.fps)) != self.summary.fps:
+                        problem = f"recorded at {ep.fps:g} Hz, the dataset is {self.summary.fps} Hz"
+                    if problem is not None:
+                        raise ValueError(problem)
+                    if self.ds is None:
+                        self._create(ep)
+                    self._write(ep, bar)
+                    self.summary.sources.append(str(path))
+                except (ValueError, RuntimeError, OSError, KeyError) as exc:
+                    reason = str(exc).replace(f"{path}: ", "")
+                    log.warning("skipping %s: %s", path, reason)
+                    self.summary.skipped.append(SkippedEpisode(str(path), reason))
+                if bar is not None:
+                    bar.set_postfix(episodes=self.summary.episodes, skipped=len(self.summary.skipped))
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.summary
+
+
+def _count_frames(episodes: list[Path]) -> int:
+    """Frames announced by the files (attrs only; a damaged file counts 0), for the progress bar."""
+    import h5py
+
+    total = 0
+    for p in episodes:
+        try:
+            with h5py.File(p, "r") as f:
+                total += int(f.attrs.get("episode_length", 0))
+        except (OSError, ValueError, TypeError):
+            pass
+    return total
+
+
+def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT_REPO_ID,
+                     workers: int = min(4, os.cpu_count() or 1), *, task: str = DEFAULT_TASK, lookahead: int = 1,
+                     vcodec: str = "h264", resize: tuple[int, int] | None = None, overwrite: bool = False,
+                     min_frames: int = 2, progress: bool = True) -> ConvertSummary:
+    """Convert the episodes under ``sessions`` into a LeRobotDataset at ``out_dir`` (its ``root``).
+
+    ``resize``: (width, height) of the dataset's images; default: the first episode's head camera size (all
+    cameras share one size, as ACT and Diffusion require). ``vcodec``: "h264" (default: fast to encode and decode on
+    a CPU), "hevc" or "libsvtav1" (LeRobot's default, smaller, ~2x slower to encode here). Writes
+    ``out_dir/h1_conversion.json`` (the summary: sources, skipped episodes with reasons, rates) beside the dataset.
+    Raises FileExistsError when ``out_dir`` holds something and ``overwrite`` is False; a run where every episode
+    is skipped returns a summary with ``episodes == 0`` and creates no dataset.
+    """
+    ensure_offline_hub()
+    import av
+    import datasets
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401 - import cost stays out of the timing
+
+    # FFmpeg prints muxer/encoder chatter at INFO; lerobot restores the default callback after every file, so the
+    # level is set in libav itself rather than through the Python callback.
+    av.logging.set_libav_level(av.logging.ERROR)
+    datasets.disable_progress_bars()        # one progress bar (ours), not one per saved episode
+    out_dir = Path(out_dir)
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be >= 1 frame, got {lookahead}")
+    if resize is not None and (len(resize) != 2 or min(resize) < 8 or any(v % 2 for v in resize)):
+        raise ValueError(f"resize must be (width, height), even and >= 8 px (video encoders need even sizes): {resize}")
+    episodes = find_episodes(sessions)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} is not empty (use overwrite=True / --overwrite to replace it)")
+        shutil.rmtree(out_dir)
+    elif out_dir.exists():
+        out_dir.rmdir()  # LeRobotDataset.create insists on making the folder itself
+    t0 = time.perf_counter()
+    conv = _Converter(out_dir, repo_id, workers, task, lookahead, vcodec, resize, min_frames, progress)
+    try:
+        summary = conv.run(episodes)
+    finally:
+        conv.close()
+    summary.duration_s = time.perf_counter() - t0
+    if summary.episodes:
+        (out_dir / PROVENANCE_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
+    elif out_dir.exists():
+        shutil.rmtree(out_dir)  # every episode was skipped: leave no empty dataset behind
+    log.info("converted %d episode(s), %d frames in %.1f s (%.0f frames/s); skipped %d",
+             summary.episodes, summary.frames, summary.duration_s, summary.frames_per_s, len(summary.skipped))
+    return summary
+
+
+def read_provenance(dataset_dir: Path) -> dict:
+    path = Path(dataset_dir) / PROVENANCE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
