@@ -316,3 +316,34 @@ def test_cli_serve(procs) -> None:
     assert _http(port, "/healthz") == (200, "OK\n")
     assert WebsocketClientPolicy("127.0.0.1", port).infer(_obs())["actions"].shape == (50, 14)
     assert procs.stop_one(procs.get("serve")) == 0
+
+
+def test_learned_policy_trains_over_http_and_is_hot_swapped(server_factory, tmp_path) -> None:
+    """The real path: HDF5 sessions -> conversion -> CNN-LSTM training in a worker -> registry -> hot swap."""
+    pytest.importorskip("lerobot")
+    from h1_training.training.synthetic import write_session
+
+    data_dir = tmp_path / "data"
+    write_session(data_dir, 1, episodes=2, frames=24, width=64, height=48)
+    server = server_factory(models_dir=tmp_path / "models", data_dir=data_dir)
+    client = WebsocketClientPolicy("127.0.0.1", server.port)
+    code, job = _http(server.port, "/train", "POST", {"policy_type": "cnn_lstm", "dataset": "training_session_epoch1",
+                                                      "steps": 2, "batch_size": 2, "device": "cpu"})
+    assert code == 201
+    seen_running = []
+
+    def swapped():
+        assert client.infer(_obs())["actions"].shape == (50, 14)  # served throughout, same connection
+        status = _http(server.port, "/training_status")[1]
+        seen_running.append(status["training"])
+        return status if status["ready"] and status["epoch"] == 1 else None
+
+    status = _wait(swapped, 240, "the CNN-LSTM job to finish and be deployed")
+    done = _http(server.port, f"/jobs/{job['id']}")[1]
+    assert done["status"] == "succeeded", done
+    assert done["step"] == done["total_steps"] == 2 and done["loss"] is not None and done["convert"]["episodes"] == 2
+    assert status["policy_type"] == "cnn_lstm" and status["model_id"] == done["model_id"]
+    assert any(seen_running)
+    result = client.infer(_obs())
+    assert result["model_id"] == done["model_id"] and result["actions"].shape[1] == 14
+    assert np.all(np.isfinite(result["actions"]))

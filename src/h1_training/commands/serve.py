@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auto.add_argument("--auto-policy", default="act", help="policy type for automatic jobs (default act)")
     auto.add_argument("--auto-steps", type=int, default=2000)
     auto.add_argument("--auto-batch-size", type=int, default=8)
-    auto.add_argument("--auto-lr", type=float, default=1e-4)
+    auto.add_argument("--auto-lr", type=float, default=None, help="learning rate (default: the policy's preset)")
     auto.add_argument("--auto-human-weight", type=float, default=2.0,
                       help="sampling weight of human-correction frames (1 = no up-weighting)")
     auto.add_argument("--auto-quiet-s", type=float, default=60.0,

@@ -46,7 +46,7 @@ class AutoTrainConfig:
     policy_type: str = "act"
     steps: int = 2000
     batch_size: int = 8
-    lr: float = 1e-4
+    lr: float | None = None            # None: the policy's preset
     device: str = "auto"
     human_weight: float = 2.0          # up-weight human corrections (IWR/Sirius)
     quiet_s: float = 60.0              # no change for this long = complete (without a marker)

@@ -43,9 +43,9 @@ class TrainRequest:
     dataset: list[str]                 # a LeRobotDataset dir, or HDF5 session folders / episode files
     steps: int = 2000
     batch_size: int = 8
-    lr: float = 1e-4
+    lr: float | None = None            # None: the policy's preset learning rate
     seed: int = 0
-    device: str = "auto"               # "auto" = cuda when available, else cpu
+    device: str = "auto"               # auto (cuda when present), cpu, cuda, mps; pick GPUs with CUDA_VISIBLE_DEVICES
     human_weight: float = 1.0          # sampling weight of human-correction frames (IWR/Sirius style)
     parent_model: str | None = None    # model id to fine-tune from
     deploy: bool = True                # swap the server's default model to the result
@@ -80,11 +80,11 @@ class TrainRequest:
         checks = [
             ("steps", isinstance(self.steps, int) and 1 <= self.steps <= 10_000_000),
             ("batch_size", isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096),
-            ("lr", isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr < 1),
+            ("lr", self.lr is None or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr)
+                                       and 0 < self.lr < 1)),
             ("seed", isinstance(self.seed, int)),
             ("human_weight", isinstance(self.human_weight, (int, float)) and 0 <= self.human_weight <= 100),
-            ("device", isinstance(self.device, str) and (self.device in ("auto", "cpu", "mps")
-                                                         or self.device.startswith("cuda"))),
+            ("device", self.device in ("auto", "cpu", "cuda", "mps")),
             ("deploy", isinstance(self.deploy, bool)),
             ("extra", isinstance(self.extra, dict)),
             ("parent_model", self.parent_model is None or isinstance(self.parent_model, str)),

@@ -55,17 +55,6 @@ def session_folders(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
 def _as_dict(obj: Any) -> Any:
     return asdict(obj) if is_dataclass(obj) else obj
 
@@ -96,14 +85,12 @@ def run(job_dir: Path) -> int:
         if not getattr(summary, "episodes", 0):
             raise ValueError(f"no usable episode in {[str(p) for p in paths]}: {_as_dict(summary)}")
 
-    from h1_training.training.trainer import TrainConfig, run_training
+    from h1_training.training.trainer import TrainConfig, TrainingStopped, run_training
 
-    extra = dict(req.get("extra") or {})
-    if req.get("data_epoch") is not None:
-        extra.setdefault("data_epoch", req["data_epoch"])
+    extra = dict(req.get("extra") or {})  # policy config options only (TrainConfig.extra)
     cfg = TrainConfig(policy_type=req["policy_type"], dataset_dir=dataset_dir, output_root=models_dir,
                       steps=req["steps"], batch_size=req["batch_size"], lr=req["lr"], seed=req["seed"],
-                      device=_device(req["device"]), human_weight=req["human_weight"],
+                      device=req["device"], human_weight=req["human_weight"],
                       parent_model=req.get("parent_model"), extra=extra)
     last = [0.0]
 
@@ -115,9 +102,10 @@ def run(job_dir: Path) -> int:
         emit("progress", stage="train", step=p.step, total_steps=p.total_steps, epoch=p.epoch, loss=p.loss,
              lr=p.lr, eta_s=p.eta_s)
 
-    info = run_training(cfg, progress=progress, should_stop=lambda: _stop)
-    if _stop:
-        emit("error", message="cancelled")
+    try:
+        info = run_training(cfg, progress=progress, should_stop=lambda: _stop)
+    except TrainingStopped as exc:
+        emit("error", message=f"cancelled: {exc}")
         return 3
     emit("done", model_id=info.id, info=_as_dict(info))
     return 0
