@@ -91,6 +91,34 @@ class Slots:
         return out
 
 
+class JointOrder:
+    """Reorders JointState positions into a fixed joint order by name (cached per name list)."""
+
+    def __init__(self, expected: tuple[str, ...]) -> None:
+        self.expected = tuple(expected)
+        self._names: tuple[str, ...] | None = None
+        self._index: np.ndarray | None = None
+
+    def __call__(self, names: Any, positions: Any) -> np.ndarray:
+        """Positions in ``expected`` order; ValueError with a reason when names or sizes do not fit."""
+        pos = np.asarray(positions, dtype=np.float32)
+        n = len(self.expected)
+        if len(names) == 0:  # unnamed: accepted only when the count matches exactly
+            if pos.shape != (n,):
+                raise ValueError(f"expected {n} positions, got {pos.shape[0] if pos.ndim else 0} and no names")
+            return pos
+        key = tuple(names)
+        if key != self._names:
+            missing = [j for j in self.expected if j not in key]
+            if missing:
+                raise ValueError(f"joint names missing: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+            self._index = np.array([key.index(j) for j in self.expected])
+            self._names = key
+        if len(pos) != len(key):
+            raise ValueError(f"{len(key)} names but {len(pos)} positions")
+        return pos[self._index]
+
+
 def _vector(values: Any, n: int, what: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float32)
     if arr.shape != (n,):

@@ -1,0 +1,217 @@
+"""``episode_recorder``: the 50 Hz sampler and streaming HDF5 writer as a ROS 2 node (thin adapter).
+
+Subscribes ``joint_states``, ``hand_states``, ``camera/<name>/compressed`` (3), ``arm_command``, ``arm/mode``,
+``policy_proposal``; offers ``episode_recorder/start`` (StartEpisode) and ``episode_recorder/save``
+(SaveEpisode; ``discard: true`` drops the episode); publishes ``episode_recorder/status`` (RecorderStatus,
+latched). Callbacks only store the latest value of each source (JPEG bytes as they arrived); sampling and disk
+I/O run in ``h1_training.recording.recorder``'s own threads. At start-up, episodes a crash left unsaved are
+repaired. Ctrl+C / SIGTERM during an episode saves it.
+
+    episode_recorder --ros-args -p save_dir:=data/h1_data
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, JointState
+from std_msgs.msg import String
+
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.params import ParamSpec
+from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
+from h1_training.recording.sampler import JointOrder
+from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES, NUM_ARM_JOINTS
+from h1_training_interfaces.msg import ArmCommand, RecorderStatus
+from h1_training_interfaces.srv import SaveEpisode, StartEpisode
+
+PARAMS = [
+    ParamSpec("save_dir", "data/h1_data", "folder holding training_session_epoch{E}/episode_{i}.hdf5 "
+              "(relative to the working directory)"),
+    ParamSpec("rate_hz", 50.0, "sampling rate [Hz] (the H1 seed records at 50 Hz); applies at the next episode",
+              min=1.0, max=500.0),
+    ParamSpec("stale_after_s", 0.2, "an input older than this (since it arrived) is flagged stale per sample [s]",
+              min=0.02, max=10.0),
+    ParamSpec("proposal_stale_s", 0.5, "a policy proposal older than this is not stored for a human frame [s]",
+              min=0.02, max=10.0),
+    ParamSpec("batch_frames", 5, "samples appended to the file per write", min=1, max=50),
+    ParamSpec("flush_interval_s", 0.5, "longest time between flushes to disk: what a crash may cost [s]",
+              min=0.05, max=1.0),
+    ParamSpec("fsync", True, "fsync at every flush so a power loss also costs at most flush_interval_s"),
+    ParamSpec("min_free_mb", 200.0, "refuse to start, or stop and save, when the disk has less free space [MB]",
+              min=0.0, max=1e7),
+    ParamSpec("max_backlog_s", 5.0, "stop with an error when this much data waits for the disk [s]",
+              min=0.5, max=60.0),
+    ParamSpec("status_rate_hz", 5.0, "status topic rate while idle or recording [Hz]", min=0.2, max=50.0),
+    ParamSpec("placeholder_width", 640, "width of the flagged placeholder JPEG stored for a silent camera",
+              min=16, max=4096),
+    ParamSpec("placeholder_height", 480, "height of that placeholder JPEG", min=16, max=4096),
+    ParamSpec("repair_on_start", True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up"),
+]
+
+_LIVE = ("min_free_mb",)  # read by the writer thread while recording; the rest apply at the next start
+
+
+def _stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class EpisodeRecorderNode(ParamsMixin, Node):
+    PARAMS = PARAMS
+
+    def __init__(self) -> None:
+        super().__init__("episode_recorder")
+        p = self.declare_specs()
+        self._status_pub = self.create_publisher(RecorderStatus, "episode_recorder/status", LATCHED_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        config = RecorderConfig(
+            save_dir=p["save_dir"], rate_hz=p["rate_hz"], stale_after_s=p["stale_after_s"],
+            proposal_stale_s=p["proposal_stale_s"], batch_frames=p["batch_frames"],
+            flush_interval_s=p["flush_interval_s"], fsync=p["fsync"], min_free_mb=p["min_free_mb"],
+            max_backlog_s=p["max_backlog_s"],
+        )
+        placeholder = make_placeholder_jpeg(p["placeholder_width"], p["placeholder_height"])
+        self.recorder = Recorder(config, placeholder, log=self._log, on_change=self.publish_status)
+        if p["repair_on_start"]:
+            self.recorder.repair_leftovers()
+        self._arm_order = JointOrder(ARM_JOINT_NAMES)
+        self._hand_order = JointOrder(HAND_JOINT_NAMES)
+        slots = self.recorder.slots
+
+        self.create_subscription(JointState, "joint_states", self._on_joint_states, SENSOR_QOS)
+        self.create_subscription(JointState, "hand_states", self._on_hand_states, SENSOR_QOS)
+        for cam in CAMERA_NAMES:
+            self.create_subscription(CompressedImage, f"camera/{cam}/compressed",
+                                     lambda msg, cam=cam: self._on_image(cam, msg), SENSOR_QOS)
+        self.create_subscription(ArmCommand, "arm_command", self._on_arm_command, COMMAND_QOS)
+        # best effort accepts both reliable and best-effort publishers of proposals
+        self.create_subscription(ArmCommand, "policy_proposal", self._on_proposal, SENSOR_QOS)
+        self.create_subscription(String, "arm/mode", lambda msg: slots.set_mode(msg.data), LATCHED_QOS)
+        self.create_service(StartEpisode, "episode_recorder/start", self._on_start)
+        self.create_service(SaveEpisode, "episode_recorder/save", self._on_save)
+        self._timer = self.create_timer(1.0 / p["status_rate_hz"], self.publish_status)
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.publish_status()
+        self.get_logger().info(f"episode_recorder ready: {config.rate_hz:.0f} Hz into {config.save_dir}")
+
+    # --- callbacks: store the latest value only ----------------------------------------------------------
+    def _on_joint_states(self, msg: JointState) -> None:
+        try:
+            self.recorder.slots.set_qpos(self._arm_order(msg.name, msg.position), _stamp_ns(msg.header))
+        except ValueError as exc:
+            self.get_logger().error(f"joint_states ignored: {exc}", throttle_duration_sec=5.0)
+
+    def _on_hand_states(self, msg: JointState) -> None:
+        try:
+            self.recorder.slots.set_hand(self._hand_order(msg.name, msg.position), _stamp_ns(msg.header))
+        except ValueError as exc:
+            self.get_logger().error(f"hand_states ignored: {exc}", throttle_duration_sec=5.0)
+
+    def _on_image(self, cam: str, msg: CompressedImage) -> None:
+        data = msg.data
+        if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:  # JPEG SOI; stored as-is, never re-encoded
+            self.get_logger().error(f"camera/{cam}: frame ignored, not JPEG (format {msg.format!r}, "
+                                    f"{len(data)} bytes)", throttle_duration_sec=5.0)
+            return
+        self.recorder.slots.set_image(cam, data, _stamp_ns(msg.header), msg.header.frame_id.endswith("_placeholder"))
+
+    def _on_arm_command(self, msg: ArmCommand) -> None:
+        if len(msg.position_rad) != NUM_ARM_JOINTS:
+            self.get_logger().error(f"arm_command ignored: {len(msg.position_rad)} positions, expected "
+                                    f"{NUM_ARM_JOINTS}", throttle_duration_sec=5.0)
+            return
+        self.recorder.slots.set_action(msg.position_rad, _stamp_ns(msg.header), msg.model_version)
+
+    def _on_proposal(self, msg: ArmCommand) -> None:
+        if len(msg.position_rad) != NUM_ARM_JOINTS:
+            self.get_logger().error(f"policy_proposal ignored: {len(msg.position_rad)} positions",
+                                    throttle_duration_sec=5.0)
+            return
+        self.recorder.slots.set_proposal(msg.position_rad, _stamp_ns(msg.header), msg.model_version)
+
+    # --- services ------------------------------------------------------------------------------------------
+    def _on_start(self, req: StartEpisode.Request, res: StartEpisode.Response) -> StartEpisode.Response:
+        r = self.recorder.start(int(req.epoch), int(req.episode_index), req.prompt)
+        res.success, res.message, res.file_path, res.episode_index = r.ok, r.message, r.path, r.episode_index
+        return res
+
+    def _on_save(self, req: SaveEpisode.Request, res: SaveEpisode.Response) -> SaveEpisode.Response:
+        r = self.recorder.save(discard=bool(req.discard), success_label=int(req.success_label))
+        res.success, res.message, res.file_path = r.ok, r.message, r.path
+        res.frames, res.policy_frames, res.human_frames = r.frames, r.policy_frames, r.human_frames
+        return res
+
+    # --- status --------------------------------------------------------------------------------------------
+    def publish_status(self) -> None:
+        st = self.recorder.status()
+        msg = RecorderStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.state = st.state
+        msg.recording = st.recording
+        msg.file_path = st.file_path
+        msg.frames = st.frames
+        msg.policy_frames = st.policy_frames
+        msg.human_frames = st.human_frames
+        msg.missed_ticks = st.missed_ticks
+        msg.target_rate_hz = float(st.target_rate_hz)
+        msg.achieved_rate_hz = float(st.achieved_rate_hz)
+        msg.bytes_written = int(st.bytes_written)
+        msg.duration_s = float(st.duration_s)
+        msg.stale_sources = list(st.stale_sources)
+        msg.error = st.error
+        try:
+            self._status_pub.publish(msg)
+        except Exception:  # noqa: BLE001 - context already shut down (final status at exit)
+            pass
+
+    def _publish_diagnostics(self) -> None:
+        st = self.recorder.status()
+        d = DiagnosticStatus(name="episode_recorder", hardware_id="recorder")
+        if st.state == ERROR:
+            d.level, d.message = DiagnosticStatus.ERROR, st.error
+        elif st.recording and st.stale_sources:
+            d.level, d.message = DiagnosticStatus.WARN, "stale: " + ", ".join(st.stale_sources)
+        else:
+            d.level, d.message = DiagnosticStatus.OK, "recording" if st.recording else "idle"
+        d.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("frames", st.frames), ("missed_ticks", st.missed_ticks),
+            ("achieved_rate_hz", f"{st.achieved_rate_hz:.2f}"), ("file", st.file_path))]
+        arr = DiagnosticArray(status=[d])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(arr)
+
+    def _log(self, level: str, text: str) -> None:
+        # one call site per severity: rclpy refuses a call site whose severity changes
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+    def on_params_changed(self, changed: dict[str, Any]) -> None:
+        cfg = self.recorder.config
+        for name, value in changed.items():
+            if hasattr(cfg, name):
+                setattr(cfg, name, value)
+        later = [n for n in changed if n not in _LIVE and hasattr(cfg, n)]
+        if later and self.recorder.recording:
+            self.get_logger().info(f"{', '.join(later)} apply from the next episode")
+
+    def close(self) -> None:
+        """Called by run_node on Ctrl+C / SIGTERM: save an episode in progress."""
+        result = self.recorder.shutdown()
+        if result is not None:
+            print(f"[episode_recorder] {'saved' if result.ok else 'save FAILED'}: {result.message}", flush=True)
+        self.publish_status()
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node(EpisodeRecorderNode, args)
+
+
+if __name__ == "__main__":
+    main()
