@@ -347,3 +347,42 @@ def test_recorder_start_save_in_process(tmp_path):
     assert rec.start(5).episode_index == 1
     assert "success_label" in rec.save(success_label=3).message
     assert rec.save(discard=True).ok and not list(Path(s.path).parent.glob("*.partial"))
+
+
+# --- inspect ----------------------------------------------------------------------------------------------
+def test_inspect_reports_and_rejects(tmp_path, capsys):
+    import json
+
+    from h1_training.cli import main
+
+    rows = samples(100, human_from=40)
+    for s in rows[80:]:  # the left wrist camera dropped out: flagged frames
+        s.placeholder = (False, True, False)
+    write(tmp_path, rows)
+    bad = tmp_path / "training_session_epoch2" / "episode_1.hdf5"
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("observations/qpos", data=np.zeros((5, 14), np.float32))
+    assert main(["inspect", str(tmp_path), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    good, broken = out["episodes"]
+    assert good["valid"] and good["frames"] == 100 and good["policy_frames"] == 40 and good["human_frames"] == 60
+    assert abs(good["achieved_rate_hz"] - 50.0) < 1e-6 and good["missed_ticks"] == 0
+    assert abs(good["duration_s"] - 1.98) < 1e-9 and good["success"] == 1
+    assert good["cameras"]["cam_left_wrist"]["placeholder_share"] == 0.2
+    assert good["cameras"]["ego_cam"]["checked"] == 12 and good["cameras"]["ego_cam"]["undecodable"] == 0
+    assert any("cam_left_wrist: 20% placeholder" in w for w in good["warnings"])
+    assert not broken["valid"] and "missing dataset action" in broken["problems"]
+    bad.unlink()
+    assert main(["inspect", str(tmp_path)]) == 0
+    assert "ok " in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "nope.hdf5")]) == 1
+    assert "no such file" in capsys.readouterr().out
+
+
+def test_inspect_repair_option(tmp_path, capsys):
+    from h1_training.cli import main
+
+    final, _ = crash_writer(tmp_path)
+    assert main(["inspect", str(tmp_path), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert "repaired" in out and "recovered after a crash" in out and final.exists()

@@ -1,0 +1,190 @@
+"""Validate episode files against the HDF5 contract and report what an operator or trainer needs to know
+(no rclpy): frames, duration, achieved rate, missed ticks, policy/human split, camera problems.
+
+Seed-format files without our extra datasets are valid; the figures that need extras are then ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from h1_training.recording import layout as L
+from h1_training.robot_model import CAMERA_NAMES
+
+
+@dataclass
+class CameraReport:
+    placeholder_share: float | None = None
+    stale_share: float | None = None
+    checked: int = 0          # JPEGs decoded
+    undecodable: int = 0
+    mean_kb: float = 0.0
+
+
+@dataclass
+class EpisodeReport:
+    path: str
+    valid: bool
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    frames: int = 0
+    duration_s: float = 0.0
+    fps: float = 0.0
+    achieved_rate_hz: float | None = None
+    missed_ticks: int | None = None
+    policy_frames: int = 0
+    human_frames: int = 0
+    success: int | None = None
+    recovered: bool = False
+    recovered_reason: str = ""
+    end_reason: str = ""
+    prompt: str = ""
+    epoch: int | None = None
+    episode_index: int | None = None
+    stale_share: dict[str, float] = field(default_factory=dict)
+    cameras: dict[str, CameraReport] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _decode_indices(t: int, decode: str) -> list[int]:
+    if decode == "none" or t == 0:
+        return []
+    if decode == "all":
+        return list(range(t))
+    return sorted(set(np.linspace(0, t - 1, num=min(t, 12)).astype(int).tolist()))
+
+
+def inspect_episode(path: str | Path, decode: str = "sample", warn_share: float = 0.01) -> EpisodeReport:
+    """``decode``: "sample" (12 JPEGs per camera), "all" or "none"."""
+    path = Path(path)
+    rep = EpisodeReport(path=str(path), valid=False)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        rep.problems.append(f"not a readable HDF5 file ({exc})")
+        return rep
+    with f:
+        try:
+            rep.problems = L.validate(f)
+        except Exception as exc:  # noqa: BLE001 - a damaged file is a finding, not a crash of the tool
+            rep.problems = [f"damaged file: {exc}"]
+        if rep.problems:
+            return rep
+        t = int(f[L.QPOS].shape[0])
+        a = f.attrs
+        rep.frames = t
+        rep.fps = float(a["fps"])
+        rep.policy_frames = int(a["policy_frames"])
+        rep.human_frames = int(a["human_frames"])
+        rep.success = int(a[L.ATTR_SUCCESS]) if L.ATTR_SUCCESS in a else None
+        rep.recovered = bool(a.get(L.ATTR_RECOVERED, False))
+        rep.recovered_reason = _s(a.get(L.ATTR_RECOVERED_REASON, ""))
+        rep.end_reason = _s(a.get(L.ATTR_END_REASON, ""))
+        rep.prompt = _s(a.get(L.ATTR_PROMPT, ""))
+        rep.epoch = int(a[L.ATTR_EPOCH]) if L.ATTR_EPOCH in a else None
+        rep.episode_index = int(a[L.ATTR_EPISODE_INDEX]) if L.ATTR_EPISODE_INDEX in a else None
+        rep.missed_ticks = int(a[L.ATTR_MISSED_TICKS]) if L.ATTR_MISSED_TICKS in a else None
+        if L.EXTRA_SAMPLE_TIME_NS in f and t > 1:
+            ns = f[L.EXTRA_SAMPLE_TIME_NS][:]
+            span = (int(ns[-1]) - int(ns[0])) / 1e9
+            rep.duration_s = span
+            rep.achieved_rate_hz = (t - 1) / span if span > 0 else None
+            if np.any(np.diff(ns) <= 0):
+                rep.problems.append("sample times are not strictly increasing")
+        else:
+            rep.duration_s = t / rep.fps if rep.fps > 0 else 0.0
+            if L.ATTR_ACHIEVED_RATE in a:
+                rep.achieved_rate_hz = float(a[L.ATTR_ACHIEVED_RATE])
+        for src in L.STALE_SOURCES:
+            key = L.stale_key(src)
+            if key in f and t:
+                rep.stale_share[src] = float(np.mean(f[key][:]))
+        idx = _decode_indices(t, decode)
+        import cv2
+
+        for cam, key in zip(CAMERA_NAMES, L.IMAGE_KEYS):
+            cr = CameraReport()
+            if L.placeholder_key(cam) in f and t:
+                cr.placeholder_share = float(np.mean(f[L.placeholder_key(cam)][:]))
+            if L.stale_key(cam) in f and t:
+                cr.stale_share = float(np.mean(f[L.stale_key(cam)][:]))
+            ds = f[key]
+            sizes = []
+            for i in idx:
+                buf = np.asarray(ds[i], dtype=np.uint8)
+                sizes.append(buf.size)
+                cr.checked += 1
+                if buf.size == 0 or cv2.imdecode(buf, cv2.IMREAD_COLOR) is None:
+                    cr.undecodable += 1
+            cr.mean_kb = float(np.mean(sizes) / 1e3) if sizes else 0.0
+            if cr.undecodable:
+                rep.problems.append(f"{cam}: {cr.undecodable} of {cr.checked} checked JPEGs do not decode")
+            if cr.placeholder_share and cr.placeholder_share >= warn_share:
+                rep.warnings.append(f"{cam}: {cr.placeholder_share:.0%} placeholder frames (camera missing)")
+            if cr.stale_share and cr.stale_share >= warn_share:
+                rep.warnings.append(f"{cam}: {cr.stale_share:.0%} stale frames")
+            rep.cameras[cam] = cr
+        for src in ("qpos", "hand_state"):
+            share = rep.stale_share.get(src)
+            if share and share >= warn_share:
+                rep.warnings.append(f"{src}: {share:.0%} stale samples")
+        if rep.missed_ticks:
+            rep.warnings.append(f"{rep.missed_ticks} missed ticks")
+        if rep.recovered:
+            rep.warnings.append(f"recovered after a crash: {rep.recovered_reason}")
+    rep.valid = not rep.problems
+    return rep
+
+
+@dataclass
+class FolderReport:
+    episodes: list[EpisodeReport]
+    partials: list[str]          # unsaved (recording now, or left by a crash)
+    unrecoverable: list[str]
+
+    @property
+    def invalid(self) -> list[EpisodeReport]:
+        return [e for e in self.episodes if not e.valid]
+
+    def as_dict(self) -> dict:
+        valid = [e for e in self.episodes if e.valid]
+        return {
+            "episodes": [e.as_dict() for e in self.episodes],
+            "partials": self.partials,
+            "unrecoverable": self.unrecoverable,
+            "summary": {
+                "files": len(self.episodes),
+                "invalid": len(self.invalid),
+                "frames": sum(e.frames for e in valid),
+                "duration_s": round(sum(e.duration_s for e in valid), 3),
+                "policy_frames": sum(e.policy_frames for e in valid),
+                "human_frames": sum(e.human_frames for e in valid),
+                "missed_ticks": sum(e.missed_ticks or 0 for e in valid),
+                "recovered": sum(1 for e in valid if e.recovered),
+            },
+        }
+
+
+def inspect_path(target: str | Path, decode: str = "sample") -> FolderReport:
+    """One episode file, or every ``*.hdf5`` below a folder."""
+    target = Path(target)
+    if target.is_dir():
+        files = sorted(target.rglob("*.hdf5"), key=lambda p: (str(p.parent), L.episode_index_of(p) or 0, p.name))
+        partials = sorted(str(p) for p in target.rglob(f"*.hdf5{L.PARTIAL_SUFFIX}"))
+        bad = sorted(str(p) for p in target.rglob("*.unrecoverable"))
+        return FolderReport([inspect_episode(p, decode) for p in files], partials, bad)
+    if not target.exists():
+        return FolderReport([EpisodeReport(str(target), False, ["no such file or folder"])], [], [])
+    if target.name.endswith(L.PARTIAL_SUFFIX):
+        return FolderReport([], [str(target)], [])
+    return FolderReport([inspect_episode(target, decode)], [], [])
