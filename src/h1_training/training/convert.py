@@ -33,6 +33,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -364,10 +365,13 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
         out_dir.rmdir()  # LeRobotDataset.create insists on making the folder itself
     t0 = time.perf_counter()
     conv = _Converter(out_dir, repo_id, workers, task, lookahead, vcodec, resize, min_frames, progress)
-    try:
-        summary = conv.run(episodes)
-    finally:
-        conv.close()
+    with warnings.catch_warnings():
+        # datasets encodes LeRobot's shape-(1,) columns (our intervention flag) with int(array): NumPy deprecation
+        warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0", category=DeprecationWarning)
+        try:
+            summary = conv.run(episodes)
+        finally:
+            conv.close()
     summary.duration_s = time.perf_counter() - t0
     if summary.episodes:
         (out_dir / PROVENANCE_FILE).write_text(json.dumps(summary.to_dict(), indent=2))

@@ -16,6 +16,13 @@ import numpy as np
 from h1_training.recording import layout
 from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_UPPER_RAD, CAMERA_NAMES, NUM_ARM_JOINTS
 
+_NOISE_FRAMES = 5
+
+
+def _noise_bank(width: int, height: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per-frame sensor noise (cycled): a static scene would make video encoding unrealistically cheap."""
+    return [rng.integers(0, 16, (height, width, 3), dtype=np.uint8) for _ in range(_NOISE_FRAMES)]
+
 
 def _backgrounds(width: int, height: int, rng: np.random.Generator) -> list[np.ndarray]:
     import cv2
@@ -34,11 +41,11 @@ def _backgrounds(width: int, height: int, rng: np.random.Generator) -> list[np.n
     return out
 
 
-def _render(bg: np.ndarray, q: np.ndarray, cam: int) -> bytes:
+def _render(bg: np.ndarray, noise: np.ndarray, q: np.ndarray, cam: int) -> bytes:
     import cv2
 
     h, w = bg.shape[:2]
-    img = bg.copy()
+    img = cv2.add(bg, noise)
     # the hand: a blob whose position follows two joints of the arm this camera looks at
     j = 0 if cam != 2 else 7
     cx = int((0.5 + 0.35 * np.sin(q[j] + q[j + 3])) * w)
@@ -70,9 +77,10 @@ def make_episode(frames: int, width: int = 640, height: int = 480, fps: float = 
     action = np.vstack([qpos[1:], qpos[-1:]]) + rng.normal(0, 1e-3, qpos.shape).astype(np.float32)
     action[np.array([p == "human" for p in phase])] = 0.0
     bgs = _backgrounds(width, height, rng)
+    noise = _noise_bank(width, height, rng)
 
     def render(i: int) -> list[bytes]:
-        return [_render(bgs[c], qpos[i], c) for c in range(len(CAMERA_NAMES))]
+        return [_render(bgs[c], noise[(i + 2 * c) % _NOISE_FRAMES], qpos[i], c) for c in range(len(CAMERA_NAMES))]
 
     rows = list(pool.map(render, range(frames))) if pool is not None else [render(i) for i in range(frames)]
     images = {name: [row[c] for row in rows] for c, name in enumerate(CAMERA_NAMES)}
@@ -90,3 +98,14 @@ def write_session(save_dir: Path, epoch: int, episodes: int, frames: int, width:
             ep = make_episode(frames, width, height, fps, seed=seed + i, pool=pool)
             paths.append(layout.write_episode(layout.episode_path(save_dir, epoch, i), ep))
     return paths
+
+
+# Small policy configs for tests and CPU benchmarks (tiny images): the architectures of the real ones, scaled down.
+TINY_POLICY_OPTIONS: dict[str, dict] = {
+    "act": {"dim_model": 64, "n_heads": 2, "dim_feedforward": 128, "n_encoder_layers": 1, "n_vae_encoder_layers": 1,
+            "chunk_size": 10, "n_action_steps": 10},
+    "diffusion": {"down_dims": [32, 64], "horizon": 8, "n_action_steps": 4, "num_inference_steps": 3,
+                  "spatial_softmax_num_keypoints": 8, "diffusion_step_embed_dim": 32},
+    "cnn_lstm": {"chunk_size": 10, "n_action_steps": 10, "image_size": [48, 64], "cnn_channels": [8, 16],
+                 "feature_dim": 32, "lstm_hidden": 32, "mlp_hidden": 64},
+}

@@ -1,0 +1,162 @@
+"""Policy types through the same train -> save -> load_policy -> infer path: CNN-LSTM (ours), Diffusion and ACT
+(LeRobot). The served result is [H, 14] finite float32; a malformed observation is a ValueError saying why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from h1_training.policy.models import POLICY_TYPES, Policy, get_policy_type, load_policy, policy_type_of
+from h1_training.training.synthetic import TINY_POLICY_OPTIONS, write_session
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lerobot")
+
+CAMS = ("cam_head", "cam_left_wrist", "cam_right_wrist")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> dict[str, Path]:
+    from h1_training.training.convert import convert_sessions
+
+    root = tmp_path_factory.mktemp("policies")
+    write_session(root / "save", 1, episodes=2, frames=30, width=64, height=48)
+    assert convert_sessions([root / "save"], root / "dataset", progress=False).episodes == 2
+    return {"dataset": root / "dataset", "models": root / "models"}
+
+
+def _train(workdir, policy_type: str, steps: int):
+    from h1_training.training.registry import ModelRegistry
+    from h1_training.training.trainer import TrainConfig, run_training
+
+    info = run_training(TrainConfig(policy_type=policy_type, dataset_dir=workdir["dataset"],
+                                    output_root=workdir["models"], steps=steps, batch_size=4, device="cpu",
+                                    human_weight=2.0, extra=dict(TINY_POLICY_OPTIONS[policy_type])))
+    return info, ModelRegistry(workdir["models"]).path(info.id)
+
+
+def _obs(h: int = 480, w: int = 640, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"images": {c: rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for c in CAMS},
+            "state": rng.uniform(-0.5, 0.5, 14).astype(np.float32), "prompt": "pick up the cup"}
+
+
+def _check_actions(result: dict, horizon: int) -> None:
+    actions = result["actions"]
+    assert isinstance(actions, np.ndarray) and actions.dtype == np.float32
+    assert actions.shape == (horizon, 14) and np.all(np.isfinite(actions))
+    assert result["policy_timing"]["infer_ms"] > 0
+
+
+def test_registry_of_types_is_the_one_place():
+    assert set(POLICY_TYPES) == {"act", "diffusion", "cnn_lstm"}
+    for name in POLICY_TYPES:
+        assert get_policy_type(name).name == name
+    with pytest.raises(ValueError, match="unknown policy type"):
+        get_policy_type("transformer9000")
+
+
+def test_cnn_lstm_trains_and_serves(workdir):
+    info, path = _train(workdir, "cnn_lstm", steps=4)
+    assert info.metrics["steps"] == 4 and info.metrics["final_loss"] < 10
+    policy = load_policy(path)
+    assert isinstance(policy, Policy)
+    horizon = TINY_POLICY_OPTIONS["cnn_lstm"]["chunk_size"]
+    assert policy.metadata["policy_type"] == "cnn_lstm" and policy.metadata["action_horizon"] == horizon
+    assert policy.metadata["model_id"] == info.id and policy.metadata["fps"] == 50
+    assert policy.metadata["cameras"] == list(CAMS)
+    first = policy.infer(_obs(seed=1))
+    _check_actions(first, horizon)
+    # history: a different past changes the answer for the same current observation; reset() forgets it
+    policy.reset()
+    fresh = policy.infer(_obs(seed=2))["actions"]
+    policy.reset()
+    policy.infer(_obs(seed=3))
+    with_history = policy.infer(_obs(seed=2))["actions"]
+    assert not np.allclose(fresh, with_history)
+    policy.reset()
+    np.testing.assert_allclose(policy.infer(_obs(seed=2))["actions"], fresh, rtol=1e-5, atol=1e-5)
+    # other camera resolutions are resized; CHW (openpi ALOHA style) and the recorder's ego_cam name are accepted
+    _check_actions(policy.infer(_obs(h=96, w=128)), horizon)
+    obs = _obs()
+    obs["images"]["ego_cam"] = obs["images"].pop("cam_head")
+    obs["images"]["cam_left_wrist"] = np.ascontiguousarray(obs["images"]["cam_left_wrist"].transpose(2, 0, 1))
+    _check_actions(policy.infer(obs), horizon)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda o: o["images"].pop("cam_right_wrist"), "cam_right_wrist"),
+    (lambda o: o.__setitem__("state", np.zeros(7, np.float32)), "14 numbers"),
+    (lambda o: o["state"].__setitem__(3, np.nan), "NaN"),
+    (lambda o: o["images"].__setitem__("cam_head", np.zeros((48, 64, 3), np.float32)), "uint8"),
+    (lambda o: o["images"].__setitem__("cam_head", np.zeros((48, 64, 4), np.uint8)), "3 colour channels"),
+    (lambda o: o.pop("images"), "images"),
+    (lambda o: o.__setitem__("prompt", 5), "prompt"),
+    (lambda o: o.pop("state"), "state"),
+], ids=["no-camera", "short-state", "nan-state", "float-image", "4-channels", "no-images", "int-prompt", "no-state"])
+def test_malformed_observation_is_a_clear_error(workdir, mutate, message):
+    models = sorted((workdir["models"] / "models").glob("*cnn_lstm*"))
+    path = models[-1] if models else _train(workdir, "cnn_lstm", steps=1)[1]
+    policy = load_policy(path)
+    obs = _obs(h=48, w=64)
+    mutate(obs)
+    with pytest.raises(ValueError, match=message):
+        policy.infer(obs)
+    _check_actions(policy.infer(_obs(h=48, w=64)), TINY_POLICY_OPTIONS["cnn_lstm"]["chunk_size"])  # still serving
+
+
+def test_diffusion_trains_one_step_and_serves(workdir):
+    info, path = _train(workdir, "diffusion", steps=1)
+    assert info.config["policy"]["type"] == "diffusion" and info.config["policy"]["crop_shape"] is None
+    policy = load_policy(path)
+    horizon = TINY_POLICY_OPTIONS["diffusion"]["n_action_steps"]
+    assert policy.metadata["action_horizon"] == horizon
+    _check_actions(policy.infer(_obs(h=48, w=64)), horizon)
+    _check_actions(policy.infer(_obs(h=48, w=64, seed=4)), horizon)  # second call: history queue in use
+
+
+def test_act_serves_and_plain_lerobot_checkpoints_load(workdir, tmp_path):
+    info, path = _train(workdir, "act", steps=1)
+    policy = load_policy(path, device="cpu")
+    _check_actions(policy.infer(_obs(h=48, w=64)), TINY_POLICY_OPTIONS["act"]["chunk_size"])
+    # a lerobot-train style folder (no model.json): the type comes from config.json
+    import shutil
+
+    plain = tmp_path / "pretrained_model"
+    shutil.copytree(path, plain)
+    (plain / "model.json").unlink()
+    assert policy_type_of(plain) == "act"
+    _check_actions(load_policy(plain).infer(_obs(h=48, w=64)), TINY_POLICY_OPTIONS["act"]["chunk_size"])
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_policy(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no model.json"):
+        load_policy(tmp_path / "empty")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "model.json").write_text(json.dumps({"policy_type": "gpt"}))
+    with pytest.raises(ValueError, match="unknown policy type"):
+        load_policy(tmp_path / "odd")
+
+
+def test_unknown_policy_option_is_rejected(workdir):
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets.utils import dataset_to_policy_features
+
+    meta = LeRobotDatasetMetadata("local/x", root=workdir["dataset"])
+    features = dataset_to_policy_features(meta.features)
+    with pytest.raises(ValueError, match="unknown CNNLSTMConfig option"):
+        get_policy_type("cnn_lstm").make_config(features, "cpu", {"chunk_sz": 5})
+    config = get_policy_type("act").make_config(features, "cpu", {"chunk_size": 20, "n_action_steps": 20})
+    assert config.pretrained_backbone_weights is None and config.chunk_size == 20
+    assert sorted(config.image_features) == [f"observation.images.{c}" for c in sorted(CAMS)]
