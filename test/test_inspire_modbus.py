@@ -164,3 +164,34 @@ def test_one_hand_server_killed_and_restarted(procs, probe):
     assert right_times[0] < t_kill and right_times[-1] > t_back - 0.2
     gaps = [b - a for a, b in zip(right_times, right_times[1:])]
     assert max(gaps) < 0.5, f"right hand states stalled for {max(gaps):.2f}s"
+
+
+def test_rtu_bus_two_hands_share_one_port():
+    """RTU framing (unit ids 2 and 1 on one RS-485 bus, as on the robot) through pyserial's socket:// URL."""
+    pytest.importorskip("serial")
+    from h1_training.sim.inspire_model import InspireHandModel, InspireModbusServer
+
+    port = free_port()
+    left_model, right_model = InspireHandModel(unit=2), InspireHandModel(unit=1)
+    server = InspireModbusServer([left_model, right_model], "127.0.0.1", port, framer="rtu")
+    server.start()
+    url = f"socket://127.0.0.1:{port}"
+    endpoints = [im.HandEndpoint("left", "rtu", serial_port=url, unit=2),
+                 im.HandEndpoint("right", "rtu", serial_port=url, unit=1)]
+    config = im.WorkerConfig(timeout_s=0.5)
+    links = im.make_links(endpoints, config.timeout_s)
+    assert links["left"] is links["right"] and links["left"].shared
+    workers = {ep.name: im.HandWorker(ep, config, links[ep.name]) for ep in endpoints}
+    try:
+        for w in workers.values():
+            w.start()
+        until(lambda: all(w.latest() is not None for w in workers.values()), 10, "both hands read over RTU")
+        workers["left"].set_target([0, im.KEEP, im.KEEP, im.KEEP, im.KEEP, im.KEEP])
+        until(lambda: workers["left"].latest().angle[0] < 50, 5, "left pinky closed")
+        assert left_model.angle_set.tolist() == [0, 1000, 1000, 1000, 1000, 1000]
+        assert right_model.angle_set.tolist() == [1000] * 6 and workers["right"].latest().angle[0] == 1000
+    finally:
+        for w in workers.values():
+            w.stop()
+        links["left"].close()
+        server.stop()

@@ -156,12 +156,14 @@ class WorkerConfig:
     timeout_s: float = 0.1  # bound on every Modbus request
     reconnect_initial_s: float = 0.2
     reconnect_max_s: float = 5.0
+    status_period_s: float = 0.1  # ERROR/STATUS change rarely: read them at 10 Hz, not at every poll
     temperature_period_s: float = 1.0
     finger_speed: int = -1  # written to SPEED_SET on (re)connect when >= 0
     finger_force: int = -1  # written to FORCE_SET on (re)connect when >= 0
 
     def __post_init__(self) -> None:
-        for name in ("read_rate_hz", "write_rate_hz", "timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+        for name in ("read_rate_hz", "write_rate_hz", "status_period_s", "timeout_s", "reconnect_initial_s",
+                     "reconnect_max_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -296,18 +298,27 @@ class InspireHandClient:
         if not self.link.shared:
             self.link.close()
 
-    def read_state(self) -> HandReading:
+    def read_state(self, previous: HandReading | None = None) -> HandReading:
+        """ANGLE_ACT, FORCE_ACT and (unless ``previous`` supplies them) ERROR and STATUS.
+
+        Every Modbus transaction costs CPU on both ends and bus time, so the slowly changing STATUS/ERROR
+        bytes can be carried over from ``previous`` and read at a lower rate.
+        """
         unit = self.endpoint.unit
         angle = self.link.read(ANGLE_ACT, NUM_DOF, unit)
         force = self.link.read(FORCE_ACT, NUM_DOF, unit)
-        error = split_bytes(self.link.read(ERROR, 3, unit))
-        status = split_bytes(self.link.read(STATUS, 3, unit))
+        if previous is None:
+            error = np.asarray(split_bytes(self.link.read(ERROR, 3, unit)), dtype=np.int64)
+            status = np.asarray(split_bytes(self.link.read(STATUS, 3, unit)), dtype=np.int64)
+        else:
+            error, status = previous.error, previous.status
         return HandReading(
             stamp=time.time(),
             angle=np.asarray(angle, dtype=np.int64),
             force=_int16(force),
-            status=np.asarray(status, dtype=np.int64),
-            error=np.asarray(error, dtype=np.int64),
+            status=status,
+            error=error,
+            temperature=None if previous is None else previous.temperature,
         )
 
     def read_temperature(self) -> np.ndarray:
@@ -449,6 +460,7 @@ class HandWorker:
         period = 1.0 / self.config.read_rate_hz
         next_tick = time.monotonic()
         last_temp = 0.0
+        last_status = 0.0
         last_write = 0.0
         rate_t0, rate_n = time.monotonic(), 0
         connected = False
@@ -460,15 +472,19 @@ class HandWorker:
                     self._stop.wait(min(retry_at - now, 0.1))
                     continue
                 connected = self._try_connect()
+                last_status = last_temp = 0.0  # fresh STATUS/ERROR/TEMP right after a (re)connect
                 next_tick = time.monotonic()
                 continue
             try:
-                reading = self.client.read_state()
+                previous = self._latest
+                fresh_status = previous is None or now - last_status >= self.config.status_period_s
+                reading = self.client.read_state(None if fresh_status else previous)
+                if fresh_status:
+                    last_status = now
+                    reading.temperature = previous.temperature if previous is not None else None
                 if now - last_temp >= self.config.temperature_period_s:
                     reading.temperature = self.client.read_temperature()
                     last_temp = now
-                elif self._latest is not None:
-                    reading.temperature = self._latest.temperature
                 with self._lock:
                     self._latest = reading
                     self._health.reads += 1
@@ -478,6 +494,7 @@ class HandWorker:
                     self._clear_error = False
                 if clear:
                     self.client.clear_error()
+                    last_status = 0.0  # show the cleared ERROR at the next poll
                     self._event("info", "CLEAR_ERROR written")
                 if target is not None and now - last_write >= 1.0 / self.config.write_rate_hz:
                     self.client.write_angles(target.raw)

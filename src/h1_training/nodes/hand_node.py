@@ -57,6 +57,8 @@ class InspireHandNode(ParamsMixin, Node):
         ParamSpec("read_rate_hz", 50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True),
         ParamSpec("write_rate_hz", 50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]",
                   min=1.0, max=200.0, read_only=True),
+        ParamSpec("status_rate_hz", 10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
+                  "[Hz]", min=0.1, max=200.0, read_only=True),
         ParamSpec("timeout_s", 0.1, "Modbus request timeout [s]", min=0.01, max=5.0, read_only=True),
         ParamSpec("stale_after_s", 0.25, "a hand reading older than this is stale (published as NaN) [s]",
                   min=0.02, max=10.0),
@@ -78,6 +80,7 @@ class InspireHandNode(ParamsMixin, Node):
         config = WorkerConfig(
             read_rate_hz=p["read_rate_hz"],
             write_rate_hz=p["write_rate_hz"],
+            status_period_s=1.0 / p["status_rate_hz"],
             timeout_s=p["timeout_s"],
             reconnect_initial_s=p["reconnect_initial_s"],
             reconnect_max_s=max(p["reconnect_max_s"], p["reconnect_initial_s"]),
@@ -98,6 +101,7 @@ class InspireHandNode(ParamsMixin, Node):
             if p[f"{hand}_enabled"]
         ]
         links = make_links(endpoints, config.timeout_s)
+        self.links = list({id(link): link for link in links.values()}.values())
         self.workers: dict[str, HandWorker] = {
             ep.name: HandWorker(ep, config, links[ep.name], on_event=self._on_driver_event) for ep in endpoints
         }
@@ -238,6 +242,8 @@ class InspireHandNode(ParamsMixin, Node):
     def close(self) -> None:
         for worker in self.workers.values():
             worker.stop()
+        for link in self.links:  # shared RS-485 links are not closed by a single worker
+            link.close()
 
 
 def main(args=None) -> None:

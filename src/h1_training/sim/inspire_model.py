@@ -159,45 +159,65 @@ class InspireHandModel:
 
 
 class InspireModbusServer:
-    """A pymodbus Modbus TCP server for one hand, running its asyncio loop in a background thread."""
+    """A pymodbus Modbus server for one hand (or several hands on one RS-485 bus, one unit id each), running its
+    asyncio loop in a background thread.
 
-    def __init__(self, model: InspireHandModel, host: str = "127.0.0.1", port: int = 6000) -> None:
-        self.model = model
-        self.host, self.port = host, port
+    ``framer="socket"`` is Modbus TCP (the Inspire's Ethernet interface); ``framer="rtu"`` serves RTU frames
+    (CRC, unit id) over a TCP socket, which a serial client reaches through pyserial's ``socket://host:port``
+    URL: the RS-485 framing without the cable.
+    """
+
+    def __init__(self, model: InspireHandModel | list[InspireHandModel], host: str = "127.0.0.1",
+                 port: int = 6000, framer: str = "socket") -> None:
+        self.models = list(model) if isinstance(model, list) else [model]
+        if len({m.unit for m in self.models}) != len(self.models):
+            raise ValueError("hands on one bus need distinct unit ids")
+        if framer not in ("socket", "rtu"):
+            raise ValueError(f"framer must be 'socket' or 'rtu', got {framer!r}")
+        self.model = self.models[0]
+        self.host, self.port, self.framer = host, port, framer
         self._loop = asyncio.new_event_loop()
         self._server = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"modbus-{port}", daemon=True)
 
-    async def _action(self, func_code, start_address, address, count, registers, set_values):
+    @staticmethod
+    async def _action(model, func_code, start_address, address, count, registers, set_values):
         """pymodbus SimDevice hook: serve reads from the model, route writes into it."""
         from pymodbus.constants import ExcCodes
 
         off = address - start_address
         if set_values is None:
-            registers[off:off + count] = self.model.registers(address, count)
+            registers[off:off + count] = model.registers(address, count)
             return None
         values = [int(v) for v in (set_values if isinstance(set_values, list) else [set_values])]
-        held = self.model.write(address, values)
+        held = model.write(address, values)
         if held is None:
             return ExcCodes.ILLEGAL_ADDRESS
         set_values[:] = held  # what is stored is what the hand accepted (clamped, 0xFFFF resolved)
         return None
 
     def _run(self) -> None:
+        import functools
+
+        from pymodbus import FramerType
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         asyncio.set_event_loop(self._loop)
-        device = SimDevice(
-            self.model.unit,
-            simdata=[SimData(BLOCK_START, count=BLOCK_END - BLOCK_START, values=0, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
+        devices = [
+            SimDevice(
+                model.unit,
+                simdata=[SimData(BLOCK_START, count=BLOCK_END - BLOCK_START, values=0, datatype=DataType.REGISTERS)],
+                action=functools.partial(self._action, model),
+            )
+            for model in self.models
+        ]
+        framer = FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET
 
         async def serve() -> None:
-            self._server = ModbusTcpServer(device, address=(self.host, self.port))
+            self._server = ModbusTcpServer(devices, address=(self.host, self.port), framer=framer)
             await self._server.serve_forever(background=True)  # raises when the port cannot be bound
             self._ready.set()
             await self._server.serving  # resolved by shutdown()
