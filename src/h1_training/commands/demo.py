@@ -68,16 +68,21 @@ def run(args: argparse.Namespace) -> int:
         group.stop()
     new_files = sorted(set(save_dir.rglob("episode_*.hdf5")) - before)
     print(f"[demo] {len(new_files)} new episode(s):", flush=True)
-    ok = True
+    valid = 0
     for path in new_files:
-        report = inspect_path(path)
-        for line in report.lines():
-            print("  " + line)
-        ok = ok and report.valid
-    if code == 0 and ok and len(new_files) == args.episodes:
-        print("[demo] done: all episodes recorded and valid", flush=True)
+        for ep in inspect_path(path).episodes:
+            if ep.valid:
+                valid += 1
+                print(f"  ok {ep.path}\n     {ep.frames} frames, {ep.duration_s:.1f} s at "
+                      f"{ep.achieved_rate_hz or 0:.2f} Hz, missed ticks {ep.missed_ticks}, "
+                      f"policy {ep.policy_frames} / human {ep.human_frames} frames, success label {ep.success}")
+                for warning in ep.warnings:
+                    print(f"     warning: {warning}")
+            else:
+                print(f"  INVALID {ep.path}: {'; '.join(ep.problems)}")
+    if code == 0 and valid == len(new_files) == args.episodes:
+        print(f"[demo] done: {valid} episodes recorded and valid. Look inside: h1-training inspect {save_dir}",
+              flush=True)
         return 0
-    print(f"[demo] FAILED (operator exit {code}, {len(new_files)}/{args.episodes} valid episodes)", flush=True)
+    print(f"[demo] FAILED (operator exit {code}, {valid}/{args.episodes} valid episodes)", flush=True)
     return 1
-
-
