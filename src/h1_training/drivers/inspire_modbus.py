@@ -156,6 +156,7 @@ class WorkerConfig:
     timeout_s: float = 0.1  # bound on every Modbus request
     reconnect_initial_s: float = 0.2
     reconnect_max_s: float = 5.0
+    max_target_age_s: float = 0.5  # a target not written by then (link down) is dropped, never sent late
     status_period_s: float = 0.1  # ERROR/STATUS change rarely: read them at 10 Hz, not at every poll
     temperature_period_s: float = 1.0
     finger_speed: int = -1  # written to SPEED_SET on (re)connect when >= 0
@@ -371,6 +372,7 @@ class LinkHealth:
     retry_at: float = 0.0  # time.monotonic() of the next connect attempt
     read_hz: float = 0.0
     commands_dropped: int = 0  # targets superseded before the write slot (rate limit): latest wins
+    commands_expired: int = 0  # targets older than max_target_age_s when the link could take them
     loop_overruns: int = 0
 
 
@@ -382,6 +384,7 @@ EventSink = Callable[[str, str], None]
 class _Target:
     raw: np.ndarray
     seq: int
+    made: float  # time.monotonic()
 
 
 class HandWorker:
@@ -435,7 +438,7 @@ class HandWorker:
                 keep = arr == KEEP
                 arr[keep] = self._target.raw[keep]
             self._target_seq += 1
-            self._target = _Target(arr, self._target_seq)
+            self._target = _Target(arr, self._target_seq, time.monotonic())
 
     def request_clear_error(self) -> None:
         with self._lock:
@@ -496,6 +499,12 @@ class HandWorker:
                     self.client.clear_error()
                     last_status = 0.0  # show the cleared ERROR at the next poll
                     self._event("info", "CLEAR_ERROR written")
+                max_age = max(self.config.max_target_age_s, 2.0 / self.config.write_rate_hz)
+                if target is not None and now - target.made > max_age:
+                    with self._lock:  # e.g. commanded while the link was down: too old to act on now
+                        self._written_seq = max(self._written_seq, target.seq)
+                        self._health.commands_expired += 1
+                    target = None
                 if target is not None and now - last_write >= 1.0 / self.config.write_rate_hz:
                     self.client.write_angles(target.raw)
                     last_write = now

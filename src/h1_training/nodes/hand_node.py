@@ -226,6 +226,7 @@ class InspireHandNode(ParamsMixin, Node):
                 "failures": str(h.failures),
                 "reconnects": str(h.reconnects),
                 "commands_superseded": str(h.commands_dropped),
+                "commands_expired": str(h.commands_expired),
                 "commands_rejected": str(self.rejected),
                 "commands_clamped": str(self.clamped),
                 "last_error": h.last_error,
