@@ -24,7 +24,7 @@ ROS_WHEELS="ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp ros-kilted-std-srvs ros
  ros-kilted-sensor-msgs ros-kilted-diagnostic-msgs ros-kilted-rcl-interfaces ros-kilted-builtin-interfaces
  ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators ros-kilted-ament-cmake
  ros-kilted-ament-package ros-kilted-ament-cmake-include-directories ros-kilted-ament-cmake-ros-core catkin_pkg"
-DEBS="cmake g++ make rsync"
+DEBS="cmake g++ make rsync libusb-1.0-0"  # libusb: pyrealsense2 loads it
 
 say() { printf '[setup] %s\n' "$*"; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
