@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, unit="step", desc=f"train {cfg.policy_type}", dynamic_ncols=True)
+    # under `accelerate launch` every process runs this; only rank 0 reports, deploys and prints
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    bar = tqdm(total=cfg.steps, unit="step", desc=f"train {cfg.policy_type}", dynamic_ncols=True,
+               disable=not main_process)
 
     def show(p) -> None:
         bar.n = p.step
@@ -89,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         bar.close()
+    if not main_process:
+        return 0
     if args.deploy:
         ModelRegistry(Path(args.models)).deploy(info.id)
     if args.json:

@@ -24,7 +24,10 @@ Several GPUs (LeRobot's own path, ``accelerate``; every process runs this same l
     accelerate launch --multi_gpu --num_processes 4 -m h1_training.training.trainer \\
         --policy act --dataset data/lerobot/epoch3 --models models --steps 20000 --batch-size 8
 
-(``--batch-size`` is per process; only the main process reports progress and writes the model.)
+(``--batch-size`` is per process; only the main process reports progress and writes the model.) Any torch
+distributed launcher works the same way; on CPU (gloo), e.g. to try the multi-process path without GPUs::
+
+    torchrun --nproc_per_node 2 -m h1_training.training.trainer --device cpu --policy cnn_lstm ...
 """
 
 from __future__ import annotations
