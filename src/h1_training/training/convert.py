@@ -139,9 +139,12 @@ def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int]
 
     if len(data) < 4 or data[:2] != b"\xff\xd8":
         raise ValueError(f"camera {camera} frame {index}: not a JPEG ({len(data)} bytes)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"camera {camera} frame {index}: undecodable JPEG ({len(data)} bytes)")
+    if rgb_flag is None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     resized = False
     if shape_hw is not None and img.shape[:2] != shape_hw:
         img = cv2.resize(img, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA)
