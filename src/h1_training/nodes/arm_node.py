@@ -1,0 +1,272 @@
+"""h1_arm_node: the H1-2 arms over unitree_sdk2py DDS, as a thin ROS 2 adapter.
+
+    h1_arm_node --ros-args -p dds_interface:=eth0            # real robot (see config/params/robot.yaml)
+    h1_arm_node --ros-args -p dds_interface:=lo -p dds_domain:=0   # against h1_sim
+
+Topics: pub ``joint_states`` (14 arm joints, stamped with the lowstate's receive time), ``arm/mode`` (latched),
+``diagnostics``; sub ``arm_command``; srv ``arm/set_mode``. Logic: ``drivers/arm_controller.py`` (modes, ramps,
+interpolation), ``drivers/arm_safety.py`` (every safety check), ``drivers/unitree_arm.py`` (DDS, write loop).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from h1_training.drivers.arm_controller import (
+    DAMPING_KD_RANGE,
+    GAIN_RAMP_RANGE,
+    RESET_ESTOP,
+    STIFFNESS_SCALE_RANGE,
+    ArmController,
+    ControllerConfig,
+    Mode,
+)
+from h1_training.drivers.arm_safety import (
+    COMMAND_TIMEOUT_RANGE,
+    MARGIN_RANGE,
+    STATE_TIMEOUT_RANGE,
+    VELOCITY_RANGE,
+    ArmSafety,
+    CommandRejected,
+    SafetyConfig,
+)
+from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.params import ParamSpec
+from h1_training.robot_model import ARM_JOINT_NAMES
+from h1_training_interfaces.msg import ArmCommand
+from h1_training_interfaces.srv import SetArmMode
+
+_REQUEST_NAMES = {
+    SetArmMode.Request.MODE_HOLD: Mode.HOLD.value,
+    SetArmMode.Request.MODE_TRACK: Mode.TRACK.value,
+    SetArmMode.Request.MODE_DAMPING: Mode.DAMPING.value,
+    SetArmMode.Request.MODE_ESTOP: Mode.ESTOP.value,
+    SetArmMode.Request.MODE_RESET_ESTOP: RESET_ESTOP,
+}
+# SetArmMode has no constant for FAULT: current_mode reports it as 255 (the message string says FAULT).
+MODE_CODES = {Mode.HOLD: 0, Mode.TRACK: 1, Mode.DAMPING: 2, Mode.ESTOP: 3, Mode.FAULT: 255}
+
+# Parameter name -> (which config, field name) for live changes.
+_SAFETY_PARAMS = {
+    "watchdog_timeout_s": "command_timeout_s",
+    "lowstate_timeout_s": "state_timeout_s",
+    "velocity_limit_rad_s": "max_velocity_rad_s",
+    "joint_limit_margin_rad": "limit_margin_rad",
+}
+_CONTROLLER_PARAMS = {
+    "damping_kd": "damping_kd",
+    "gain_ramp_s": "gain_ramp_s",
+    "stiffness_scale": "stiffness_scale",
+    "gravity_feedforward": "gravity_feedforward",
+}
+
+
+class ArmNode(ParamsMixin, Node):
+    PARAMS = (
+        ParamSpec("dds_interface", "lo", "network interface for unitree DDS (the laptop's NIC on the robot "
+                  "network, e.g. eth0; lo for h1_sim)", read_only=True),
+        ParamSpec("dds_domain", 0, "unitree DDS domain of rt/lowstate and rt/lowcmd (the robot uses 0)",
+                  0, 232, read_only=True),
+        ParamSpec("command_rate_hz", 250.0, "rt/lowcmd write rate [Hz] (xr_teleoperate writes at 250)",
+                  50.0, 1000.0, read_only=True),
+        ParamSpec("state_rate_hz", 100.0, "joint_states publish rate [Hz] (new lowstates only)", 1.0, 500.0),
+        ParamSpec("watchdog_timeout_s", 0.1, "TRACK falls back to HOLD when no valid arm_command arrived for this "
+                  "long [s]", *COMMAND_TIMEOUT_RANGE),
+        ParamSpec("lowstate_timeout_s", 0.1, "FAULT (lowcmd writes stop) when rt/lowstate is silent this long [s]",
+                  *STATE_TIMEOUT_RANGE),
+        ParamSpec("velocity_limit_rad_s", 2.0, "max speed of the commanded arm setpoint [rad/s], per joint",
+                  *VELOCITY_RANGE),
+        ParamSpec("joint_limit_margin_rad", 0.05, "targets are clamped this far inside the URDF joint limits [rad]",
+                  *MARGIN_RANGE),
+        ParamSpec("damping_kd", 2.0, "kd of DAMPING and E-STOP (kp is 0) [Nm s/rad]", *DAMPING_KD_RANGE),
+        ParamSpec("gain_ramp_s", 0.5, "time over which kp/kd ramp on every mode change [s]", *GAIN_RAMP_RANGE),
+        ParamSpec("stiffness_scale", 1.0, "scales HOLD/TRACK kp (use < 1 for a cautious first session)",
+                  *STIFFNESS_SCALE_RANGE),
+        ParamSpec("gravity_feedforward", False, "add gravity torque in DAMPING/E-STOP. Placeholder: zero torque "
+                  "until a gravity model is configured in code"),
+        ParamSpec("start_mode", "HOLD", "mode once the first lowstate arrives", choices=("HOLD", "DAMPING"),
+                  read_only=True),
+        ParamSpec("verify_state_crc", True, "drop rt/lowstate messages whose CRC is wrong"),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("h1_arm_node")
+        p = self.declare_specs()
+        safety = ArmSafety(SafetyConfig(
+            limit_margin_rad=p["joint_limit_margin_rad"], max_velocity_rad_s=p["velocity_limit_rad_s"],
+            command_timeout_s=p["watchdog_timeout_s"], state_timeout_s=p["lowstate_timeout_s"]))
+        self._events_gc = self.create_guard_condition(self._on_events)
+        self.controller = ArmController(safety, ControllerConfig(
+            damping_kd=p["damping_kd"], gain_ramp_s=p["gain_ramp_s"], stiffness_scale=p["stiffness_scale"],
+            gravity_feedforward=p["gravity_feedforward"], start_mode=Mode(p["start_mode"])),
+            on_event=self._events_gc.trigger)
+        self.driver = UnitreeArmDriver(self.controller, ArmDriverConfig(
+            interface=p["dds_interface"], domain=p["dds_domain"], command_rate_hz=p["command_rate_hz"],
+            verify_state_crc=p["verify_state_crc"]), on_state=self._on_state)
+
+        self.joint_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
+        self.mode_pub = self.create_publisher(String, "arm/mode", LATCHED_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self.create_subscription(ArmCommand, "arm_command", self._on_command, COMMAND_QOS)
+        self.create_service(SetArmMode, "arm/set_mode", self._on_set_mode)
+        self._published_mode: str | None = None
+        self._joint_msg = JointState(name=list(ARM_JOINT_NAMES))
+        self._next_state_pub = 0.0
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._publish_mode()
+        self.driver.start()
+        self.get_logger().info(
+            f"h1_arm_node: rt/lowcmd at {p['command_rate_hz']:g} Hz on DDS domain {p['dds_domain']} interface "
+            f"{p['dds_interface']!r}; waiting for rt/lowstate (nothing is written before it arrives). Safety: "
+            f"watchdog {p['watchdog_timeout_s'] * 1000:.0f} ms, lowstate timeout "
+            f"{p['lowstate_timeout_s'] * 1000:.0f} ms, velocity limit {p['velocity_limit_rad_s']:g} rad/s, "
+            f"joint-limit margin {p['joint_limit_margin_rad']:g} rad"
+            + ("" if self.driver.fast_codec else "; fast lowcmd packer disabled (SDK serializer in use)"))
+
+    # --- parameters ------------------------------------------------------------------------------------------
+    def _check_params(self, params: list):
+        result = super()._check_params(params)
+        if not result.successful:
+            return result
+        # Cross-field checks live in the config dataclasses: try the change on a copy first.
+        safety = {_SAFETY_PARAMS[x.name]: x.value for x in params if x.name in _SAFETY_PARAMS}
+        ctrl = {_CONTROLLER_PARAMS[x.name]: x.value for x in params if x.name in _CONTROLLER_PARAMS}
+        try:
+            replace(self.controller.safety.config, **{k: float(v) for k, v in safety.items()})
+            replace(self.controller.config, **ctrl)
+        except ValueError as exc:
+            result.successful, result.reason = False, str(exc)
+            self.get_logger().warning(f"rejected parameter change: {exc}")
+        return result
+
+    def on_params_changed(self, changed: dict) -> None:
+        safety = {_SAFETY_PARAMS[k]: float(v) for k, v in changed.items() if k in _SAFETY_PARAMS}
+        ctrl = {_CONTROLLER_PARAMS[k]: v for k, v in changed.items() if k in _CONTROLLER_PARAMS}
+        if safety:
+            self.controller.reconfigure_safety(**safety)
+        if ctrl:
+            self.controller.reconfigure(**ctrl)
+        if "verify_state_crc" in changed:
+            self.driver.config = replace(self.driver.config, verify_state_crc=changed["verify_state_crc"])
+        self.get_logger().info(f"parameters changed: {changed}")
+
+    # --- ROS inputs ----------------------------------------------------------------------------------------
+    def _on_command(self, msg: ArmCommand) -> None:
+        try:
+            self.controller.on_command(list(msg.position_rad), time.monotonic())
+        except CommandRejected:
+            pass  # counted and logged (throttled) by the controller's events
+
+    def _on_set_mode(self, request: SetArmMode.Request, response: SetArmMode.Response):
+        name = _REQUEST_NAMES.get(request.mode)
+        if name is None:
+            response.success = False
+            response.message = f"unknown mode code {request.mode}; use 0 HOLD, 1 TRACK, 2 DAMPING, 3 ESTOP, 4 RESET"
+        else:
+            response.success, response.message = self.controller.request_mode(name, time.monotonic())
+            log = self.get_logger().info if response.success else self.get_logger().warning
+            log(f"set_mode {name}: {'accepted' if response.success else 'refused'}: {response.message}")
+        response.current_mode = MODE_CODES[self.controller.mode]
+        self._on_events()
+        return response
+
+    # --- outputs ---------------------------------------------------------------------------------------------
+    def _on_events(self) -> None:
+        log = self.get_logger()
+        for event in self.controller.drain_events():
+            {"info": log.info, "warn": log.warning, "error": log.error}.get(event.level, log.info)(event.text)
+        self._publish_mode()
+
+    def _publish_mode(self) -> None:
+        mode = self.controller.mode.value
+        if mode != self._published_mode:
+            self._published_mode = mode
+            self.mode_pub.publish(String(data=mode))
+
+    def _on_state(self, state: ArmState) -> None:
+        """Called on the DDS thread for every valid lowstate: publish at most state_rate_hz, right when a state
+        arrives (the state's own timing; no timer phase in between)."""
+        period = 1.0 / self.p["state_rate_hz"]
+        t = state.received_mono
+        if t + 0.1 * period < self._next_state_pub:
+            return
+        # next slot one period on; if we fell behind (a slow robot stream), restart from now
+        self._next_state_pub = max(self._next_state_pub + period, t + 0.5 * period)
+        msg = self._joint_msg  # only this thread touches it
+        msg.header.stamp = Time(sec=state.received_wall_ns // 1_000_000_000,
+                                nanosec=state.received_wall_ns % 1_000_000_000)
+        msg.position, msg.velocity, msg.effort = state.q.tolist(), state.dq.tolist(), state.tau.tolist()
+        self.joint_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        snap = self.controller.snapshot(now)
+        stats = self.driver.write_stats(now)
+        d = self.driver
+        if snap["mode"] == Mode.FAULT.value:
+            level, summary = DiagnosticStatus.ERROR, "FAULT: rt/lowstate silent, lowcmd writes stopped"
+        elif not snap["started"]:
+            level, summary = DiagnosticStatus.WARN, "waiting for rt/lowstate: nothing written yet"
+        elif snap["estop_latched"]:
+            level, summary = DiagnosticStatus.WARN, "E-STOP latched (damping)"
+        else:
+            level, summary = DiagnosticStatus.OK, f"{snap['mode']}, writing rt/lowcmd at {stats['rate_hz']:.0f} Hz"
+
+        def ms(seconds: float) -> str:
+            return "inf" if math.isinf(seconds) else f"{seconds * 1000:.1f}"
+
+        values = {
+            "mode": snap["mode"],
+            "estop_latched": snap["estop_latched"],
+            "state_age_ms": ms(snap["state_age_s"]),
+            "command_age_ms": ms(snap["command_age_s"]),
+            "lowcmd_rate_hz": f"{stats['rate_hz']:.1f}",
+            "lowcmd_target_hz": f"{self.p['command_rate_hz']:g}",
+            "lowcmd_p50_period_ms": f"{stats['p50_period_ms']:.2f}",
+            "lowcmd_p99_period_ms": f"{stats['p99_period_ms']:.2f}",
+            "lowcmd_writes": d.writes,
+            "lowcmd_write_errors": d.write_errors,
+            "write_loop_overruns": d.overruns,
+            "lowstates_received": d.states_received,
+            "lowstates_bad_crc": d.states_bad_crc,
+            "mode_machine": d.mode_machine if d.mode_machine is not None else "unknown",
+            "kp_mean": f"{snap['kp_mean']:.1f}",
+            "kd_mean": f"{snap['kd_mean']:.2f}",
+            "fast_codec": d.fast_codec,
+        }
+        for key in ("commands_accepted", "commands_rejected", "commands_clamped", "commands_ignored",
+                    "velocity_limited_ticks", "states_rejected", "watchdog_trips", "state_silence_faults"):
+            values[key] = snap[key]
+        status = DiagnosticStatus(level=level, name="h1_arm_node: arms", message=summary,
+                                  hardware_id=f"unitree H1-2 rt/lowcmd domain {self.p['dds_domain']} "
+                                              f"if {self.p['dds_interface']}")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def close(self) -> None:
+        self.driver.stop()
+
+
+def main(args=None) -> int:
+    try:
+        run_node(ArmNode, args)
+    except RuntimeError as exc:  # e.g. unitree_sdk2py missing, DDS could not start on the interface
+        print(f"h1_arm_node: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

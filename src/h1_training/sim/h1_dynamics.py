@@ -1,0 +1,144 @@
+"""Joint dynamics of the simulated H1-2 (no rclpy, no DDS): what ``h1_sim`` integrates between lowstates.
+
+Each of the 35 motor slots is an independent joint: inertia, viscous friction, hard stops at the URDF limits,
+and the motor's PD law exactly as a unitree motor applies a LowCmd_ motor command:
+
+    tau = kp * (q_cmd - q) + kd * (dq_cmd - dq) + tau_ff        (only while mode == 1 and the command is fresh)
+
+so kp = 0 with kd > 0 is pure damping, and kp = kd = 0 leaves the joint free. No gravity: the arms stay where
+they are left, which keeps HOLD/DAMPING behaviour easy to see and test.
+
+The simulated operator's hand pulls the arm joints toward a target with a spring (``operator_stiffness``) but
+only on joints whose commanded kp is below ``operator_kp_threshold`` (damping, E-stop, disabled or timed-out
+motors): a person can move an arm in damping, not one that holds position at kp 140 (what the H1 seed's
+operator does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_MOTOR_INDICES, ARM_UPPER_RAD, NUM_MOTORS
+
+ARM = np.array(ARM_MOTOR_INDICES)
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    arm_inertia: float = 0.15  # [kg m^2] effective inertia per arm joint: a rough figure, not identified
+    other_inertia: float = 1.0  # legs and torso (not used by the arm tests; they just stay put)
+    viscous_friction: float = 0.3  # [Nm s/rad]
+    operator_stiffness: float = 40.0  # [Nm/rad] how hard the simulated hand pulls toward its target
+    operator_damping: float = 2.0  # [Nm s/rad] the hand's own damping
+    operator_kp_threshold: float = 1.0  # the hand moves a joint only while its commanded kp is below this
+    command_timeout_s: float = 0.5  # motors go passive (zero torque) when lowcmd stops this long
+    substep_s: float = 0.001  # integration step (semi-implicit Euler; stable for kp/I << (2/h)^2)
+
+    def __post_init__(self) -> None:
+        for name in ("arm_inertia", "other_inertia", "substep_s", "command_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("viscous_friction", "operator_stiffness", "operator_damping", "operator_kp_threshold"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+@dataclass
+class MotorCommands:
+    """Per-slot command arrays of one LowCmd_ (length NUM_MOTORS)."""
+
+    mode: np.ndarray
+    q: np.ndarray
+    dq: np.ndarray
+    tau: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+
+    @classmethod
+    def zeros(cls) -> MotorCommands:
+        z = np.zeros(NUM_MOTORS)
+        return cls(np.zeros(NUM_MOTORS, dtype=np.uint8), z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
+
+    def validate(self) -> None:
+        for name in ("mode", "q", "dq", "tau", "kp", "kd"):
+            v = getattr(self, name)
+            if np.shape(v) != (NUM_MOTORS,):
+                raise ValueError(f"MotorCommands.{name} needs {NUM_MOTORS} values, got {np.shape(v)}")
+
+
+class H1Dynamics:
+    def __init__(self, config: DynamicsConfig | None = None, arm_q: np.ndarray | None = None) -> None:
+        self.config = config or DynamicsConfig()
+        self.q = np.zeros(NUM_MOTORS)
+        self.q[ARM] = ARM_HOME_RAD if arm_q is None else np.asarray(arm_q, dtype=np.float64)
+        self.dq = np.zeros(NUM_MOTORS)
+        self.ddq = np.zeros(NUM_MOTORS)
+        self.tau_motor = np.zeros(NUM_MOTORS)
+        self.lower = np.full(NUM_MOTORS, -math.pi)
+        self.upper = np.full(NUM_MOTORS, math.pi)
+        self.lower[ARM], self.upper[ARM] = ARM_LOWER_RAD, ARM_UPPER_RAD
+        self.inertia = np.full(NUM_MOTORS, self.config.other_inertia)
+        self.inertia[ARM] = self.config.arm_inertia
+        self.cmd = MotorCommands.zeros()
+        self.cmd_age = math.inf
+        self.operator_target: np.ndarray | None = None  # 14 arm positions, or None (hand off)
+        self.time = 0.0
+
+    def apply_command(self, cmd: MotorCommands) -> None:
+        cmd.validate()
+        self.cmd = cmd
+        self.cmd_age = 0.0
+
+    def set_operator_target(self, arm_q: np.ndarray | None) -> None:
+        if arm_q is None:
+            self.operator_target = None
+            return
+        arm_q = np.asarray(arm_q, dtype=np.float64)
+        if arm_q.shape != (len(ARM),) or not np.all(np.isfinite(arm_q)):
+            raise ValueError(f"operator target needs {len(ARM)} finite arm positions")
+        self.operator_target = arm_q.copy()
+
+    def motors_active(self) -> np.ndarray:
+        return (self.cmd.mode == 1) & (self.cmd_age <= self.config.command_timeout_s)
+
+    def operator_can_move(self) -> np.ndarray:
+        """Per arm joint: True where the hand can move it (commanded kp below the threshold, or motor passive)."""
+        active = self.motors_active()[ARM]
+        return ~active | (self.cmd.kp[ARM] < self.config.operator_kp_threshold)
+
+    def step(self, dt: float) -> None:
+        if dt <= 0:
+            return
+        c = self.config
+        n = max(1, math.ceil(dt / c.substep_s - 1e-9))
+        h = dt / n
+        for _ in range(n):
+            active = self.motors_active()
+            cmd = self.cmd
+            tau = np.where(active, cmd.kp * (cmd.q - self.q) + cmd.kd * (cmd.dq - self.dq) + cmd.tau, 0.0)
+            self.tau_motor = tau
+            total = tau - c.viscous_friction * self.dq
+            if self.operator_target is not None:
+                movable = self.operator_can_move()
+                pull = c.operator_stiffness * (self.operator_target - self.q[ARM]) - c.operator_damping * self.dq[ARM]
+                total[ARM] += np.where(movable, pull, 0.0)
+            self.ddq = total / self.inertia
+            self.dq += self.ddq * h
+            self.q += self.dq * h
+            hit = (self.q < self.lower) | (self.q > self.upper)  # hard stops
+            if hit.any():
+                self.q = np.clip(self.q, self.lower, self.upper)
+                self.dq[hit] = 0.0
+            self.cmd_age += h
+            self.time += h
+
+    @property
+    def arm_q(self) -> np.ndarray:
+        return self.q[ARM].copy()
+
+    @property
+    def arm_dq(self) -> np.ndarray:
+        return self.dq[ARM].copy()

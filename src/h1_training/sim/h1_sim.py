@@ -1,0 +1,271 @@
+"""h1_sim: a simulated H1-2 that answers on the robot's own wire (unitree DDS ``rt/lowstate`` / ``rt/lowcmd``).
+
+    h1_sim --ros-args -p dds_interface:=lo -p dds_domain:=0
+
+Robot side (what the arm driver sees, nothing else): LowState_ at ``state_rate_hz`` with ``mode_machine``
+set and a valid CRC; every LowCmd_ is CRC-checked (a bad CRC is ignored and counted), must carry our
+``mode_machine`` (else ignored and counted), and drives ``sim/h1_dynamics`` (per-motor PD with the gains it
+carries, so kp 0 / small kd is damping).
+
+Sim controls (ROS, for tests, demos and the scripted operator):
+- ``sim/operator_hand`` (sensor_msgs/JointState, arm joint names + positions): where the operator's hand
+  pulls the arms; it moves only joints in damping (kp ~ 0). An empty message, or none for
+  ``operator_release_s``, lets go.
+- ``sim/pause_lowstate`` (std_srvs/SetBool): true = the robot goes silent on rt/lowstate.
+- ``sim/reset_counters`` (std_srvs/Trigger): zero the counters and the lowcmd period window (benchmarks).
+- ``sim/h1_status`` (diagnostic_msgs/DiagnosticArray, latched): lowcmd/lowstate counters, bad CRC count,
+  lowcmd rate and p99 period, paused flag.
+
+The robot publishes rt/lowstate at 500 Hz; ``state_rate_hz`` defaults to that and config/params/sim.yaml
+may lower it to keep a 2-core machine light (the driver's timeouts are 100 ms either way).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+
+from h1_training.drivers import unitree_hg
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, ParamsMixin, run_node
+from h1_training.params import ParamSpec
+from h1_training.robot_model import ARM_JOINT_NAMES
+from h1_training.sim.h1_dynamics import ARM, DynamicsConfig, H1Dynamics, MotorCommands
+
+_DYNAMICS_PARAMS = ("arm_inertia", "viscous_friction", "operator_stiffness", "operator_kp_threshold",
+                    "command_timeout_s")
+
+
+class H1Sim(ParamsMixin, Node):
+    PARAMS = (
+        ParamSpec("dds_interface", "lo", "network interface for unitree DDS (lo: loopback only)", read_only=True),
+        ParamSpec("dds_domain", 0, "unitree DDS domain (the arm driver must use the same)", 0, 232,
+                  read_only=True),
+        ParamSpec("state_rate_hz", 500.0, "rt/lowstate publish rate [Hz] (the robot: 500)", 20.0, 1000.0),
+        ParamSpec("mode_machine", 4, "mode_machine reported in LowState_; LowCmd_ must echo it", 0, 255),
+        ParamSpec("status_rate_hz", 4.0, "sim/h1_status publish rate [Hz]", 0.5, 50.0),
+        ParamSpec("operator_release_s", 0.5, "the hand lets go when no sim/operator_hand arrives this long [s]",
+                  0.05, 10.0),
+        ParamSpec("arm_inertia", 0.15, "effective inertia per arm joint [kg m^2]", 0.01, 5.0),
+        ParamSpec("viscous_friction", 0.3, "joint viscous friction [Nm s/rad]", 0.0, 20.0),
+        ParamSpec("operator_stiffness", 40.0, "stiffness of the operator's pull [Nm/rad]", 0.0, 500.0),
+        ParamSpec("operator_kp_threshold", 1.0, "the hand moves only joints whose commanded kp is below this",
+                  0.0, 50.0),
+        ParamSpec("command_timeout_s", 0.5, "motors go passive when no valid lowcmd arrives this long [s]",
+                  0.01, 10.0),
+    )
+
+    def __init__(self) -> None:
+        super().__init__("h1_sim")
+        p = self.declare_specs()
+        self._lock = threading.Lock()
+        self.dyn = H1Dynamics(self._dynamics_config())
+        self.paused = False
+        self._reset_counters()
+        self.trace_file = unitree_hg.init_dds(p["dds_domain"], p["dds_interface"], label="h1_sim")
+        self.state_writer = unitree_hg.lowstate_writer()
+        self._init_state_buffer()
+        self._sub = unitree_hg.RecordSubscriber(unitree_hg.LOWCMD, self._on_lowcmd)
+        self.status_pub = self.create_publisher(DiagnosticArray, "sim/h1_status", LATCHED_QOS)
+        self.create_subscription(JointState, "sim/operator_hand", self._on_operator_hand, COMMAND_QOS)
+        self.create_service(SetBool, "sim/pause_lowstate", self._on_pause)
+        self.create_service(Trigger, "sim/reset_counters", self._on_reset)
+        self._status_timer = self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
+        self._operator_t = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="h1_sim_loop", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"h1_sim: simulated H1-2 on unitree DDS domain {p['dds_domain']} interface {p['dds_interface']!r}: "
+            f"rt/lowstate at {p['state_rate_hz']:g} Hz, mode_machine {p['mode_machine']}"
+            + ("" if self.state_writer.fast and self._sub.raw else " (SDK serializer: slower)"))
+
+    def _dynamics_config(self) -> DynamicsConfig:
+        return DynamicsConfig(**{k: float(self.p[k]) for k in _DYNAMICS_PARAMS})
+
+    def on_params_changed(self, changed: dict) -> None:
+        if any(k in changed for k in _DYNAMICS_PARAMS):
+            with self._lock:
+                self.dyn.config = self._dynamics_config()
+        if "status_rate_hz" in changed:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = self.create_timer(1.0 / changed["status_rate_hz"], self._publish_status)
+
+    def _reset_counters(self) -> None:
+        self.lowcmd_received = 0  # every LowCmd_ seen on the wire
+        self.lowcmd_count = 0  # accepted (good CRC, right mode_machine)
+        self.bad_crc_count = 0
+        self.mode_machine_mismatch = 0
+        self.lowstate_count = 0
+        self.last_lowcmd_t: float | None = None
+        self.lowcmd_periods: deque[float] = deque(maxlen=20000)
+        self.lowcmd_times: deque[float] = deque(maxlen=2000)
+        self.counters_since = time.monotonic()
+
+    # --- the robot's wire ------------------------------------------------------------------------------------
+    def _init_state_buffer(self) -> None:
+        buf = self.state_writer.buf
+        buf["version"] = [1, 0]
+        buf["imu_state"]["quaternion"] = [1.0, 0.0, 0.0, 0.0]  # upright, w first as in unitree's IMUState_
+        buf["imu_state"]["accelerometer"] = [0.0, 0.0, 9.81]
+
+    def _on_lowcmd(self, record: np.void, crc_ok: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.lowcmd_received += 1
+            if not crc_ok:
+                self.bad_crc_count += 1
+                if self.bad_crc_count <= 3 or self.bad_crc_count % 100 == 0:
+                    self.get_logger().warning(f"rt/lowcmd with a wrong CRC ignored ({self.bad_crc_count} so far)")
+                return
+            if int(record["mode_machine"]) != self.p["mode_machine"]:
+                self.mode_machine_mismatch += 1
+                if self.mode_machine_mismatch <= 3 or self.mode_machine_mismatch % 100 == 0:
+                    self.get_logger().warning(f"rt/lowcmd with mode_machine {int(record['mode_machine'])} (robot "
+                                              f"is {self.p['mode_machine']}) ignored")
+                return
+            m = record["motor_cmd"]
+            cmd = MotorCommands(mode=m["mode"].copy(), q=m["q"].astype(np.float64), dq=m["dq"].astype(np.float64),
+                                tau=m["tau"].astype(np.float64), kp=m["kp"].astype(np.float64),
+                                kd=m["kd"].astype(np.float64))
+            self.dyn.apply_command(cmd)
+            self.lowcmd_count += 1
+            if self.last_lowcmd_t is not None:
+                self.lowcmd_periods.append(now - self.last_lowcmd_t)
+            self.last_lowcmd_t = now
+            self.lowcmd_times.append(now)
+
+    def _publish_lowstate(self) -> None:
+        d, buf = self.dyn, self.state_writer.buf
+        buf["mode_machine"] = self.p["mode_machine"]
+        buf["tick"] = int(d.time * 1000) & 0xFFFFFFFF  # ms, like the robot's tick
+        ms = buf["motor_state"][0]
+        ms["mode"] = d.motors_active().astype(np.uint8)
+        ms["q"], ms["dq"], ms["ddq"], ms["tau_est"] = d.q, d.dq, d.ddq, d.tau_motor
+        ms["temperature"] = 35
+        ms["vol"] = 48.0
+        self.state_writer.write()
+        self.lowstate_count += 1
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        next_t = last
+        while not self._stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                if self.dyn.operator_target is not None and now - self._operator_t > self.p["operator_release_s"]:
+                    self.dyn.set_operator_target(None)
+                    self.get_logger().info("operator hand released the arms")
+                self.dyn.step(min(now - last, 0.05))
+                if not self.paused:
+                    self._publish_lowstate()
+            last = now
+            next_t += 1.0 / self.p["state_rate_hz"]
+            delay = next_t - time.monotonic()
+            if delay < -0.05:
+                next_t = time.monotonic()
+            elif delay > 0:
+                time.sleep(delay)
+
+    # --- sim controls ----------------------------------------------------------------------------------------
+    def _on_operator_hand(self, msg: JointState) -> None:
+        if not msg.position:
+            with self._lock:
+                self.dyn.set_operator_target(None)
+            return
+        with self._lock:
+            target = self.dyn.operator_target
+            target = self.dyn.arm_q if target is None else target.copy()
+        if msg.name:
+            index = {n: i for i, n in enumerate(ARM_JOINT_NAMES)}
+            unknown = [n for n in msg.name if n not in index]
+            if unknown or len(msg.name) != len(msg.position):
+                self.get_logger().warning(f"sim/operator_hand ignored: unknown joints {unknown} or names/positions "
+                                          "of different length")
+                return
+            for name, value in zip(msg.name, msg.position):
+                target[index[name]] = value
+        elif len(msg.position) == len(ARM):
+            target = np.asarray(msg.position, dtype=np.float64)
+        else:
+            self.get_logger().warning(f"sim/operator_hand ignored: {len(msg.position)} positions without names "
+                                      f"(need {len(ARM)} in ARM_JOINT_NAMES order, or names)")
+            return
+        try:
+            with self._lock:
+                self.dyn.set_operator_target(target)
+                self._operator_t = time.monotonic()
+        except ValueError as exc:
+            self.get_logger().warning(f"sim/operator_hand ignored: {exc}")
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
+        with self._lock:
+            self.paused = bool(request.data)
+        response.success = True
+        response.message = "rt/lowstate paused (robot silent)" if self.paused else "rt/lowstate resumed"
+        (self.get_logger().warning if self.paused else self.get_logger().info)(response.message)
+        self._publish_status()
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            self._reset_counters()
+        response.success, response.message = True, "h1_sim counters reset"
+        return response
+
+    def _publish_status(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            periods = np.array(self.lowcmd_periods) * 1000
+            recent = [t for t in self.lowcmd_times if t >= now - 2.0]
+            values = {
+                "lowcmd_count": self.lowcmd_count,
+                "lowcmd_received": self.lowcmd_received,
+                "bad_crc_count": self.bad_crc_count,
+                "mode_machine_mismatch_count": self.mode_machine_mismatch,
+                "lowstate_count": self.lowstate_count,
+                "lowstate_paused": self.paused,
+                "lowcmd_rate_hz": f"{(len(recent) - 1) / (recent[-1] - recent[0]):.2f}" if len(recent) > 2 else "0",
+                "lowcmd_p50_period_ms": f"{np.percentile(periods, 50):.3f}" if periods.size else "nan",
+                "lowcmd_p99_period_ms": f"{np.percentile(periods, 99):.3f}" if periods.size else "nan",
+                "lowcmd_periods": periods.size,
+                "counters_since_s": f"{self.counters_since:.6f}",
+                "sim_monotonic_s": f"{now:.6f}",
+                "arm_kp_mean": f"{float(np.mean(self.dyn.cmd.kp[ARM])):.2f}",
+                "arm_kd_mean": f"{float(np.mean(self.dyn.cmd.kd[ARM])):.2f}",
+                "operator_hand": self.dyn.operator_target is not None,
+                "arm_q": " ".join(f"{v:.4f}" for v in self.dyn.arm_q),
+            }
+        level = DiagnosticStatus.WARN if self.paused or self.bad_crc_count else DiagnosticStatus.OK
+        status = DiagnosticStatus(level=level, name="h1_sim", hardware_id="simulated H1-2",
+                                  message="lowstate paused" if self.paused else "running")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(arr)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.state_writer.close()
+        self._sub.close()
+
+
+def main(args=None) -> int:
+    try:
+        run_node(H1Sim, args)
+    except RuntimeError as exc:
+        print(f"h1_sim: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
