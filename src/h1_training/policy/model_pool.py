@@ -233,6 +233,17 @@ class ModelPool:
             log.info("unloading model %r (more than %d loaded)", victim, self.max_loaded)
             del self._loaded[victim]
 
+    def resolve(self, model_id: str | None) -> tuple[LoadedModel, int | None]:
+        """(model, served epoch) for a session: the default model and the epoch it was deployed as, read together
+        so a swap in between cannot pair new weights with the old epoch; a pinned model reports an epoch only
+        while it is the default."""
+        if model_id is None:
+            with self._lock:
+                return self.default_model, self.epoch
+        model = self.get(model_id)
+        with self._lock:
+            return model, (self.epoch if model_id == self.default_id else None)
+
     def loaded_ids(self) -> list[str]:
         with self._lock:
             return list(self._loaded)

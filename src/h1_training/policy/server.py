@@ -411,12 +411,12 @@ class PolicyServer:
 
     # -- WebSocket ------------------------------------------------------------------------------------------
     def _infer(self, model_id: str | None, obs: dict) -> dict:
-        model = self.pool.get(model_id)
+        model, epoch = self.pool.resolve(model_id)
         t0 = time.perf_counter()
         result = check_result(model.infer(obs))
         result["server_timing"] = {"infer_ms": (time.perf_counter() - t0) * 1e3}
-        result["model_id"] = model.model_id
-        result["model_epoch"] = self.pool.epoch if model.model_id == self.pool.default_id else None
+        result["model_id"] = model.model_id      # the robot records it as the frame's model_version
+        result["model_epoch"] = epoch
         return result
 
     def _metadata(self, model_id: str | None) -> bytes:
