@@ -347,3 +347,33 @@ def test_learned_policy_trains_over_http_and_is_hot_swapped(server_factory, tmp_
     result = client.infer(_obs())
     assert result["model_id"] == done["model_id"] and result["actions"].shape[1] == 14
     assert np.all(np.isfinite(result["actions"]))
+
+
+def test_job_cancel_and_worker_failure(tmp_path, monkeypatch) -> None:
+    """A job's worker is a separate process: cancel signals it, a crash fails only that job (with its log)."""
+    from h1_training.policy.jobs import JobManager, TrainRequest
+
+    (tmp_path / "fake_worker.py").write_text(
+        "import json, sys, time\n"
+        "if 'fail' in open(sys.argv[1] + '/request.json').read():\n"
+        "    print('boom: out of memory', file=sys.stderr); sys.exit(1)\n"
+        "print(json.dumps({'event': 'progress', 'stage': 'train', 'step': 1, 'total_steps': 9, 'loss': 0.5}),"
+        " flush=True)\n"
+        "time.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    jobs = JobManager(tmp_path / "work", tmp_path / "models", worker_module="fake_worker")
+    try:
+        data = _write_epoch(tmp_path / "data", 1, ARM_HOME_RAD, episodes=1)
+        slow = jobs.submit(TrainRequest(policy_type="act", dataset=[str(data)], steps=9))
+        queued = jobs.submit(TrainRequest(policy_type="act", dataset=[str(data)], steps=9))
+        _wait(lambda: slow.step == 1, 30, "the worker's first progress line")
+        assert slow.status == "running" and slow.loss == 0.5 and jobs.pending_deploy()
+        assert jobs.cancel(queued.id).status == "cancelled"
+        jobs.cancel(slow.id)
+        _wait(lambda: slow.status == "cancelled", 30, "the running job to be cancelled")
+        failing = jobs.submit(TrainRequest(policy_type="act", dataset=[str(data)], steps=9, extra={"x": "fail"}))
+        _wait(lambda: failing.status == "failed", 30, "the failing job")
+        assert "exited with code 1" in failing.error and "out of memory" in failing.error
+        assert not jobs.pending_deploy()
+    finally:
+        jobs.close()
