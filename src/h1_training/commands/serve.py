@@ -101,9 +101,15 @@ def run(args: argparse.Namespace) -> int:
                               work_dir=args.work_dir, api_key=api_key, device=_device(args.device),
                               default_model=args.default_model, max_loaded_models=args.max_loaded_models,
                               max_message_bytes=int(args.max_message_mb * 1024 * 1024), auto_train=auto)
-        server = PolicyServer(config)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}")
+        return 2
+    try:
+        server = PolicyServer(config)
+    except Exception as exc:  # the deployed model does not load: say so instead of serving something else
+        log.exception("cannot start the policy server")
+        print(f"error: cannot load the default model: {type(exc).__name__}: {exc}\n"
+              "  (start with --default-model scripted, or deploy another model, to serve without it)")
         return 2
 
     async def main() -> None:
