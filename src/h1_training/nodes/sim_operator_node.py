@@ -144,7 +144,9 @@ def main(args=None) -> int:
         except KeyboardInterrupt:
             code = 130
         finally:
-            executor.shutdown(timeout_sec=1.0)
+            # stop the spinning thread before the node and context go away (else rclpy's C++ side aborts)
+            executor.shutdown(timeout_sec=2.0)
+            spinner.join(timeout=2.0)
             node.destroy_node()
     return code
 
