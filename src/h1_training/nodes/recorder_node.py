@@ -12,6 +12,7 @@ repaired. Ctrl+C / SIGTERM during an episode saves it.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -48,6 +49,10 @@ PARAMS = [
     ParamSpec("placeholder_width", 640, "width of the flagged placeholder JPEG stored for a silent camera",
               min=16, max=4096),
     ParamSpec("placeholder_height", 480, "height of that placeholder JPEG", min=16, max=4096),
+    ParamSpec("sampler_nice", -10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
+              "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19),
+    ParamSpec("gil_switch_ms", 1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
+              "the interpreter while callbacks run", min=0.1, max=10.0),
     ParamSpec("repair_on_start", True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up"),
 ]
 
@@ -70,8 +75,9 @@ class EpisodeRecorderNode(ParamsMixin, Node):
             save_dir=p["save_dir"], rate_hz=p["rate_hz"], stale_after_s=p["stale_after_s"],
             proposal_stale_s=p["proposal_stale_s"], batch_frames=p["batch_frames"],
             flush_interval_s=p["flush_interval_s"], fsync=p["fsync"], min_free_mb=p["min_free_mb"],
-            max_backlog_s=p["max_backlog_s"],
+            max_backlog_s=p["max_backlog_s"], sampler_nice=p["sampler_nice"],
         )
+        sys.setswitchinterval(p["gil_switch_ms"] / 1000.0)
         placeholder = make_placeholder_jpeg(p["placeholder_width"], p["placeholder_height"])
         self.recorder = Recorder(config, placeholder, log=self._log, on_change=self.publish_status)
         if p["repair_on_start"]:
@@ -197,6 +203,8 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         for name, value in changed.items():
             if hasattr(cfg, name):
                 setattr(cfg, name, value)
+        if "gil_switch_ms" in changed:
+            sys.setswitchinterval(changed["gil_switch_ms"] / 1000.0)
         later = [n for n in changed if n not in _LIVE and hasattr(cfg, n)]
         if later and self.recorder.recording:
             self.get_logger().info(f"{', '.join(later)} apply from the next episode")

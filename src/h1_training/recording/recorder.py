@@ -1,11 +1,12 @@
-"""The recorder (no rclpy): slots filled by the node's callbacks, the 50 Hz sampler thread, the writer thread,
-and start / save / discard / status. ``nodes/recorder_node.py`` only wires ROS to this class.
+"""The recorder (no rclpy): slots filled by the node's callbacks, the 50 Hz sampler thread, the writer
+process, and start / save / discard / status. ``nodes/recorder_node.py`` only wires ROS to this class.
 
-Threads: the sampler wakes on its own monotonic clock and queues each sample; the writer thread appends them
-to HDF5 in small batches and flushes at least every ``flush_interval_s``. Nothing on the 50 Hz path touches
-the disk or decodes an image. Any write failure (disk full, permissions, a file size limit, a writer that
-cannot keep up) stops the episode, keeps what was written and is reported as an operator-readable error on
-the status and in the reply of the next save call: never a silent loss.
+The sampler wakes on its own monotonic clock and hands each sample to the writer process
+(``writer_process.py``), which appends to HDF5 in small batches and flushes at least every
+``flush_interval_s``. Nothing on the 50 Hz path touches the disk or decodes an image, and a disk stall cannot
+hold the sampler's interpreter lock. Any write failure (disk full, permissions, a file size limit, a writer
+that cannot keep up or dies) stops the episode, keeps what was written and is reported as an
+operator-readable error on the status and in the reply of the next save call: never a silent loss.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field
 from h1_training.recording import layout as L
 from h1_training.recording.repair import RepairResult, repair_all
 from h1_training.recording.sampler import Sample, Sampler, SamplerLoop, Slots
-from h1_training.recording.writer import EpisodeMeta, EpisodeWriter, RecorderError, free_mb
+from h1_training.recording.writer import EpisodeMeta, EpisodeSummary, free_mb
+from h1_training.recording.writer_process import WriterProcess
 
 # RecorderStatus.state values (msg_srv/msg/RecorderStatus.msg)
 IDLE, RECORDING, SAVING, ERROR = 0, 1, 2, 3
-_STOP = object()
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RecorderConfig:
     min_free_mb: float = 200.0
     max_backlog_s: float = 5.0
     chunk_rows: int = 100
+    sampler_nice: int = 0
 
     def __post_init__(self) -> None:
         if not self.save_dir:
@@ -105,14 +107,67 @@ class Recorder:
         self._lock = threading.RLock()
         self._state = IDLE
         self._error = ""
-        self._writer: EpisodeWriter | None = None
         self._loop: SamplerLoop | None = None
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._writer_thread: threading.Thread | None = None
-        self._failure: Result | None = None  # an episode that ended on an error, reported by the next save
+        self._wp = WriterProcess()
+        self._replies: queue.Queue = queue.Queue()
+        self._listener: threading.Thread | None = None
+        self._closing = False
+        self._failure: Result | None = None      # an episode that ended on an error, reported by the next save
+        self._child_failure: tuple | None = None  # ("failed", reason, summary, partial) from the writer
         self._last = Status(target_rate_hz=config.rate_hz)
         self._index = -1
-        self._writer_error = ""
+        self._partial = ""
+        self._final = ""
+        self._progress = (0, 0, 0)  # frames written, frames flushed, bytes
+        self._ensure_writer()       # spawn it now, not on the first start request
+
+    # --- writer process -----------------------------------------------------------------------------------
+    def _ensure_writer(self) -> None:
+        if not self._wp.alive:
+            self._wp.ensure_started()
+        if self._listener is None or not self._listener.is_alive():
+            self._listener = threading.Thread(target=self._listen, name="writer-events", daemon=True)
+            self._listener.start()
+
+    def _listen(self) -> None:
+        cfg = self.config
+        while not self._closing:
+            ev = self._wp.event(0.25)
+            if ev is None:
+                if self._state == RECORDING and not self._wp.alive and not self._closing:
+                    self._fail_async(f"the writer process died (exit code {self._wp.exitcode}); the unsaved file "
+                                     f"{self._partial} is repaired at the next start")
+                    time.sleep(0.5)
+                continue
+            kind = ev[0]
+            if kind == "progress":
+                self._progress = ev[1:]
+                loop = self._loop
+                if self._state == RECORDING and loop is not None:
+                    waiting = loop.stats.frames - self._progress[0]
+                    if waiting > max(10, cfg.max_backlog_s * cfg.rate_hz):
+                        self._fail_async(f"the disk cannot keep up: {waiting} samples waiting to be written; "
+                                         "recording stopped")
+            elif kind == "failed":
+                self._child_failure = ev
+                self._fail_async(ev[1])
+            else:
+                self._replies.put(ev)
+
+    def _request(self, *msg: object, timeout: float = 30.0) -> tuple:
+        while not self._replies.empty():  # nothing stale may answer this request
+            self._replies.get_nowait()
+        if not self._wp.alive:
+            return ("error", f"the writer process is not running (exit code {self._wp.exitcode})")
+        self._wp.send(*msg)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self._replies.get(timeout=0.25)
+            except queue.Empty:
+                if not self._wp.alive:
+                    return ("error", f"the writer process died (exit code {self._wp.exitcode})")
+        return ("error", f"the writer process did not answer within {timeout:.0f} s")
 
     # --- start-up ---------------------------------------------------------------------------------------
     def repair_leftovers(self) -> list[RepairResult]:
@@ -126,15 +181,17 @@ class Recorder:
     def start(self, epoch: int, episode_index: int = -1, prompt: str = "") -> Result:
         with self._lock:
             if self._state in (RECORDING, SAVING):
-                return Result(False, f"already recording {self._writer.path if self._writer else ''}; "
-                                     "save or discard it first")
+                return Result(False, f"already recording {self._partial}; save or discard it first")
             if epoch < 0 or episode_index < -1:
                 return Result(False, f"invalid epoch {epoch} / episode_index {episode_index} "
                                      "(epoch >= 0, episode_index >= 0 or -1 for the next free one)")
             cfg = self.config
             self._failure = None
+            self._child_failure = None
             self._error = ""
-            self._writer_error = ""
+            if not self._wp.alive:  # it died with an earlier episode: start a new one, repair what it left
+                self._ensure_writer()
+                self.repair_leftovers()
             try:
                 free = free_mb(cfg.save_dir)
             except OSError as exc:
@@ -149,26 +206,26 @@ class Recorder:
                     index = L.next_episode_index(folder)
                 except OSError as exc:
                     return self._refuse(f"cannot list {folder}: {exc}")
+            final = L.episode_path(cfg.save_dir, epoch, index)
             meta = EpisodeMeta(epoch=epoch, episode_index=index, prompt=prompt, fps=cfg.rate_hz,
                                stale_after_s=cfg.stale_after_s, start_wall_ns=time.time_ns())
-            try:
-                writer = EpisodeWriter(L.episode_path(cfg.save_dir, epoch, index), meta, cfg.batch_frames,
-                                       cfg.flush_interval_s, cfg.fsync, cfg.chunk_rows)
-            except RecorderError as exc:
-                return self._refuse(str(exc))
+            kwargs = {"batch_frames": cfg.batch_frames, "flush_interval_s": cfg.flush_interval_s,
+                      "fsync": cfg.fsync, "chunk_rows": cfg.chunk_rows}
+            reply = self._request("start", str(final), meta, kwargs, float(cfg.min_free_mb), timeout=20.0)
+            if reply[0] != "started":
+                return self._refuse(str(reply[1]) if len(reply) > 1 else f"unexpected writer reply {reply!r}")
+            self._partial, self._final, self._index = reply[1], str(final), index
+            self._progress = (0, 0, 0)
             sampler = Sampler(self.slots, cfg.stale_after_s, cfg.proposal_stale_s, self.placeholder_jpeg)
-            self._queue = queue.SimpleQueue()
-            self._writer = writer
-            self._index = index
-            self._loop = SamplerLoop(sampler, cfg.rate_hz, self._enqueue)
-            self._writer_thread = threading.Thread(target=self._write_loop, args=(writer, self._queue, self._loop),
-                                                   name="episode-writer", daemon=True)
+            self._loop = SamplerLoop(sampler, cfg.rate_hz, self._enqueue, nice=cfg.sampler_nice)
             self._state = RECORDING
-            self._writer_thread.start()
             self._loop.start()
-        self._log("info", f"recording episode {index} of epoch {epoch} to {writer.path}")
+        self._log("info", f"recording episode {index} of epoch {epoch} to {self._partial}")
+        time.sleep(0.001)  # let the sampler thread apply its priority before we report on it
+        if self._loop.priority_note:
+            self._log("warn", self._loop.priority_note + "; ticks may be late when the machine is busy")
         self._on_change()
-        return Result(True, f"recording to {writer.path}", str(writer.final_path), episode_index=index)
+        return Result(True, f"recording to {self._partial}", self._final, episode_index=index)
 
     def _refuse(self, reason: str) -> Result:
         self._state = ERROR
@@ -178,160 +235,137 @@ class Recorder:
         return Result(False, reason)
 
     def _enqueue(self, sample: Sample, missed: int) -> None:
-        self._queue.put((sample, missed))
+        self._wp.send("sample", sample, missed)  # the queue's feeder thread pickles and writes it
 
-    def _write_loop(self, writer: EpisodeWriter, q: queue.SimpleQueue, loop: SamplerLoop) -> None:
-        cfg = self.config
-        backlog_limit = max(10, int(cfg.max_backlog_s * cfg.rate_hz))
-        next_space_check = time.monotonic()
-        try:
-            while True:
-                try:
-                    item = q.get(timeout=0.5)
-                except queue.Empty:
-                    if loop.error is not None:
-                        raise RecorderError(f"the sampler stopped: {loop.error!r}") from loop.error
-                    continue
-                if item is _STOP:
-                    writer.flush()
-                    return
-                writer.append(*item)
-                now = time.monotonic()
-                if now >= next_space_check:
-                    next_space_check = now + 1.0
-                    free = free_mb(writer.path)
-                    if free < cfg.min_free_mb:
-                        raise RecorderError(f"disk almost full: {free:.0f} MB free (min_free_mb "
-                                            f"{cfg.min_free_mb:.0f}); recording stopped")
-                    if q.qsize() > backlog_limit:
-                        raise RecorderError(f"the disk cannot keep up: {q.qsize()} samples waiting to be "
-                                            "written; recording stopped")
-        except Exception as exc:  # noqa: BLE001 - every failure ends the episode with a reason
-            reason = str(exc) if isinstance(exc, RecorderError) else f"writer failed: {exc!r}"
-            self._writer_error = reason
-            threading.Thread(target=self._fail, args=(reason,), daemon=True).start()
+    def _fail_async(self, reason: str) -> None:
+        threading.Thread(target=self._fail, args=(reason,), daemon=True).start()
 
     def _fail(self, reason: str) -> None:
-        """Writer failure: stop sampling, keep what was written, report."""
+        """The episode cannot continue: stop sampling, keep what was written, report."""
         with self._lock:
-            if self._state not in (RECORDING, SAVING) or self._writer is None:
-                return
-            loop, writer = self._loop, self._writer
-            if loop is not None:
-                loop.stop()
-            try:
-                summary = writer.finish(end_reason=f"error: {reason}")
-                kept = f"; {summary.frames} frames written before it were saved to {summary.path}"
-                path = summary.path
-                self._remember(writer, summary.path, summary.bytes)
-            except RecorderError as exc:
-                writer.abort()
-                kept = f"; saving what was written failed too ({exc})"
-                path = str(writer.path)
-                self._remember(writer, path, writer.bytes_written)
-            message = reason + kept
-            self._failure = Result(False, message, path, writer.frames, writer.policy_frames, writer.human_frames,
-                                   self._index)
+            if self._state != RECORDING:
+                return  # a save in progress reports it
+            self._state = SAVING
+            self._failure = self._close_on_error(reason)
             self._state = ERROR
-            self._error = message
-            self._writer = None
-        self._log("error", f"episode stopped: {message}")
+            self._error = self._failure.message
+        self._log("error", f"episode stopped: {self._error}")
         self._on_change()
 
-    def _remember(self, writer: EpisodeWriter, path: str, size: int) -> None:
+    def _close_on_error(self, reason: str) -> Result:
+        """Stop the sampler and get the episode's data saved (or left for repair) after ``reason``."""
+        if self._loop is not None:
+            self._loop.stop()
+        child = self._child_failure
+        summary, path = None, self._partial
+        if child is not None:  # the writer already closed the episode
+            summary, path = child[2], child[3]
+        elif self._wp.alive:
+            reply = self._request("finish", -1, f"error: {reason}")
+            if reply[0] == "finished":
+                summary = reply[1]
+        if summary is not None:
+            kept = f"; the {summary.frames} frames written before it were saved to {summary.path}"
+            self._remember(summary)
+            return Result(False, reason + kept, summary.path, summary.frames, summary.policy_frames,
+                          summary.human_frames, self._index)
+        frames = self._progress[1]
+        self._last = Status(state=IDLE, file_path=path, frames=frames, target_rate_hz=self.config.rate_hz,
+                            bytes_written=self._progress[2])
+        return Result(False, reason + f"; about {frames} frames are in the unsaved file {path}, which is repaired "
+                      "at the next start", path, frames, episode_index=self._index)
+
+    def _remember(self, summary: EpisodeSummary) -> None:
         stats = self._loop.stats if self._loop else None
         self._last = Status(
-            state=IDLE, recording=False, file_path=path, frames=writer.frames,
-            policy_frames=writer.policy_frames, human_frames=writer.human_frames,
-            missed_ticks=writer.missed_ticks, target_rate_hz=self.config.rate_hz,
-            achieved_rate_hz=writer.achieved_rate_hz, bytes_written=size,
+            state=IDLE, recording=False, file_path=summary.path, frames=summary.frames,
+            policy_frames=summary.policy_frames, human_frames=summary.human_frames,
+            missed_ticks=summary.missed_ticks, target_rate_hz=self.config.rate_hz,
+            achieved_rate_hz=summary.achieved_rate_hz, bytes_written=summary.bytes,
             duration_s=stats.duration_s if stats else 0.0,
         )
 
-    def _stop_threads(self) -> None:
-        assert self._loop is not None and self._writer_thread is not None
-        self._loop.stop()
-        self._queue.put(_STOP)
-        self._writer_thread.join(timeout=30.0)
-
     def save(self, discard: bool = False, success_label: int = -1, end_reason: str = "saved") -> Result:
         with self._lock:
-            if self._failure is not None and self._state == ERROR:
+            if self._state == ERROR and self._failure is not None:
                 failure, self._failure = self._failure, None
                 return failure
-            if self._state != RECORDING or self._writer is None:
+            if self._state != RECORDING:
                 return Result(False, "not recording: start an episode first")
             if success_label not in (-1, 0, 1):
                 return Result(False, f"success_label must be -1, 0 or 1, got {success_label}")
             self._state = SAVING
-            writer = self._writer
-        self._on_change()
-        with self._lock:
-            self._stop_threads()
-            if self._writer_error:  # the writer failed (maybe while draining): save what it wrote, report
-                self._fail(self._writer_error)
-                failure, self._failure = self._failure, None
-                return failure or Result(False, self._error)
-            self._writer = None
+            self._on_change()
+            assert self._loop is not None
+            self._loop.stop()  # no sample after this point; the writer drains what it has, in order
+            frames = self._loop.stats.frames
             if discard:
-                try:
-                    writer.discard()
-                except RecorderError as exc:
-                    return self._end_error(str(exc), writer)
-                self._state = IDLE
-                self._last = Status(target_rate_hz=self.config.rate_hz)
-                result = Result(True, f"discarded episode {self._index} ({writer.frames} frames)",
-                                episode_index=self._index)
+                reply = self._request("discard")
+                if reply[0] == "discarded":
+                    self._state = IDLE
+                    self._last = Status(target_rate_hz=self.config.rate_hz)
+                    result = Result(True, f"discarded episode {self._index} ({frames} frames)",
+                                    episode_index=self._index)
+                else:
+                    result = self._end_error(str(reply[1]))
             else:
-                try:
-                    summary = writer.finish(success_label=success_label, end_reason=end_reason)
-                except RecorderError as exc:
-                    return self._end_error(str(exc), writer)
-                self._remember(writer, summary.path, summary.bytes)
-                self._state = IDLE
-                result = Result(True, f"saved {summary.frames} frames ({summary.policy_frames} policy, "
-                                f"{summary.human_frames} human, {summary.missed_ticks} missed ticks) to "
-                                f"{summary.path}", summary.path, summary.frames, summary.policy_frames,
-                                summary.human_frames, self._index)
-        self._log("info", result.message)
+                reply = self._request("finish", success_label, end_reason)
+                if reply[0] == "finished":
+                    summary: EpisodeSummary = reply[1]
+                    self._remember(summary)
+                    self._state = IDLE
+                    result = Result(True, f"saved {summary.frames} frames ({summary.policy_frames} policy, "
+                                    f"{summary.human_frames} human, {summary.missed_ticks} missed ticks) to "
+                                    f"{summary.path}", summary.path, summary.frames, summary.policy_frames,
+                                    summary.human_frames, self._index)
+                else:
+                    result = self._end_error(str(reply[1]))
+        self._log("info" if result.ok else "error", result.message)
         self._on_change()
         return result
 
-    def _end_error(self, reason: str, writer: EpisodeWriter) -> Result:
+    def _end_error(self, reason: str) -> Result:
+        """A save/discard that failed, or an episode the writer had already closed on an error."""
+        if self._child_failure is not None:
+            reason = self._child_failure[1]
+        result = self._close_on_error(reason)
         self._state = ERROR
-        self._error = reason
-        self._remember(writer, str(writer.path), writer.bytes_written)
-        self._log("error", reason)
-        self._on_change()
-        return Result(False, reason, str(writer.path), writer.frames, writer.policy_frames, writer.human_frames,
-                      self._index)
+        self._error = result.message
+        return result
 
     def shutdown(self) -> Result | None:
-        """Ctrl+C / SIGTERM: an episode in progress is saved, not lost."""
+        """Ctrl+C / SIGTERM: an episode in progress is saved, not lost; then the writer process ends."""
+        result = None
         with self._lock:
             recording = self._state == RECORDING
-        if not recording:
-            return None
-        self._log("warn", "shutting down while recording: saving the episode")
-        return self.save(discard=False, end_reason="shutdown")
+        if recording:
+            self._log("warn", "shutting down while recording: saving the episode")
+            result = self.save(discard=False, end_reason="shutdown")
+        self._closing = True
+        self._wp.stop()
+        return result
 
     # --- status -------------------------------------------------------------------------------------------
     @property
     def recording(self) -> bool:
         return self._state == RECORDING
 
+    @property
+    def writer_pid(self) -> int | None:
+        return self._wp.pid
+
     def status(self) -> Status:
         cfg = self.config
         stale = self.slots.stale_sources(time.monotonic_ns(), int(cfg.stale_after_s * 1e9))
         with self._lock:
-            writer, loop, state = self._writer, self._loop, self._state
-            if state in (RECORDING, SAVING) and writer is not None and loop is not None:
+            loop, state = self._loop, self._state
+            if state in (RECORDING, SAVING) and loop is not None:
                 st = loop.stats
                 return Status(
-                    state=state, recording=state == RECORDING, file_path=str(writer.path), frames=st.frames,
+                    state=state, recording=state == RECORDING, file_path=self._partial, frames=st.frames,
                     policy_frames=st.policy_frames, human_frames=st.human_frames, missed_ticks=st.missed,
                     target_rate_hz=cfg.rate_hz, achieved_rate_hz=st.achieved_rate_hz,
-                    bytes_written=writer.bytes_written, duration_s=st.duration_s, stale_sources=stale,
+                    bytes_written=int(self._progress[2]), duration_s=st.duration_s, stale_sources=stale,
                 )
             last = Status(**{**self._last.__dict__})
             last.state = state

@@ -6,13 +6,26 @@ stops at the first row that cannot be read or fails a check, writes the contract
 was kept, marks it ``recovered=True`` with the reason, and renames it atomically to ``episode_<i>.hdf5``.
 The partial file is removed only after the repaired episode is safely on disk. A file that cannot be read at
 all is renamed ``*.unrecoverable`` (never deleted) and reported.
+
+HDF5 can loop forever on some damaged files (seen here on files cut short), so the reading runs in a child
+process (``python -m h1_training.recording.repair``) that reports each verified block; if it stops making
+progress it is killed and the repair is redone up to the last verified row. A recorder's start-up can
+therefore never hang on a damaged leftover.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import fcntl
+import json
 import os
 import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +43,9 @@ from h1_training.recording.writer import (
 )
 
 _EOF_RE = re.compile(r"stored[_ ]eof\s*=\s*(\d+)")
-_BLOCK = 250
+_BLOCK = 50  # rows verified per progress report: a hang inside a block costs at most this many more
+_PROGRESS = "progress "
+_RESULT = "result "
 UNRECOVERABLE_SUFFIX = ".unrecoverable"
 
 
@@ -106,8 +121,8 @@ def _read_block(src: h5py.File, a: int, b: int) -> dict[str, np.ndarray]:
     return {col.key: src[col.key][a:b] for col in L.COLUMNS}
 
 
-def _good_prefix(src: h5py.File, limit: int) -> tuple[int, list[dict[str, np.ndarray]]]:
-    """Rows [0, n) that read back and pass the row checks, as blocks."""
+def _good_prefix(src: h5py.File, limit: int, progress: Callable[[int], None]) -> tuple[int, list]:
+    """Rows [0, n) that read back and pass the row checks, as blocks; ``progress(n)`` after each block."""
     blocks, n, prev_ns = [], 0, 0
     while n < limit:
         start, b = n, min(limit, n + _BLOCK)
@@ -133,12 +148,14 @@ def _good_prefix(src: h5py.File, limit: int) -> tuple[int, list[dict[str, np.nda
         if good:
             blocks.append({k: v[:good] for k, v in block.items()})
         n = start + good
+        progress(n)
         if good < b - start:
             break
     return n, blocks
 
 
-def _inspect(src: h5py.File) -> tuple[int, int | None, int, list, dict]:
+def _inspect(src: h5py.File, max_rows: int | None, progress: Callable[[int], None]
+             ) -> tuple[int, int | None, int, list, dict]:
     """(rows on disk, frames_flushed attr, rows kept, kept blocks, attrs); rows on disk -1 = datasets missing
     (then the blocks list holds their names)."""
     missing = [c.key for c in L.COLUMNS if c.key not in src]
@@ -150,7 +167,9 @@ def _inspect(src: h5py.File) -> tuple[int, int | None, int, list, dict]:
     if flushed is not None:
         flushed = int(flushed)
         limit = min(limit, flushed)
-    kept, blocks = _good_prefix(src, limit)
+    if max_rows is not None:
+        limit = min(limit, max_rows)
+    kept, blocks = _good_prefix(src, limit, progress)
     attrs = {}
     for k in src.attrs:
         try:
@@ -161,12 +180,64 @@ def _inspect(src: h5py.File) -> tuple[int, int | None, int, list, dict]:
 
 
 def repair_partial(partial: str | Path, why: str = "the recorder stopped without saving (crash, kill or power "
-                   "loss)") -> RepairResult:
+                   "loss)", hang_timeout_s: float = 20.0) -> RepairResult:
+    """Repair one ``*.hdf5.partial``; reading happens in a watched child process (see the module doc)."""
     partial = Path(partial)
     if not partial.name.endswith(L.PARTIAL_SUFFIX):
         return RepairResult(str(partial), False, reason=f"not a partial episode (no {L.PARTIAL_SUFFIX} suffix)")
     if _in_use(partial):
         return RepairResult(str(partial), False, skipped=True, reason="in use by a running recorder")
+    result, verified = _run_worker(partial, why, None, hang_timeout_s)
+    if result is not None:
+        return result
+    if verified > 0:  # it hung past the last verified block: redo it without touching the rows beyond
+        note = f"{why}; HDF5 hung reading row {verified} or later of the damaged file"
+        result, _ = _run_worker(partial, note, verified, hang_timeout_s)
+        if result is not None:
+            return result
+    return _give_up(partial, "HDF5 hung reading the damaged file before any row was verified")
+
+
+def _run_worker(partial: Path, why: str, max_rows: int | None, hang_timeout_s: float
+                ) -> tuple[RepairResult | None, int]:
+    """(result or None if the worker hung or died, rows verified before that)."""
+    cmd = [sys.executable, "-m", "h1_training.recording.repair", str(partial), "--why", why]
+    if max_rows is not None:
+        cmd += ["--max-rows", str(max_rows)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    state = {"verified": 0, "last": time.monotonic(), "result": None}
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            state["last"] = time.monotonic()
+            if line.startswith(_PROGRESS):
+                state["verified"] = int(line[len(_PROGRESS):])
+            elif line.startswith(_RESULT):
+                state["result"] = RepairResult(**json.loads(line[len(_RESULT):]))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        if time.monotonic() - state["last"] > hang_timeout_s:
+            proc.kill()
+            break
+        time.sleep(0.05)
+    proc.wait()
+    reader.join(timeout=5.0)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    if state["result"] is None and proc.returncode not in (0, -9):
+        # the worker crashed (not a hang we caused): report with its last words, keep the file
+        tail = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        return _give_up(partial, f"the repair worker failed ({tail[0]})"), state["verified"]
+    return state["result"], state["verified"]
+
+
+def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None = None,
+                           progress: Callable[[int], None] = lambda n: None) -> RepairResult:
+    """The repair itself (runs in the worker process; call ``repair_partial`` instead)."""
+    partial = Path(partial)
     final = Path(str(partial)[: -len(L.PARTIAL_SUFFIX)])
     try:
         src, note = _open(partial)
@@ -174,7 +245,7 @@ def repair_partial(partial: str | Path, why: str = "the recorder stopped without
         return _give_up(partial, f"not readable as HDF5 ({exc})")
     try:
         with src:
-            on_disk, flushed, kept, blocks, attrs = _inspect(src)
+            on_disk, flushed, kept, blocks, attrs = _inspect(src, max_rows, progress)
     except Exception as exc:  # noqa: BLE001 - damaged metadata: report and keep the file
         return _give_up(partial, f"its structure is damaged ({exc})")
     if on_disk < 0:
@@ -188,7 +259,7 @@ def repair_partial(partial: str | Path, why: str = "the recorder stopped without
 
     tmp = Path(str(final) + ".repairing")
     with h5py.File(tmp, "w") as dst:
-        datasets = create_columns(dst, _BLOCK)
+        datasets = create_columns(dst, 100)
         n = 0
         for block in blocks:
             n = append_rows(datasets, n, block)
@@ -228,3 +299,20 @@ def _give_up(partial: Path, reason: str) -> RepairResult:
 def repair_all(save_dir: str | Path) -> list[RepairResult]:
     """Repair every partial episode under ``save_dir`` (what the recorder does at start-up)."""
     return [repair_partial(p) for p in L.find_partials(save_dir)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry point: prints ``progress <rows>`` lines, then ``result <json>``."""
+    ap = argparse.ArgumentParser(description="repair one partial episode (worker of repair_partial)")
+    ap.add_argument("partial")
+    ap.add_argument("--why", default="the recorder stopped without saving (crash, kill or power loss)")
+    ap.add_argument("--max-rows", type=int, default=None)
+    args = ap.parse_args(argv)
+    result = repair_in_this_process(args.partial, args.why, args.max_rows,
+                                    lambda n: print(f"{_PROGRESS}{n}", flush=True))
+    print(_RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ is immune to clock offsets between machines) or never received is flagged stale 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -293,8 +294,11 @@ class SamplerLoop:
         sink: Callable[[Sample, int], None],
         clock: Callable[[], int] = time.monotonic_ns,
         wall: Callable[[], int] = time.time_ns,
+        nice: int = 0,
     ) -> None:
         self.sampler = sampler
+        self.nice = nice
+        self.priority_note = ""  # why the requested priority could not be applied
         self.rate_hz = rate_hz
         self.sink = sink
         self.clock = clock
@@ -310,9 +314,20 @@ class SamplerLoop:
         self._thread = threading.Thread(target=self._run, name="sampler-50hz", daemon=True)
         self._thread.start()
 
+    def _raise_priority(self) -> None:
+        # Linux applies setpriority(PRIO_PROCESS, tid) to one thread: only the sampler wakes up ahead of the
+        # rest when the machine is busy. Lowering nice below 0 needs CAP_SYS_NICE; without it we say so.
+        if not self.nice or not hasattr(os, "setpriority"):
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        except OSError as exc:
+            self.priority_note = f"could not set the sampler thread's nice to {self.nice} ({exc.strerror})"
+
     def _run(self) -> None:
         tc = self.tick_clock
         assert tc is not None
+        self._raise_priority()
         try:
             while not self._stop.is_set():
                 wait_ns = tc.due_ns() - self.clock()

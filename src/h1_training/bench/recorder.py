@@ -1,0 +1,166 @@
+"""Recorder benchmark: record one episode at 50 Hz from 3 cameras (640x480 JPEG) and 14 + 12 joints, save it,
+and measure the achieved rate, the p99 sample period, missed ticks, the time from "save" to the file being
+complete, the file size and the recorder's CPU use (share of one core, psutil).
+
+The feed is the sim profile (emulators + real drivers, ``h1-training up sim``) when its executables exist and
+deliver; otherwise a synthetic publisher process (``h1_training.bench.feed``: the drivers' topics at their
+rates). The ``feed`` key says which one was used and why.
+
+    h1-training bench recorder --seconds 60 --json
+    h1-training bench recorder --seconds 10 --feed synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HELP = "episode recorder: 50 Hz rate, p99 period, missed ticks, save time, file size, CPU"
+TARGETS = {"mean_hz": "50 +- 0.25", "p99_period_ms": "<= 25", "missed_ticks": "0", "save_s": "<= 0.5 (60 s)",
+           "cpu_pct": "<= 35 (one core)"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=60.0, help="episode length to record (default 60)")
+    parser.add_argument("--feed", choices=("auto", "sim", "synthetic"), default="auto",
+                        help="sim profile, synthetic publishers, or auto (sim when available)")
+    parser.add_argument("--keep", action="store_true", help="keep the recorded episode (path printed)")
+    parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a random free one)")
+
+
+def missing_sim_executables() -> list[str]:
+    import importlib.util
+    from importlib import metadata
+
+    from h1_training.bringup import load_profile
+
+    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
+    missing = []
+    for node in load_profile("sim").nodes:
+        module = scripts.get(node.executable, "").partition(":")[0]
+        if not module or importlib.util.find_spec(module) is None:
+            missing.append(node.executable)
+    return missing
+
+
+def _start_sim(group, save_dir: Path) -> None:
+    from h1_training.bringup import load_profile
+
+    for node in load_profile("sim").nodes:
+        extra = ["-p", f"save_dir:={save_dir}"] if node.executable == "episode_recorder" else []
+        group.start_executable(node.name, node.executable, node.argv_tail() + extra)
+
+
+def _start_synthetic(group, save_dir: Path) -> None:
+    group.start("feed", [sys.executable, "-m", "h1_training.bench.feed", "--modes", "TRACK:20,DAMPING:10"])
+    group.start_executable("episode_recorder", "episode_recorder", ["--ros-args", "-p", f"save_dir:={save_dir}"])
+
+
+def _wait_fresh(status, seconds: float) -> None:
+    status.wait(where=lambda m: not [s for s in m.stale_sources if s != "arm/mode"], timeout=seconds)
+
+
+def measure(path: str) -> dict:
+    import h5py
+    import numpy as np
+
+    from h1_training.recording import layout as L
+
+    with h5py.File(path, "r") as f:
+        ns = f[L.EXTRA_SAMPLE_TIME_NS][:].astype(np.int64)
+        periods_ms = np.diff(ns) / 1e6
+        t = len(ns)
+        sizes = [len(f[L.IMAGE_KEYS[0]][i]) for i in range(0, t, max(1, t // 50))]
+        return {
+            "frames": int(t),
+            "mean_hz": round((t - 1) / ((ns[-1] - ns[0]) / 1e9), 3) if t > 1 else 0.0,
+            "p99_period_ms": round(float(np.percentile(periods_ms, 99)), 2) if t > 1 else 0.0,
+            "max_period_ms": round(float(periods_ms.max()), 2) if t > 1 else 0.0,
+            "missed_ticks": int(f.attrs[L.ATTR_MISSED_TICKS]),
+            "jpeg_kb": round(float(np.mean(sizes)) / 1e3, 1),
+            "stale_share": round(float(np.mean([f[L.stale_key(s)][:].mean() for s in L.STALE_SOURCES])), 4),
+        }
+
+
+def run(args: argparse.Namespace) -> dict:
+    import psutil
+
+    from h1_training.procs import ProcessGroup, loopback_ros_env
+
+    domain = args.domain if args.domain is not None else random.randint(60, 99)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)  # the in-process probe joins the same loopback domain
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    from h1_training.nodes.common import LATCHED_QOS
+    from h1_training.nodes.probe import RosProbe
+    from h1_training_interfaces.msg import RecorderStatus
+    from h1_training_interfaces.srv import SaveEpisode, StartEpisode
+
+    feed = args.feed
+    why = ""
+    if feed in ("auto", "sim"):
+        missing = missing_sim_executables()
+        if missing:
+            if feed == "sim":
+                raise SystemExit(f"bench recorder: sim executables missing: {', '.join(missing)}")
+            feed, why = "synthetic", f"sim executables missing: {', '.join(missing)}"
+        else:
+            feed = "sim"
+    save_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_"))
+    figures: dict = {}
+    with RosProbe("bench_recorder_probe") as probe:
+        status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
+        for attempt in ("first", "fallback"):
+            group = ProcessGroup(env=loopback_ros_env(domain))
+            try:
+                (_start_sim if feed == "sim" else _start_synthetic)(group, save_dir)
+                probe.wait_for_service("/episode_recorder/start", timeout=60)
+                _wait_fresh(status, 60 if feed == "sim" else 30)
+            except (TimeoutError, RuntimeError) as exc:
+                group.stop()
+                if feed == "sim" and args.feed == "auto" and attempt == "first":
+                    feed, why = "synthetic", f"sim stack did not deliver fresh data ({exc})"
+                    status.clear()
+                    continue
+                raise
+            break
+        try:
+            rec = group.get("episode_recorder")
+            proc = psutil.Process(rec.proc.pid)
+            reply = probe.call(StartEpisode, "/episode_recorder/start",
+                               StartEpisode.Request(epoch=0, episode_index=-1, prompt="bench"), timeout=15)
+            if not reply.success:
+                raise RuntimeError(f"start failed: {reply.message}")
+            cpu0, t0 = proc.cpu_times(), time.monotonic()
+            time.sleep(args.seconds)
+            cpu1, t1 = proc.cpu_times(), time.monotonic()
+            s0 = time.monotonic()
+            saved = probe.call(SaveEpisode, "/episode_recorder/save", SaveEpisode.Request(success_label=-1),
+                               timeout=30)
+            save_s = time.monotonic() - s0
+            if not saved.success:
+                raise RuntimeError(f"save failed: {saved.message}")
+            cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+            figures = measure(saved.file_path)
+            figures.update({
+                "save_s": round(save_s, 3),
+                "file_mb": round(os.path.getsize(saved.file_path) / 1e6, 1),
+                "cpu_pct": round(100.0 * cpu / (t1 - t0), 1),
+                "seconds": args.seconds,
+                "feed": feed if feed == "sim" else "synthetic publishers (h1_training.bench.feed)"
+                + (f": {why}" if why else ""),
+                "targets": TARGETS,
+            })
+            if args.keep:
+                figures["file"] = saved.file_path
+        finally:
+            group.stop()
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(save_dir, ignore_errors=True)
+    return figures

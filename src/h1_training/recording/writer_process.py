@@ -1,0 +1,179 @@
+"""The HDF5 writer in its own process (no rclpy).
+
+Why a process: h5py holds Python's GIL for every HDF5 call, including a ``write()`` the kernel blocks while it
+throttles dirty pages. In a thread, such a stall would delay the 50 Hz sampler; in a separate process it only
+delays the file, and the sampler keeps its clock. Samples cross over a ``multiprocessing`` queue (pickled by
+the queue's feeder thread, which releases the GIL while writing to the pipe).
+
+Protocol (tuples): parent -> child ``("start", final_path, EpisodeMeta, writer_kwargs, min_free_mb)``,
+``("sample", Sample, missed)``, ``("finish", success_label, end_reason)``, ``("discard",)``, ``("quit",)``;
+child -> parent ``("started", partial_path)``, ``("progress", frames, flushed_frames, bytes)``,
+``("finished", EpisodeSummary)``, ``("discarded",)``, ``("error", reason)`` (reply to start/finish/discard),
+``("failed", reason, EpisodeSummary | None, partial_path)`` (unprompted: the episode ended on an error).
+
+The child ignores SIGINT/SIGTERM (a Ctrl+C reaches the whole process group; the parent decides when to save)
+and, if the parent disappears, saves what it received (end_reason ``orphaned``) instead of dropping it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from typing import Any
+
+from h1_training.recording.writer import EpisodeWriter, RecorderError, free_mb
+
+
+def serve(inbox: Any, outbox: Any) -> None:
+    """Child main loop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    writer: EpisodeWriter | None = None
+    min_free = 0.0
+    reported = -1
+    next_space_check = 0.0
+
+    def fail(reason: str) -> None:
+        nonlocal writer
+        assert writer is not None
+        summary = None
+        try:
+            summary = writer.finish(end_reason=f"error: {reason}")
+        except RecorderError:
+            writer.abort()
+        outbox.put(("failed", reason, summary, str(writer.path)))
+        writer = None
+
+    while True:
+        try:
+            msg = inbox.get(timeout=0.2)
+        except queue.Empty:
+            if os.getppid() != parent:
+                msg = ("orphaned",)
+            else:
+                continue
+        except (EOFError, OSError):
+            msg = ("orphaned",)
+        kind = msg[0]
+        if kind == "sample":
+            if writer is None:
+                continue  # the episode already ended on an error; the parent knows
+            try:
+                writer.append(msg[1], msg[2])
+                now = time.monotonic()
+                if now >= next_space_check:
+                    next_space_check = now + 1.0
+                    free = free_mb(writer.path)
+                    if free < min_free:
+                        raise RecorderError(f"disk almost full: {free:.0f} MB free (min_free_mb {min_free:.0f}); "
+                                            "recording stopped")
+            except RecorderError as exc:
+                fail(str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure ends the episode with a reason
+                fail(f"writer failed: {exc!r}")
+                continue
+            if writer.flushed_frames != reported:
+                reported = writer.flushed_frames
+                outbox.put(("progress", writer.frames, writer.flushed_frames, writer.bytes_written))
+        elif kind == "start":
+            _, final, meta, kwargs, min_free = msg
+            if writer is not None:
+                writer.abort()
+            try:
+                writer = EpisodeWriter(final, meta, **kwargs)
+                reported = -1
+                next_space_check = 0.0
+                outbox.put(("started", str(writer.path)))
+            except RecorderError as exc:
+                writer = None
+                outbox.put(("error", str(exc)))
+        elif kind == "finish":
+            if writer is None:
+                outbox.put(("error", "no episode is open in the writer"))
+                continue
+            try:
+                outbox.put(("finished", writer.finish(success_label=msg[1], end_reason=msg[2])))
+            except RecorderError as exc:
+                outbox.put(("error", str(exc)))
+            writer = None
+        elif kind == "discard":
+            if writer is None:
+                outbox.put(("discarded",))
+                continue
+            try:
+                writer.discard()
+                outbox.put(("discarded",))
+            except RecorderError as exc:
+                outbox.put(("error", str(exc)))
+            writer = None
+        elif kind in ("quit", "orphaned"):
+            if writer is not None:  # never drop received samples: save them, saying why
+                try:
+                    writer.finish(end_reason="orphaned: the recorder ended without saving; saved by its writer")
+                except RecorderError:
+                    writer.abort()
+            return
+
+
+class WriterProcess:
+    """Parent-side handle: start once, send episodes and samples, read events."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")  # never fork a process that runs DDS threads
+        self._proc: Any = None
+        self.inbox: Any = None
+        self.outbox: Any = None
+
+    def ensure_started(self) -> None:
+        if self.alive:
+            return
+        self.inbox = self._ctx.Queue()
+        self.outbox = self._ctx.Queue()
+        self._proc = self._ctx.Process(target=serve, args=(self.inbox, self.outbox), name="episode-writer",
+                                       daemon=True)
+        self._proc.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode if self._proc is not None else None
+
+    def send(self, *msg: Any) -> None:
+        self.inbox.put(msg)
+
+    def event(self, timeout: float) -> tuple | None:
+        if self.outbox is None:
+            time.sleep(timeout)
+            return None
+        try:
+            return self.outbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        except (EOFError, OSError, ValueError, AttributeError):  # closed or being replaced: wait, don't spin
+            time.sleep(timeout)
+            return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._proc is None:
+            return
+        if self._proc.is_alive():
+            self.send("quit")
+            self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(2.0)
+        self.inbox.close()
+        self.outbox.close()
+        self._proc = None
