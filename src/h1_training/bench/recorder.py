@@ -65,6 +65,15 @@ def _wait_fresh(status, seconds: float) -> None:
     status.wait(where=lambda m: not [s for s in m.stale_sources if s != "arm/mode"], timeout=seconds)
 
 
+def _cpu(procs: list) -> float:
+    """User + system CPU seconds of these processes (the recorder node and its writer)."""
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
 def measure(path: str) -> dict:
     import h5py
     import numpy as np
@@ -135,21 +144,23 @@ def run(args: argparse.Namespace) -> dict:
                                StartEpisode.Request(epoch=0, episode_index=-1, prompt="bench"), timeout=15)
             if not reply.success:
                 raise RuntimeError(f"start failed: {reply.message}")
-            cpu0, t0 = proc.cpu_times(), time.monotonic()
+            family = [proc] + proc.children(recursive=True)  # the node and its HDF5 writer process
+            cpu0, t0 = _cpu(family), time.monotonic()
             time.sleep(args.seconds)
-            cpu1, t1 = proc.cpu_times(), time.monotonic()
+            cpu1, t1 = _cpu(family), time.monotonic()
             s0 = time.monotonic()
             saved = probe.call(SaveEpisode, "/episode_recorder/save", SaveEpisode.Request(success_label=-1),
                                timeout=30)
             save_s = time.monotonic() - s0
             if not saved.success:
                 raise RuntimeError(f"save failed: {saved.message}")
-            cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+            cpu = cpu1 - cpu0
             figures = measure(saved.file_path)
             figures.update({
                 "save_s": round(save_s, 3),
                 "file_mb": round(os.path.getsize(saved.file_path) / 1e6, 1),
-                "cpu_pct": round(100.0 * cpu / (t1 - t0), 1),
+                "cpu_pct": round(100.0 * cpu / (t1 - t0), 1),  # node + writer process, % of one core
+                "recorder_processes": len(family),
                 "seconds": args.seconds,
                 "feed": feed if feed == "sim" else "synthetic publishers (h1_training.bench.feed)"
                 + (f": {why}" if why else ""),

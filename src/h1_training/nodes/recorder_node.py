@@ -12,6 +12,7 @@ repaired. Ctrl+C / SIGTERM during an episode saves it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -37,7 +38,8 @@ PARAMS = [
               min=0.02, max=10.0),
     ParamSpec("proposal_stale_s", 0.5, "a policy proposal older than this is not stored for a human frame [s]",
               min=0.02, max=10.0),
-    ParamSpec("batch_frames", 5, "samples appended to the file per write", min=1, max=50),
+    ParamSpec("batch_frames", 25, "samples appended to the file per write (a flush writes a smaller batch "
+              "sooner); fewer, larger writes cost less CPU", min=1, max=100),
     ParamSpec("flush_interval_s", 0.5, "longest time between flushes to disk: what a crash may cost [s]",
               min=0.05, max=1.0),
     ParamSpec("fsync", True, "fsync at every flush so a power loss also costs at most flush_interval_s"),
@@ -51,6 +53,8 @@ PARAMS = [
     ParamSpec("placeholder_height", 480, "height of that placeholder JPEG", min=16, max=4096),
     ParamSpec("sampler_nice", -10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
               "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19),
+    ParamSpec("process_nice", 0, "nice value of the whole recorder process at start-up (its callbacks hold "
+              "the interpreter lock the sampler needs); negative needs CAP_SYS_NICE", min=-20, max=19),
     ParamSpec("gil_switch_ms", 1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
               "the interpreter while callbacks run", min=0.1, max=10.0),
     ParamSpec("repair_on_start", True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up"),
@@ -78,6 +82,11 @@ class EpisodeRecorderNode(ParamsMixin, Node):
             max_backlog_s=p["max_backlog_s"], sampler_nice=p["sampler_nice"],
         )
         sys.setswitchinterval(p["gil_switch_ms"] / 1000.0)
+        if p["process_nice"]:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, p["process_nice"])
+            except OSError as exc:
+                self.get_logger().warning(f"could not set process_nice {p['process_nice']}: {exc.strerror}")
         placeholder = make_placeholder_jpeg(p["placeholder_width"], p["placeholder_height"])
         self.recorder = Recorder(config, placeholder, log=self._log, on_change=self.publish_status)
         if p["repair_on_start"]:

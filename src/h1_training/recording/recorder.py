@@ -33,7 +33,7 @@ class RecorderConfig:
     rate_hz: float = 50.0
     stale_after_s: float = 0.2
     proposal_stale_s: float = 0.5
-    batch_frames: int = 5
+    batch_frames: int = 25
     flush_interval_s: float = 0.5
     fsync: bool = True
     min_free_mb: float = 200.0

@@ -235,7 +235,7 @@ class EpisodeWriter:
         self,
         final_path: str | Path,
         meta: EpisodeMeta,
-        batch_frames: int = 5,
+        batch_frames: int = 25,
         flush_interval_s: float = 0.5,
         fsync: bool = True,
         chunk_rows: int = 100,
