@@ -14,8 +14,9 @@ import time
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin
 from h1_training.params import ParamSpec
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.sim.operator_script import OperatorScript
@@ -45,7 +46,12 @@ class SimOperator(ParamsMixin, Node):
         self.save_client = self.create_client(SaveEpisode, "episode_recorder/save")
         self.latest_q: np.ndarray | None = None
         self.create_subscription(JointState, "joint_states", self._on_state, SENSOR_QOS)
+        self.arm_mode = ""
+        self.create_subscription(String, "arm/mode", self._on_mode, LATCHED_QOS)
         self.exit_code: int | None = None
+
+    def _on_mode(self, msg: String) -> None:
+        self.arm_mode = msg.data
 
     def _on_state(self, msg: JointState) -> None:
         if len(msg.position) == len(ARM_JOINT_NAMES):
@@ -103,6 +109,11 @@ class SimOperator(ParamsMixin, Node):
             if t >= script.duration_s:
                 break
             if script.phase(t) == "policy":
+                if self.arm_mode == "HOLD" and t > 0.5:
+                    # the arm's command watchdog fired (a late command on a loaded machine): say so, resume
+                    log.warning("arm fell back to HOLD (command watchdog); the operator re-enables TRACK")
+                    self._set_mode(SetArmMode.Request.MODE_TRACK, "TRACK")
+                    self.arm_mode = "TRACK"
                 target = script.policy_target(t)
                 msg = ArmCommand(position_rad=target.tolist(), model_version=self.p["model_version"], source="policy")
                 msg.header.stamp = self.get_clock().now().to_msg()
