@@ -87,6 +87,12 @@ def test_velocity_clamp_limits_every_tick_and_stays_inside_limits():
     np.testing.assert_allclose(out, s.config.safe_upper)
 
 
+def test_a_late_tick_never_makes_up_for_lost_time():
+    s = ArmSafety(SafetyConfig(max_velocity_rad_s=2.0, max_tick_s=0.008))
+    out = s.limit_step(ARM_HOME_RAD, ARM_HOME_RAD + 1.0, dt=0.05)  # the write loop stalled for 50 ms
+    np.testing.assert_allclose(out - ARM_HOME_RAD, 2.0 * 0.008)
+
+
 def test_small_steps_pass_unchanged():
     s = ArmSafety()
     goal = ARM_HOME_RAD + 0.001

@@ -6,7 +6,8 @@ Always on; nothing here can be switched off, only tuned within ranges (see ``Saf
 - velocity: the setpoint sent to the motors moves at most ``max_velocity_rad_s * dt`` per write tick
   (xr_teleoperate ``teleop/robot_control/robot_arm.py`` clips per-tick motion the same way; its 20 rad/s is
   for a teleoperator's own hands, ours defaults to 2 rad/s because a learned policy drives while a person
-  stands next to the robot);
+  stands next to the robot). ``dt`` is capped at ``max_tick_s``: a write that comes late (a busy machine)
+  never makes up for lost time with one big step;
 - NaN/inf or wrong-length commands are rejected whole (never "partly applied");
 - command watchdog: TRACK falls back to HOLD when no valid command arrived for ``command_timeout_s``;
 - lowstate watchdog: when ``rt/lowstate`` is silent for ``state_timeout_s`` the driver stops writing;
@@ -30,6 +31,7 @@ MARGIN_RANGE = (0.0, 0.2)
 VELOCITY_RANGE = (0.1, 6.0)
 COMMAND_TIMEOUT_RANGE = (0.02, 1.0)
 STATE_TIMEOUT_RANGE = (0.02, 1.0)
+MAX_TICK_RANGE = (0.001, 0.1)
 
 
 class CommandRejected(ValueError):
@@ -49,6 +51,7 @@ class SafetyConfig:
     max_velocity_rad_s: float = 2.0
     command_timeout_s: float = 0.1
     state_timeout_s: float = 0.1
+    max_tick_s: float = 0.008  # two write periods at 250 Hz; the driver sets 2 / command_rate_hz
     lower_rad: np.ndarray = field(default_factory=lambda: ARM_LOWER_RAD.copy())
     upper_rad: np.ndarray = field(default_factory=lambda: ARM_UPPER_RAD.copy())
 
@@ -57,6 +60,7 @@ class SafetyConfig:
         _check_range("max_velocity_rad_s", self.max_velocity_rad_s, *VELOCITY_RANGE)
         _check_range("command_timeout_s", self.command_timeout_s, *COMMAND_TIMEOUT_RANGE)
         _check_range("state_timeout_s", self.state_timeout_s, *STATE_TIMEOUT_RANGE)
+        _check_range("max_tick_s", self.max_tick_s, *MAX_TICK_RANGE)
         lower = np.asarray(self.lower_rad, dtype=np.float64)
         upper = np.asarray(self.upper_rad, dtype=np.float64)
         if lower.shape != (NUM_ARM_JOINTS,) or upper.shape != (NUM_ARM_JOINTS,):
@@ -133,8 +137,9 @@ class ArmSafety:
         return clamped, clamped != q
 
     def limit_step(self, setpoint: np.ndarray, goal: np.ndarray, dt: float) -> np.ndarray:
-        """Next setpoint: toward ``goal`` by at most max_velocity*dt per joint, always inside the safe limits."""
-        max_step = self.config.max_velocity_rad_s * max(dt, 0.0)
+        """Next setpoint: toward ``goal`` by at most max_velocity*dt per joint (dt capped at max_tick_s), always
+        inside the safe limits."""
+        max_step = self.config.max_velocity_rad_s * min(max(dt, 0.0), self.config.max_tick_s)
         delta = goal - setpoint
         step = np.clip(delta, -max_step, max_step)
         if np.any(np.abs(delta) > max_step + 1e-12):

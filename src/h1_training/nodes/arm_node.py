@@ -104,7 +104,8 @@ class ArmNode(ParamsMixin, Node):
         p = self.declare_specs()
         safety = ArmSafety(SafetyConfig(
             limit_margin_rad=p["joint_limit_margin_rad"], max_velocity_rad_s=p["velocity_limit_rad_s"],
-            command_timeout_s=p["watchdog_timeout_s"], state_timeout_s=p["lowstate_timeout_s"]))
+            command_timeout_s=p["watchdog_timeout_s"], state_timeout_s=p["lowstate_timeout_s"],
+            max_tick_s=2.0 / p["command_rate_hz"]))
         self._events_gc = self.create_guard_condition(self._on_events)
         self.controller = ArmController(safety, ControllerConfig(
             damping_kd=p["damping_kd"], gain_ramp_s=p["gain_ramp_s"], stiffness_scale=p["stiffness_scale"],
@@ -174,8 +175,10 @@ class ArmNode(ParamsMixin, Node):
             response.message = f"unknown mode code {request.mode}; use 0 HOLD, 1 TRACK, 2 DAMPING, 3 ESTOP, 4 RESET"
         else:
             response.success, response.message = self.controller.request_mode(name, time.monotonic())
-            log = self.get_logger().info if response.success else self.get_logger().warning
-            log(f"set_mode {name}: {'accepted' if response.success else 'refused'}: {response.message}")
+            if response.success:
+                self.get_logger().info(f"set_mode {name}: accepted: {response.message}")
+            else:
+                self.get_logger().warning(f"set_mode {name}: refused: {response.message}")
         response.current_mode = MODE_CODES[self.controller.mode]
         self._on_events()
         return response
@@ -184,7 +187,13 @@ class ArmNode(ParamsMixin, Node):
     def _on_events(self) -> None:
         log = self.get_logger()
         for event in self.controller.drain_events():
-            {"info": log.info, "warn": log.warning, "error": log.error}.get(event.level, log.info)(event.text)
+            # one call site per severity: rclpy refuses a call site whose severity changes
+            if event.level == "error":
+                log.error(event.text)
+            elif event.level == "warn":
+                log.warning(event.text)
+            else:
+                log.info(event.text)
         self._publish_mode()
 
     def _publish_mode(self) -> None:

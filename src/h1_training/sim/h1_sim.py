@@ -210,7 +210,10 @@ class H1Sim(ParamsMixin, Node):
             self.paused = bool(request.data)
         response.success = True
         response.message = "rt/lowstate paused (robot silent)" if self.paused else "rt/lowstate resumed"
-        (self.get_logger().warning if self.paused else self.get_logger().info)(response.message)
+        if self.paused:
+            self.get_logger().warning(response.message)
+        else:
+            self.get_logger().info(response.message)
         self._publish_status()
         return response
 
