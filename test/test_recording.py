@@ -4,7 +4,6 @@ save, crash repair, and operator-readable disk errors."""
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -311,24 +310,37 @@ import resource, sys
 sys.path.insert(0, {test_dir!r})
 from test_recording import samples
 from h1_training.recording.writer import EpisodeMeta, EpisodeWriter, RecorderError
-w = EpisodeWriter({final!r}, EpisodeMeta(epoch=0, episode_index=0), batch_frames=5)
-resource.setrlimit(resource.RLIMIT_FSIZE, (w.bytes_written + 100_000, resource.RLIM_INFINITY))
+w = EpisodeWriter({final!r}, EpisodeMeta(epoch=0, episode_index=0), batch_frames=5, guard={guard})
+resource.setrlimit(resource.RLIMIT_FSIZE, (w.bytes_written + 3_000_000, resource.RLIM_INFINITY))
 try:
     for s in samples(2000):
         w.append(s)
     w.finish()
 except RecorderError as exc:
     print("ERR", exc)
+    print("SAVED", w.finish(end_reason="error").frames)
 """
+
+
+def _fsize_run(tmp_path: Path, guard: bool) -> str:
+    final = L.episode_path(tmp_path, 0, 0)
+    code = _FSIZE.format(test_dir=str(Path(__file__).parent), final=str(final), guard=guard)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
 
 
 def test_write_failure_mid_episode_says_why(tmp_path):
     """RLIMIT_FSIZE makes the kernel refuse writes (EFBIG) the way a full disk does (ENOSPC)."""
-    final = L.episode_path(tmp_path, 0, 0)
-    code = _FSIZE.format(test_dir=str(Path(__file__).parent), final=str(final))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
-    assert "ERR file size limit reached" in out.stdout, out.stdout + out.stderr
+    out = _fsize_run(tmp_path, guard=False)
+    assert "ERR file size limit reached" in out, out
+
+
+def test_the_writer_stops_one_batch_before_a_size_limit_and_saves(tmp_path):
+    out = _fsize_run(tmp_path, guard=True)
+    assert "ERR file size limit reached" in out and "recording stopped" in out, out
+    saved = int(out.split("SAVED")[1].split()[0])
+    with h5py.File(L.episode_path(tmp_path, 0, 0), "r") as f:
+        assert L.validate(f) == [] and f.attrs["episode_length"] == saved > 0
 
 
 def test_recorder_start_save_in_process(tmp_path):

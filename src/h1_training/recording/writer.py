@@ -64,6 +64,29 @@ def free_mb(path: Path | str) -> float:
     return shutil.disk_usage(p).free / 1e6
 
 
+def rlimit_fsize() -> int | None:
+    """RLIMIT_FSIZE (``ulimit -f``) of this process right now; None when unlimited."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def filesystem_size_limit(folder: Path) -> int | None:
+    """Largest file the filesystem holding ``folder`` allows (e.g. FAT32 USB sticks); None when huge."""
+    p = Path(folder)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        bits = os.pathconf(p, "PC_FILESIZEBITS")
+    except (OSError, ValueError):
+        return None
+    return 2 ** (bits - 1) - 1 if 0 < bits < 63 else None
+
+
 @dataclass(frozen=True)
 class EpisodeMeta:
     epoch: int
@@ -239,6 +262,8 @@ class EpisodeWriter:
         flush_interval_s: float = 0.5,
         fsync: bool = True,
         chunk_rows: int = 100,
+        min_free_mb: float = 0.0,
+        guard: bool = True,
     ) -> None:
         if batch_frames < 1 or chunk_rows < 1 or flush_interval_s <= 0:
             raise ValueError("batch_frames and chunk_rows must be >= 1 and flush_interval_s > 0")
@@ -248,6 +273,9 @@ class EpisodeWriter:
         self.batch_frames = batch_frames
         self.flush_interval_s = flush_interval_s
         self.fsync = fsync
+        self.min_free_mb = min_free_mb
+        self.guard = guard
+        self._fs_limit = filesystem_size_limit(self.final_path.parent) if guard else None
         self.frames = 0          # rows in the datasets (written to HDF5)
         self.flushed_frames = 0  # rows known to be on disk
         self.missed_ticks = 0
@@ -286,12 +314,35 @@ class EpisodeWriter:
 
     # --- streaming ------------------------------------------------------------------------------------
     def append(self, sample: Sample, missed: int = 0) -> None:
+        """Queue one row; writes a batch when it is full and flushes when the interval is up. Raises
+        RecorderError (the episode must end; ``finish`` still works) when the next batch would not fit."""
         self.missed_ticks += missed
         self._pending.append(sample)
-        if len(self._pending) >= self.batch_frames:
+        write = len(self._pending) >= self.batch_frames
+        flush = time.monotonic() - self._last_flush >= self.flush_interval_s
+        if (write or flush) and self.guard:
+            self._check_room(sum(len(img) for s in self._pending for img in s.images) + 400 * len(self._pending))
+        if write:
             self.write_pending()
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if flush:
             self.flush()
+
+    def _check_room(self, batch_bytes: int) -> None:
+        """Stop one batch early rather than let HDF5 hit ENOSPC/EFBIG mid-write: a failed HDF5 write can
+        leave metadata pointing past the end of the file, which no reader can open. The pending batch stays
+        pending and ``finish`` writes it into the room kept here."""
+        need = 2 * batch_bytes + 2_000_000  # this batch, one more, and the closing metadata
+        size = os.fstat(self._fd).st_size
+        limits = [x for x in (self._fs_limit, rlimit_fsize()) if x is not None]
+        if limits and size + need > min(limits):
+            raise RecorderError(f"file size limit reached: {self.path} is {size / 1e6:.1f} MB and files may not "
+                                f"exceed {min(limits) / 1e6:.1f} MB here (ulimit -f or the filesystem); "
+                                "recording stopped")
+        if self.min_free_mb > 0:
+            free = free_mb(self.path)
+            if free - need / 1e6 < self.min_free_mb:
+                raise RecorderError(f"disk almost full: {free:.0f} MB free (min_free_mb {self.min_free_mb:.0f}); "
+                                    "recording stopped")
 
     def write_pending(self) -> None:
         if not self._pending or self._closed:
@@ -335,7 +386,8 @@ class EpisodeWriter:
         return achieved_rate(self.frames, self._first_ns, self._last_ns)
 
     # --- ending -----------------------------------------------------------------------------------------
-    def finish(self, success_label: int = -1, end_reason: str = "saved") -> EpisodeSummary:
+    def finish(self, success_label: int = -1, end_reason: str = "saved",
+               extra_attrs: dict | None = None) -> EpisodeSummary:
         """Write what is pending, the contract attributes, close, fsync and rename atomically."""
         if self._closed:
             raise RecorderError("episode already closed")
@@ -346,6 +398,7 @@ class EpisodeWriter:
                 L.ATTR_MISSED_TICKS: int(self.missed_ticks),
                 L.ATTR_ACHIEVED_RATE: float(self.achieved_rate_hz),
                 L.ATTR_END_REASON: end_reason,
+                **(extra_attrs or {}),
             }
             write_final_attrs(self.f, self.frames, self.meta.fps, str(self.f.attrs["timestamp"]),
                               self.datasets[L.PHASE][:], extra)

@@ -24,7 +24,8 @@ import signal
 import time
 from typing import Any
 
-from h1_training.recording.writer import EpisodeWriter, RecorderError, free_mb
+from h1_training.recording import layout as L
+from h1_training.recording.writer import EpisodeWriter, RecorderError
 
 
 def serve(inbox: Any, outbox: Any) -> None:
@@ -35,7 +36,6 @@ def serve(inbox: Any, outbox: Any) -> None:
     writer: EpisodeWriter | None = None
     min_free = 0.0
     reported = -1
-    next_space_check = 0.0
 
     def fail(reason: str) -> None:
         nonlocal writer
@@ -63,14 +63,7 @@ def serve(inbox: Any, outbox: Any) -> None:
             if writer is None:
                 continue  # the episode already ended on an error; the parent knows
             try:
-                writer.append(msg[1], msg[2])
-                now = time.monotonic()
-                if now >= next_space_check:
-                    next_space_check = now + 1.0
-                    free = free_mb(writer.path)
-                    if free < min_free:
-                        raise RecorderError(f"disk almost full: {free:.0f} MB free (min_free_mb {min_free:.0f}); "
-                                            "recording stopped")
+                writer.append(msg[1], msg[2])  # checks room for the next batch (disk space, file size limit)
             except RecorderError as exc:
                 fail(str(exc))
                 continue
@@ -85,9 +78,8 @@ def serve(inbox: Any, outbox: Any) -> None:
             if writer is not None:
                 writer.abort()
             try:
-                writer = EpisodeWriter(final, meta, **kwargs)
+                writer = EpisodeWriter(final, meta, min_free_mb=min_free, **kwargs)
                 reported = -1
-                next_space_check = 0.0
                 outbox.put(("started", str(writer.path)))
             except RecorderError as exc:
                 writer = None
@@ -111,10 +103,16 @@ def serve(inbox: Any, outbox: Any) -> None:
             except RecorderError as exc:
                 outbox.put(("error", str(exc)))
             writer = None
-        elif kind in ("quit", "orphaned"):
+        elif kind == "quit":
+            if writer is not None:  # the parent saves before quitting; this is a last resort
+                writer.abort()
+            return
+        elif kind == "orphaned":
             if writer is not None:  # never drop received samples: save them, saying why
+                why = "the recorder process ended without saving; its writer saved every sample it had received"
                 try:
-                    writer.finish(end_reason="orphaned: the recorder ended without saving; saved by its writer")
+                    writer.finish(end_reason="orphaned", extra_attrs={L.ATTR_RECOVERED: True,
+                                                                      L.ATTR_RECOVERED_REASON: why})
                 except RecorderError:
                     writer.abort()
             return
