@@ -94,6 +94,10 @@ def test_bad_inputs_are_rejected():
         dyn.set_operator_target(np.full(14, np.nan))
     with pytest.raises(ValueError):
         dyn.apply_command(MotorCommands(np.zeros(3), *[np.zeros(35)] * 5))
+    nan_cmd = arm_command(ARM_HOME_RAD, ARM_KP, ARM_KD)
+    nan_cmd.q[ARM[0]] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        dyn.apply_command(nan_cmd)
     with pytest.raises(ValueError):
         DynamicsConfig(arm_inertia=0.0)
 

@@ -13,6 +13,7 @@ Facts: unitree_sdk2_python ``example/h1_2/low_level/``, xr_teleoperate ``teleop/
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -34,12 +35,15 @@ class ArmDriverConfig:
     domain: int = 0
     command_rate_hz: float = 250.0
     verify_state_crc: bool = True
+    realtime_priority: int = 0  # SCHED_FIFO priority of the write thread (0 = normal scheduling)
 
     def __post_init__(self) -> None:
         if not 50.0 <= self.command_rate_hz <= 1000.0:
             raise ValueError(f"command_rate_hz={self.command_rate_hz} is outside [50, 1000]")
-        if not 0 <= self.domain <= 232:
-            raise ValueError(f"DDS domain {self.domain} is outside [0, 232]")
+        if not 0 <= self.realtime_priority <= 90:
+            raise ValueError(f"realtime_priority {self.realtime_priority} is outside [0, 90]")
+        if not -1 <= self.domain <= 232:
+            raise ValueError(f"DDS domain {self.domain} is outside [-1 (= ROS_DOMAIN_ID), 232]")
 
 
 @dataclass
@@ -69,6 +73,7 @@ class UnitreeArmDriver:
         self.states_bad_crc = 0
         self.write_errors = 0
         self.overruns = 0
+        self.realtime = False
         self.trace_file = None
         self._seq = 0
         self._stop = threading.Event()
@@ -152,7 +157,21 @@ class UnitreeArmDriver:
             self._write_times.append(now)
         return True
 
+    def _set_realtime(self) -> None:
+        """SCHED_FIFO for this thread only: wake-ups on time even when other processes keep the cores busy.
+        Needs CAP_SYS_NICE (root, or `ulimit -r`); without it the loop runs normally and says so."""
+        prio = self.config.realtime_priority
+        if prio <= 0:
+            return
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(prio))
+            self.realtime = True
+        except (OSError, AttributeError) as exc:
+            self.controller.report("realtime", "warn", f"lowcmd write thread stays at normal priority: SCHED_FIFO "
+                                   f"{prio} not permitted ({exc})", time.monotonic(), every_s=3600.0)
+
     def _write_loop(self) -> None:
+        self._set_realtime()
         period = 1.0 / self.config.command_rate_hz
         next_t = time.monotonic()
         while not self._stop.is_set():

@@ -68,6 +68,16 @@ _dds_lock = threading.Lock()
 _dds_started: tuple[int, str] | None = None
 
 
+def resolve_domain(domain: int) -> int:
+    """A negative domain means "the same as ROS_DOMAIN_ID" (simulation: keeps parallel sim stacks apart)."""
+    if domain >= 0:
+        return domain
+    try:
+        return int(os.environ.get("ROS_DOMAIN_ID", "0"))
+    except ValueError:
+        return 0
+
+
 def private_log_path(label: str) -> Path:
     """A per-user, per-process trace file for Cyclone (instead of a shared /tmp/cdds.LOG)."""
     folder = Path(tempfile.gettempdir()) / f"h1_training-{os.getuid()}" / "cyclonedds"
@@ -92,6 +102,7 @@ def init_dds(domain: int, interface: str, label: str = "h1") -> Path | None:
     """
     global _dds_started
     require_sdk()
+    domain = resolve_domain(domain)
     with _dds_lock:
         if _dds_started is not None:
             if _dds_started != (domain, interface):

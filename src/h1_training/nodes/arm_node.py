@@ -40,6 +40,7 @@ from h1_training.drivers.arm_safety import (
     SafetyConfig,
 )
 from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
+from h1_training.drivers.unitree_hg import resolve_domain
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
 from h1_training.params import ParamSpec
 from h1_training.robot_model import ARM_JOINT_NAMES
@@ -75,8 +76,8 @@ class ArmNode(ParamsMixin, Node):
     PARAMS = (
         ParamSpec("dds_interface", "lo", "network interface for unitree DDS (the laptop's NIC on the robot "
                   "network, e.g. eth0; lo for h1_sim)", read_only=True),
-        ParamSpec("dds_domain", 0, "unitree DDS domain of rt/lowstate and rt/lowcmd (the robot uses 0)",
-                  0, 232, read_only=True),
+        ParamSpec("dds_domain", 0, "unitree DDS domain of rt/lowstate and rt/lowcmd (the robot uses 0; -1 = the "
+                  "same as ROS_DOMAIN_ID, for simulation)", -1, 232, read_only=True),
         ParamSpec("command_rate_hz", 250.0, "rt/lowcmd write rate [Hz] (xr_teleoperate writes at 250)",
                   50.0, 1000.0, read_only=True),
         ParamSpec("state_rate_hz", 100.0, "joint_states publish rate [Hz] (new lowstates only)", 1.0, 500.0),
@@ -97,11 +98,14 @@ class ArmNode(ParamsMixin, Node):
         ParamSpec("start_mode", "HOLD", "mode once the first lowstate arrives", choices=("HOLD", "DAMPING"),
                   read_only=True),
         ParamSpec("verify_state_crc", True, "drop rt/lowstate messages whose CRC is wrong"),
+        ParamSpec("realtime_priority", 0, "SCHED_FIFO priority of the lowcmd write thread (0 = normal; needs "
+                  "CAP_SYS_NICE or an rtprio limit)", 0, 90, read_only=True),
     )
 
     def __init__(self) -> None:
         super().__init__("h1_arm_node")
         p = self.declare_specs()
+        self.dds_domain = resolve_domain(p["dds_domain"])
         safety = ArmSafety(SafetyConfig(
             limit_margin_rad=p["joint_limit_margin_rad"], max_velocity_rad_s=p["velocity_limit_rad_s"],
             command_timeout_s=p["watchdog_timeout_s"], state_timeout_s=p["lowstate_timeout_s"],
@@ -113,7 +117,8 @@ class ArmNode(ParamsMixin, Node):
             on_event=self._events_gc.trigger)
         self.driver = UnitreeArmDriver(self.controller, ArmDriverConfig(
             interface=p["dds_interface"], domain=p["dds_domain"], command_rate_hz=p["command_rate_hz"],
-            verify_state_crc=p["verify_state_crc"]), on_state=self._on_state)
+            verify_state_crc=p["verify_state_crc"], realtime_priority=p["realtime_priority"]),
+            on_state=self._on_state)
 
         self.joint_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
         self.mode_pub = self.create_publisher(String, "arm/mode", LATCHED_QOS)
@@ -127,7 +132,7 @@ class ArmNode(ParamsMixin, Node):
         self._publish_mode()
         self.driver.start()
         self.get_logger().info(
-            f"h1_arm_node: rt/lowcmd at {p['command_rate_hz']:g} Hz on DDS domain {p['dds_domain']} interface "
+            f"h1_arm_node: rt/lowcmd at {p['command_rate_hz']:g} Hz on DDS domain {self.dds_domain} interface "
             f"{p['dds_interface']!r}; waiting for rt/lowstate (nothing is written before it arrives). Safety: "
             f"watchdog {p['watchdog_timeout_s'] * 1000:.0f} ms, lowstate timeout "
             f"{p['lowstate_timeout_s'] * 1000:.0f} ms, velocity limit {p['velocity_limit_rad_s']:g} rad/s, "
@@ -252,12 +257,13 @@ class ArmNode(ParamsMixin, Node):
             "kp_mean": f"{snap['kp_mean']:.1f}",
             "kd_mean": f"{snap['kd_mean']:.2f}",
             "fast_codec": d.fast_codec,
+            "realtime_write_thread": d.realtime,
         }
         for key in ("commands_accepted", "commands_rejected", "commands_clamped", "commands_ignored",
                     "velocity_limited_ticks", "states_rejected", "watchdog_trips", "state_silence_faults"):
             values[key] = snap[key]
         status = DiagnosticStatus(level=level, name="h1_arm_node: arms", message=summary,
-                                  hardware_id=f"unitree H1-2 rt/lowcmd domain {self.p['dds_domain']} "
+                                  hardware_id=f"unitree H1-2 rt/lowcmd domain {self.dds_domain} "
                                               f"if {self.p['dds_interface']}")
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray(status=[status])
@@ -269,6 +275,9 @@ class ArmNode(ParamsMixin, Node):
 
 
 def main(args=None) -> int:
+    # The 250 Hz write thread shares the GIL with the DDS listener and the ROS executor: a thread that wants
+    # the GIL waits up to one switch interval (default 5 ms, longer than a write period). 0.5 ms bounds that.
+    sys.setswitchinterval(0.0005)
     try:
         run_node(ArmNode, args)
     except RuntimeError as exc:  # e.g. unitree_sdk2py missing, DDS could not start on the interface

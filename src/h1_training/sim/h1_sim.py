@@ -46,8 +46,8 @@ _DYNAMICS_PARAMS = ("arm_inertia", "viscous_friction", "operator_stiffness", "op
 class H1Sim(ParamsMixin, Node):
     PARAMS = (
         ParamSpec("dds_interface", "lo", "network interface for unitree DDS (lo: loopback only)", read_only=True),
-        ParamSpec("dds_domain", 0, "unitree DDS domain (the arm driver must use the same)", 0, 232,
-                  read_only=True),
+        ParamSpec("dds_domain", 0, "unitree DDS domain (the arm driver must use the same; -1 = the same as "
+                  "ROS_DOMAIN_ID)", -1, 232, read_only=True),
         ParamSpec("state_rate_hz", 500.0, "rt/lowstate publish rate [Hz] (the robot: 500)", 20.0, 1000.0),
         ParamSpec("mode_machine", 4, "mode_machine reported in LowState_; LowCmd_ must echo it", 0, 255),
         ParamSpec("status_rate_hz", 4.0, "sim/h1_status publish rate [Hz]", 0.5, 50.0),
@@ -82,8 +82,9 @@ class H1Sim(ParamsMixin, Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="h1_sim_loop", daemon=True)
         self._thread.start()
+        domain = unitree_hg.resolve_domain(p["dds_domain"])
         self.get_logger().info(
-            f"h1_sim: simulated H1-2 on unitree DDS domain {p['dds_domain']} interface {p['dds_interface']!r}: "
+            f"h1_sim: simulated H1-2 on unitree DDS domain {domain} interface {p['dds_interface']!r}: "
             f"rt/lowstate at {p['state_rate_hz']:g} Hz, mode_machine {p['mode_machine']}"
             + ("" if self.state_writer.fast and self._sub.raw else " (SDK serializer: slower)"))
 
@@ -103,6 +104,7 @@ class H1Sim(ParamsMixin, Node):
         self.lowcmd_count = 0  # accepted (good CRC, right mode_machine)
         self.bad_crc_count = 0
         self.mode_machine_mismatch = 0
+        self.invalid_cmd_count = 0
         self.lowstate_count = 0
         self.last_lowcmd_t: float | None = None
         self.lowcmd_periods: deque[float] = deque(maxlen=20000)
@@ -135,7 +137,13 @@ class H1Sim(ParamsMixin, Node):
             cmd = MotorCommands(mode=m["mode"].copy(), q=m["q"].astype(np.float64), dq=m["dq"].astype(np.float64),
                                 tau=m["tau"].astype(np.float64), kp=m["kp"].astype(np.float64),
                                 kd=m["kd"].astype(np.float64))
-            self.dyn.apply_command(cmd)
+            try:
+                self.dyn.apply_command(cmd)
+            except ValueError as exc:  # what a motor driver would refuse; counted, never applied
+                self.invalid_cmd_count += 1
+                if self.invalid_cmd_count <= 3 or self.invalid_cmd_count % 100 == 0:
+                    self.get_logger().warning(f"rt/lowcmd ignored: {exc}")
+                return
             self.lowcmd_count += 1
             if self.last_lowcmd_t is not None:
                 self.lowcmd_periods.append(now - self.last_lowcmd_t)
@@ -233,6 +241,7 @@ class H1Sim(ParamsMixin, Node):
                 "lowcmd_received": self.lowcmd_received,
                 "bad_crc_count": self.bad_crc_count,
                 "mode_machine_mismatch_count": self.mode_machine_mismatch,
+                "invalid_lowcmd_count": self.invalid_cmd_count,
                 "lowstate_count": self.lowstate_count,
                 "lowstate_paused": self.paused,
                 "lowcmd_rate_hz": f"{(len(recent) - 1) / (recent[-1] - recent[0]):.2f}" if len(recent) > 2 else "0",
@@ -262,6 +271,7 @@ class H1Sim(ParamsMixin, Node):
 
 
 def main(args=None) -> int:
+    sys.setswitchinterval(0.0005)  # the lowstate loop must not wait a default 5 ms switch interval for the GIL
     try:
         run_node(H1Sim, args)
     except RuntimeError as exc:
