@@ -160,6 +160,15 @@ def test_estop_latches_until_reset():
     assert not r.mode("RESET_ESTOP")[0]  # nothing to reset any more
 
 
+def test_estop_before_the_first_state_still_latches():
+    r = Rig()
+    ok, msg = r.mode("ESTOP")
+    assert ok and "latched" in msg
+    r.run(0.1)
+    assert r.c.mode is Mode.ESTOP and r.out.mode is Mode.ESTOP
+    np.testing.assert_allclose(r.out.kp, 0.0)
+
+
 def test_silent_lowstate_faults_stops_output_and_latches():
     r = Rig()
     r.run(0.6)

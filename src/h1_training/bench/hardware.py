@@ -144,6 +144,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except TimeoutError:
             result["notes"].append("no joint_states within 30 s (is h1_arm_node or h1_sim missing?)")
         time.sleep(args.warmup)
+        ours = {n.name for n in nodes if n.ros and n.name not in missing}
+        names = probe.node_names()
+        doubles = sorted(n for n in ours if names.count(n) > 1)
+        if doubles or probe.node.count_publishers("/joint_states") > 1:
+            result["domain_conflict"] = True
+            result["notes"].append(f"another ROS graph shares domain {domain} ({', '.join(doubles) or 'joint_states'}"
+                                   " twice): figures unreliable, rerun with --domain N")
         for child in group.exited():
             result["exited"][child.name] = {"code": child.proc.returncode, "last_lines": child.lines[-5:]}
 

@@ -218,7 +218,8 @@ class ArmController:
                 pose, _ = self.safety.clamp_to_limits(self.measured_q)
                 self.setpoint, self.hold_q = pose.copy(), pose.copy()
                 self._ramp_t0 = now
-                self.mode = Mode(self.config.start_mode)
+                # an E-STOP pressed before the robot answered still counts
+                self.mode = Mode.ESTOP if self.estop_latched else Mode(self.config.start_mode)
                 self._start_ramp(now, *self._mode_gains(self.mode))
                 self._emit("info", f"first valid rt/lowstate: arm {self.mode.value} at the current pose, gains "
                                    f"ramp in over {self.config.gain_ramp_s:.2f} s", self.mode)
