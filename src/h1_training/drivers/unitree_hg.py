@@ -82,6 +82,10 @@ def private_log_path(label: str) -> Path:
     """A per-user, per-process trace file for Cyclone (instead of a shared /tmp/cdds.LOG)."""
     folder = Path(tempfile.gettempdir()) / f"h1_training-{os.getuid()}" / "cyclonedds"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for old in folder.glob("cdds-*.LOG"):  # files of processes that were killed before their atexit ran
+        pid = old.stem.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _remove_quietly(old)
     return folder / f"cdds-{label}-{os.getpid()}.LOG"
 
 
