@@ -60,7 +60,6 @@ PARAMS = [
     ParamSpec("repair_on_start", True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up"),
 ]
 
-_LIVE = ("min_free_mb",)  # read by the writer thread while recording; the rest apply at the next start
 
 
 def _stamp_ns(header: Any) -> int:
@@ -214,7 +213,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
                 setattr(cfg, name, value)
         if "gil_switch_ms" in changed:
             sys.setswitchinterval(changed["gil_switch_ms"] / 1000.0)
-        later = [n for n in changed if n not in _LIVE and hasattr(cfg, n)]
+        later = [n for n in changed if hasattr(cfg, n)]  # the writer and sampler take them at episode start
         if later and self.recorder.recording:
             self.get_logger().info(f"{', '.join(later)} apply from the next episode")
 
