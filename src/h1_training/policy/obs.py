@@ -22,20 +22,26 @@ from h1_training.robot_model import NUM_ARM_JOINTS
 OBS_CAMERAS = ("cam_head", "cam_left_wrist", "cam_right_wrist")
 
 
-def check_observation(obs: Any) -> dict:
-    """Return ``obs`` when it is a well-formed H1 observation; otherwise raise ValueError saying what is wrong."""
+def check_state(obs: Any, state_dim: int = NUM_ARM_JOINTS) -> np.ndarray:
+    """The [state_dim] float32 state of an observation, or ValueError saying what is wrong."""
     if not isinstance(obs, dict):
         raise ValueError(f"observation must be a map, got {type(obs).__name__}")
     if "state" not in obs:
         raise ValueError(f"observation has no 'state' (keys: {sorted(map(str, obs))})")
-    state = obs["state"]
-    if not isinstance(state, (np.ndarray, list, tuple)):
-        raise ValueError(f"'state' must be an array of {NUM_ARM_JOINTS} numbers, got {type(state).__name__}")
-    arr = np.asarray(state)
-    if arr.shape != (NUM_ARM_JOINTS,) or arr.dtype.kind not in "fiu":
-        raise ValueError(f"'state' must be {NUM_ARM_JOINTS} numbers, got shape {arr.shape} dtype {arr.dtype}")
+    raw = obs["state"]
+    if not isinstance(raw, (np.ndarray, list, tuple)):
+        raise ValueError(f"'state' must be an array of {state_dim} numbers, got {type(raw).__name__}")
+    arr = np.asarray(raw)
+    if arr.shape != (state_dim,) or arr.dtype.kind not in "fiu":
+        raise ValueError(f"'state' must be {state_dim} numbers, got shape {arr.shape} dtype {arr.dtype}")
     if not np.all(np.isfinite(arr)):
         raise ValueError("'state' contains NaN or inf")
+    return arr.astype(np.float32)
+
+
+def check_observation(obs: Any) -> dict:
+    """Return ``obs`` when it is a well-formed H1 observation; otherwise raise ValueError saying what is wrong."""
+    check_state(obs)
     images = obs.get("images", {})
     if not isinstance(images, dict):
         raise ValueError(f"'images' must be a map of camera name -> HxWx3 uint8, got {type(images).__name__}")

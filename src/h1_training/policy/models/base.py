@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from h1_training.policy.obs import check_state
 from h1_training.robot_model import NUM_ARM_JOINTS
 
 # The HDF5 camera names (robot_model.CAMERA_NAMES) -> the observation / dataset names (DESIGN.md §3).
@@ -73,21 +74,8 @@ def configure_torch_threads(num_threads: int | None = None) -> None:
 
 
 def observation_state(obs: Any, state_dim: int = NUM_ARM_JOINTS) -> np.ndarray:
-    """The [state_dim] float32 state of an observation, or ValueError saying what is wrong."""
-    if not isinstance(obs, dict):
-        raise ValueError(f"observation must be a map, got {type(obs).__name__}")
-    if "state" not in obs:
-        raise ValueError(f"observation has no 'state' (keys: {sorted(map(str, obs))})")
-    raw = obs["state"]
-    if not isinstance(raw, (np.ndarray, list, tuple)):
-        raise ValueError(f"'state' must be an array of {state_dim} numbers, got {type(raw).__name__}")
-    state = np.asarray(raw)
-    if state.shape != (state_dim,) or state.dtype.kind not in "fiu":
-        raise ValueError(f"'state' must be {state_dim} numbers, got shape {state.shape} dtype {state.dtype}")
-    state = state.astype(np.float32)
-    if not np.all(np.isfinite(state)):
-        raise ValueError("'state' contains NaN or inf")
-    return state
+    """The [state_dim] float32 state of an observation, or ValueError saying what is wrong (policy/obs.py checks)."""
+    return check_state(obs, state_dim)
 
 
 def observation_image(obs: dict, camera: str, shape_chw: tuple[int, int, int]) -> np.ndarray:
