@@ -91,7 +91,7 @@ fi
 h=$(hash_of msg_srv/CMakeLists.txt msg_srv/package.xml msg_srv/msg/* msg_srv/srv/*)
 if ! fresh interfaces "$h" || ! "$VENV/bin/python" -c "import h1_training_interfaces.msg" 2>/dev/null; then
   say "building h1_training_interfaces (about 10-60 s)"
-  rm -rf build/msg_srv
+  rm -rf build/msg_srv; mkdir -p build
   export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
   cmake -S msg_srv -B build/msg_srv -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$VENV/bin/python" \
     -DBUILD_TESTING=OFF >build/msg_srv.log 2>&1 || { tail -30 build/msg_srv.log; exit 1; }
