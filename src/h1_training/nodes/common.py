@@ -15,6 +15,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from h1_training.params import ParamSpec, check_value
@@ -62,6 +63,12 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
+def _coerce_parameter(spec: ParamSpec, param: Parameter) -> Parameter:
+    if spec.kind is float and param.type_ == Parameter.Type.INTEGER:
+        return Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+    return param
+
+
 class ParamsMixin:
     """Declare ``PARAMS`` on a Node; values land in ``self.p`` (a dict) and stay in sync on ``ros2 param set``.
 
@@ -73,6 +80,15 @@ class ParamsMixin:
     def declare_specs(self: Any) -> dict[str, Any]:
         self._specs = {s.name: s for s in self.PARAMS}
         self.p: dict[str, Any] = {}
+        # `-p rate_hz:=50` or `ros2 param set ... 50` arrive as INTEGER; rclpy would refuse them for a DOUBLE
+        # parameter ("Wrong parameter type"). Turn them into the float the operator meant, before rclpy's type
+        # check: overrides (rclpy keeps them in _parameter_overrides until declare) and every later set.
+        overrides = getattr(self, "_parameter_overrides", None)
+        if isinstance(overrides, dict):
+            for name, param in list(overrides.items()):
+                if name in self._specs:
+                    overrides[name] = _coerce_parameter(self._specs[name], param)
+        self.add_pre_set_parameters_callback(self._coerce_params)
         for spec in self.PARAMS:
             value = self.declare_parameter(spec.name, spec.default, descriptor_for(spec)).value
             value = _coerce(spec, value)
@@ -83,6 +99,9 @@ class ParamsMixin:
         self.add_on_set_parameters_callback(self._check_params)
         self.add_post_set_parameters_callback(self._apply_params)
         return self.p
+
+    def _coerce_params(self, params: list[Parameter]) -> list[Parameter]:
+        return [_coerce_parameter(self._specs[p.name], p) if p.name in self._specs else p for p in params]
 
     def _check_params(self, params: list) -> SetParametersResult:
         for param in params:
