@@ -125,3 +125,50 @@ def test_realsense_serial_not_found_gives_placeholder_and_operator_line(procs, p
     st = status.wait(1, timeout=5, where=lambda m: len(m.names) == 2 and all(m.placeholder))
     assert not any(st.connected) and expected in st.detail[0]
     assert procs.get("cam").running
+
+
+def test_sim_frames_follow_joint_and_hand_states(procs, probe):
+    """camera_sim takes joint_states / hand_states in its frame loop: a new arm pose or hand opening shows in
+    the served JPEG (the head view draws both arms and hands)."""
+    import zmq
+    from sensor_msgs.msg import JointState
+
+    from h1_training.nodes.common import SENSOR_QOS
+    from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES, HAND_JOINT_NAMES
+
+    ports = {c: free_port() for c in CAMERA_NAMES}
+    start_sim(procs, "camera_sim", ports)
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.setsockopt(zmq.RCVTIMEO, 200)
+    sock.connect(f"tcp://127.0.0.1:{ports['ego_cam']}")
+    arm_pub = probe.publisher(JointState, "joint_states", SENSOR_QOS)
+    hand_pub = probe.publisher(JointState, "hand_states", SENSOR_QOS)
+
+    def next_frame() -> bytes:
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            try:
+                return cams.parse_image_message(sock.recv()).jpeg
+            except zmq.Again:
+                continue
+        raise AssertionError("no frame from camera_sim")
+
+    def changed_from(before: bytes, arm: np.ndarray, hands: np.ndarray, timeout: float = 20.0) -> bytes:
+        """Publish the state until a served frame differs from ``before``; return that frame."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            arm_pub.publish(JointState(name=list(ARM_JOINT_NAMES), position=arm.tolist()))
+            hand_pub.publish(JointState(name=list(HAND_JOINT_NAMES), position=hands.tolist()))
+            if (jpeg := next_frame()) != before:
+                return jpeg
+        raise AssertionError("camera_sim's frame did not change with the published state")
+
+    try:
+        home = next_frame()  # nothing published yet: the home pose, hands open
+        raised = ARM_HOME_RAD.copy()
+        raised[0] = raised[7] = -1.0  # both shoulders pitched forward
+        moved = changed_from(home, raised, np.ones(len(HAND_JOINT_NAMES)))
+        changed_from(moved, raised, np.zeros(len(HAND_JOINT_NAMES)))  # the hands close
+    finally:
+        sock.close(0)
