@@ -195,3 +195,40 @@ def test_rtu_bus_two_hands_share_one_port():
             w.stop()
         links["left"].close()
         server.stop()
+
+
+def test_emulator_answers_like_a_modbus_device():
+    """The emulator's own Modbus server (pymodbus client on the other end): reads, single and multiple writes,
+    and the exception responses for a read-only block, an address outside the map and an unknown unit."""
+    from pymodbus.client import ModbusTcpClient
+
+    from h1_training.sim.inspire_model import InspireHandModel, InspireModbusServer
+
+    port = free_port()
+    model = InspireHandModel(unit=1)
+    server = InspireModbusServer(model, "127.0.0.1", port)
+    server.start()
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=1.0, retries=0)
+    try:
+        assert client.connect()
+        assert client.read_holding_registers(im.HAND_ID, count=1, device_id=1).registers == [1]
+        assert client.read_holding_registers(im.ANGLE_ACT, count=6, device_id=1).registers == [1000] * 6
+        assert not client.write_registers(im.ANGLE_SET, [0, 2000, im.KEEP, 10, 20, 30], device_id=1).isError()
+        assert not client.write_register(im.SPEED_SET + 5, 500, device_id=1).isError()
+        assert model.angle_set.tolist() == [0, 1000, 1000, 10, 20, 30]  # clamped, 0xFFFF kept
+        assert model.speed_set.tolist() == [1000] * 5 + [500]
+        assert client.read_holding_registers(im.ANGLE_SET, count=6, device_id=1).registers == [0, 1000, 1000, 10,
+                                                                                                 20, 30]
+        model.inject_error(5, fingers=[0])
+        error = client.read_holding_registers(im.ERROR, count=3, device_id=1).registers
+        assert im.split_bytes(error) == [5, 0, 0, 0, 0, 0]
+        for reply in (client.write_registers(im.ANGLE_ACT, [1] * 6, device_id=1),  # read-only
+                      client.read_holding_registers(im.TEMP + 3, count=1, device_id=1),  # past the map
+                      client.read_holding_registers(999, count=2, device_id=1)):
+            assert reply.isError() and reply.exception_code == 2  # ILLEGAL DATA ADDRESS
+        unknown = client.read_holding_registers(im.ANGLE_ACT, count=6, device_id=7)
+        assert unknown.isError() and unknown.exception_code == 4  # SLAVE DEVICE FAILURE
+        assert client.read_holding_registers(im.HAND_ID, count=1, device_id=1).registers == [1]  # still serving
+    finally:
+        client.close()
+        server.stop()
