@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from h1_training.drivers.arm_controller import ArmController, ControllerConfig, Mode
+from h1_training.drivers.arm_controller import RELEASE_SETTLE_TICKS, ArmController, ControllerConfig, Mode
 from h1_training.drivers.arm_safety import ArmSafety, CommandRejected, SafetyConfig
 from h1_training.robot_model import ARM_HOME_RAD, ARM_KD, ARM_KP
 
@@ -206,3 +206,61 @@ def test_gravity_feedforward_is_a_zero_placeholder_unless_a_model_is_given():
     r.c.gravity = lambda q: np.full(14, 1.5)
     r.run(0.01)
     np.testing.assert_allclose(r.out.tau, 1.5)
+
+
+def test_release_ramps_from_track_to_damping_then_is_done():
+    r = Rig(gain_ramp_s=0.5, damping_kd=2.0)
+    r.run(0.6)
+    assert r.mode("TRACK")[0]
+    r.run(0.1, command=ARM_HOME_RAD)
+    assert r.c.begin_release(r.t) == pytest.approx(0.5)
+    assert "ramping to damping over 0.5 s, then releasing rt/lowcmd" in r.c.drain_events()[-1].text
+    assert r.c.mode is Mode.DAMPING and not r.c.release_done()
+    outs, done_at = [], None
+    while done_at is None:
+        outs += r.run(DT, command=ARM_HOME_RAD)  # the policy keeps publishing: ignored now
+        if r.c.release_done():
+            done_at = r.t
+        assert len(outs) < 200
+    kps = np.array([o.kp.max() for o in outs])
+    assert kps[0] > 100 and np.all(np.diff(kps) <= 1e-9)  # a ramp, never a jump
+    assert np.all(kps[-RELEASE_SETTLE_TICKS:] == 0.0)
+    np.testing.assert_allclose(outs[-1].kd, 2.0)
+    assert 0.5 <= len(outs) * DT <= 0.5 + (RELEASE_SETTLE_TICKS + 1) * DT
+    assert all(o.mode is Mode.DAMPING for o in outs)
+    ok, msg = r.mode("TRACK")
+    assert not ok and "shutting down" in msg
+
+
+def test_release_from_damping_is_immediate_and_keeps_the_damping_gains():
+    r = Rig(gain_ramp_s=0.2)
+    r.run(0.3)
+    r.mode("DAMPING")
+    r.run(0.3)
+    assert r.c.begin_release(r.t) == 0.0
+    assert "already in damping" in r.c.drain_events()[-1].text
+    outs = r.run(RELEASE_SETTLE_TICKS * DT)
+    assert r.c.release_done() and all(np.all(o.kp == 0) for o in outs)
+
+
+def test_release_writes_nothing_without_a_fresh_state():
+    r = Rig()
+    assert r.c.begin_release(r.t) is None and r.c.release_done()
+    assert r.run(0.1) == [None] * 25  # a first state during shutdown does not start writing
+    r = Rig()
+    r.run(0.6)
+    r.run(0.2, state=False)
+    assert r.c.mode is Mode.FAULT
+    assert r.c.begin_release(r.t) is None and r.c.release_done()
+    assert "nothing will be" in r.c.drain_events()[-1].text
+    assert r.run(0.1)[-1] is None and not r.mode("HOLD")[0]
+
+
+def test_release_ends_early_when_the_state_goes_silent_mid_ramp():
+    r = Rig()
+    r.run(0.6)
+    assert r.c.begin_release(r.t) == pytest.approx(0.5)
+    r.run(0.1)
+    assert not r.c.release_done()
+    outs = r.run(0.2, state=False)
+    assert outs[-1] is None and r.c.mode is Mode.FAULT and r.c.release_done()

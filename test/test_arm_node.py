@@ -7,6 +7,8 @@ itself (velocity clamp, message contents) and writes a corrupted LowCmd_ with th
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 import threading
 import time
@@ -23,6 +25,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
+from h1_training.drivers.arm_controller import RELEASE_SETTLE_TICKS  # noqa: E402
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS  # noqa: E402
 from h1_training.nodes.probe import RosProbe  # noqa: E402
 from h1_training.procs import ProcessGroup, loopback_ros_env  # noqa: E402
@@ -33,6 +36,9 @@ from h1_training_interfaces.srv import SetArmMode  # noqa: E402
 MODE = SetArmMode.Request
 MODE_MACHINE = 7  # the sim reports it; the driver must copy it into every LowCmd_
 VMAX = 2.0  # the arm node's default velocity_limit_rad_s
+DAMPING_KD = 2.0  # the arm node's default damping_kd
+GAIN_RAMP_S = 0.5  # the arm node's default gain_ramp_s
+ARM = np.array(ARM_MOTOR_INDICES)
 
 
 class Rig:
@@ -42,7 +48,9 @@ class Rig:
         common = ["-p", f"dds_domain:={domain}", "-p", "dds_interface:=lo"]
         self.procs.start_executable("h1_sim", "h1_sim", ["--ros-args", *common, "-p", "state_rate_hz:=250.0",
                                                          "-p", f"mode_machine:={MODE_MACHINE}"])
-        self.procs.start_executable("h1_arm_node", "h1_arm_node", ["--ros-args", *common])
+        self.arm_args = ["--ros-args", *common]
+        self.arm = self.procs.start_executable("h1_arm_node", "h1_arm_node", self.arm_args)
+        self.arm_starts = 1
         self.probe = RosProbe(f"arm_test_probe_{domain}")
         self.joints = self.probe.capture(JointState, "joint_states", SENSOR_QOS, keep=3000)
         self.mode = self.probe.capture(String, "arm/mode", LATCHED_QOS)
@@ -113,6 +121,14 @@ class Rig:
                 return
             time.sleep(0.1)
         raise RuntimeError("could not bring the arm back to HOLD")
+
+    def restart_arm(self) -> None:
+        """A fresh h1_arm_node after a test stopped it; the next test's to_hold() waits for its service."""
+        assert not self.arm.running
+        self.arm_starts += 1
+        name = f"h1_arm_node_{self.arm_starts}"
+        self.arm = self.procs.start_executable(name, "h1_arm_node", self.arm_args)
+        self.procs.wait_for_line(name, lambda line: "first valid rt/lowstate" in line, timeout=30)
 
     def close(self) -> None:
         self.probe.close()
@@ -351,3 +367,131 @@ def test_out_of_range_parameter_is_rejected_with_a_reason(rig):
     assert not result.successful
     assert rig.probe.set_parameter("h1_arm_node", "velocity_limit_rad_s", 1.5).successful
     assert rig.probe.set_parameter("h1_arm_node", "velocity_limit_rad_s", VMAX).successful
+
+
+# --- shutdown: the motors keep the last LowCmd_, so it must be a damping one --------------------------------
+class Feeder:
+    """The policy keeps publishing arm_command at 50 Hz whatever happens to the arm node."""
+
+    def __init__(self, rig: Rig, target) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(rig, target), daemon=True)
+        self.thread.start()
+
+    def _run(self, rig: Rig, target) -> None:
+        while not self.stop.wait(0.02):
+            rig.command(target)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+
+def _track(rig: Rig) -> None:
+    """TRACK at full gains, with the Feeder running. A loaded machine can delay the first command past the
+    100 ms watchdog (TRACK -> HOLD, just as stiff): ask again, as the scripted operator does."""
+    deadline = time.monotonic() + 5
+    while True:
+        assert rig.set_mode(MODE.MODE_TRACK).success
+        time.sleep(0.6)  # gains settled (the ramp is 0.5 s)
+        if rig.mode.last().data == "TRACK" or time.monotonic() > deadline:
+            break
+    assert rig.mode.last().data == "TRACK"
+
+
+def _signal_arm(rig: Rig, sig: int) -> float:
+    os.killpg(rig.arm.proc.pid, sig)  # what Ctrl+C in its terminal or `h1-training up` sends to its group
+    return time.monotonic()
+
+
+def _lowcmds_after(tap: LowCmdTap, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    items = [(rt, rec) for rt, rec, ok in tap.take() if rt > t and ok]
+    times = np.array([rt for rt, _ in items])
+    kp = np.array([rec["motor_cmd"]["kp"][ARM] for _, rec in items]).reshape(-1, 14)
+    kd = np.array([rec["motor_cmd"]["kd"][ARM] for _, rec in items]).reshape(-1, 14)
+    return times, kp, kd
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_shutdown_mid_track_ramps_to_damping_then_releases_lowcmd(rig, sig):
+    rig.start_unitree_dds()
+    feeder = Feeder(rig, rig.q())
+    tap = LowCmdTap()
+    try:
+        _track(rig)
+        sent = _signal_arm(rig, sig)
+        rc = rig.arm.proc.wait(timeout=10)
+        exited = time.monotonic()
+        time.sleep(0.3)  # anything still in flight
+        times, kp, kd = _lowcmds_after(tap, sent)
+    finally:
+        tap.sub.close()
+        feeder.close()
+    try:
+        assert rc == 0, rig.arm.output()[-3000:]
+        assert exited - sent < 2.0, f"exit {exited - sent:.2f} s after the signal"
+        assert "arm: shutting down - ramping to damping over 0.5 s, then releasing rt/lowcmd" in rig.arm.output()
+        # the node kept writing while kp ramped down: never stiff-then-silent (what a plain exit does)
+        assert times.size, "no rt/lowcmd after the signal: the motors keep the TRACK gains"
+        assert kp[0].max() > 50, f"first lowcmd after the signal already at kp {kp[0].max():.0f}"
+        assert np.all(np.diff(kp.mean(axis=1)) <= 1e-3), "kp went up during the shutdown ramp"
+        zero = np.flatnonzero(kp.max(axis=1) == 0.0)
+        assert zero.size >= RELEASE_SETTLE_TICKS and np.all(kp[zero[0]:] == 0.0)
+        assert times[zero[0]] - sent >= GAIN_RAMP_S - 0.05, "kp reached 0 faster than the gain ramp allows"
+        assert zero[0] >= 25, f"only {zero[0]} lowcmds during the ramp (250 Hz nominal)"
+        np.testing.assert_allclose(kd[-1], DAMPING_KD, rtol=1e-6)  # the last word: damping
+        # the robot's side: it applies those damping gains and nothing arrives any more
+        status = rig.sim_values(after=exited)
+        assert float(status["arm_kp_mean"]) == 0.0 and float(status["arm_kd_mean"]) == DAMPING_KD
+        time.sleep(0.3)
+        assert rig.sim_values()["lowcmd_count"] == status["lowcmd_count"], "rt/lowcmd still written after exit"
+    finally:
+        rig.restart_arm()
+
+
+def test_a_second_stop_signal_skips_the_shutdown_ramp(rig):
+    rig.start_unitree_dds()
+    feeder = Feeder(rig, rig.q())
+    tap = LowCmdTap()
+    try:
+        _track(rig)
+        sent = _signal_arm(rig, signal.SIGINT)
+        time.sleep(0.15)  # the operator presses Ctrl+C again, mid-ramp
+        _signal_arm(rig, signal.SIGINT)
+        rc = rig.arm.proc.wait(timeout=10)
+        time.sleep(0.3)
+        times, kp, _ = _lowcmds_after(tap, sent)
+    finally:
+        tap.sub.close()
+        feeder.close()
+    try:
+        assert rc == 0, rig.arm.output()[-3000:]
+        assert "damping ramp skipped" in rig.arm.output()
+        assert times.size and times[-1] - sent < GAIN_RAMP_S - 0.05, "the ramp ran to its end"
+        assert kp[-1].max() > 0, "the ramp was not skipped"
+    finally:
+        rig.restart_arm()
+
+
+def test_shutdown_in_fault_writes_nothing(rig):
+    rig.start_unitree_dds()
+    assert rig.probe.call(SetBool, "/sim/pause_lowstate", SetBool.Request(data=True)).success
+    rig.wait_mode("FAULT", timeout=2.0)
+    tap = LowCmdTap()
+    try:
+        time.sleep(0.2)
+        sent = _signal_arm(rig, signal.SIGTERM)
+        rc = rig.arm.proc.wait(timeout=10)
+        exited = time.monotonic()
+        time.sleep(0.2)
+        times, _, _ = _lowcmds_after(tap, sent - 0.1)
+    finally:
+        tap.sub.close()
+    try:
+        assert rc == 0, rig.arm.output()[-3000:]
+        assert exited - sent < 1.5
+        assert times.size == 0, f"{times.size} lowcmds written in FAULT during shutdown"
+        assert "arm: shutting down - no fresh rt/lowstate" in rig.arm.output()
+    finally:
+        rig.probe.call(SetBool, "/sim/pause_lowstate", SetBool.Request(data=False))
+        rig.restart_arm()

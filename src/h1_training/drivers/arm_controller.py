@@ -10,6 +10,10 @@ Modes (the strings published on ``arm/mode``):
 - ESTOP: the same gains as DAMPING, latched: only RESET_ESTOP leaves it (into HOLD at the current pose).
 - FAULT: ``rt/lowstate`` went silent; nothing is written. Latched: HOLD or DAMPING (with a fresh state) leaves it.
 
+Shutdown (``begin_release``) is a mode change too: the motors keep the last LowCmd_ they received, so the node
+ramps to DAMPING and writes those gains a few times before it stops writing; a stiff TRACK setpoint is never
+the last word. From then on mode requests are refused.
+
 Every mode change ramps kp/kd linearly over ``gain_ramp_s`` from the gains in force at that moment; the
 position setpoint never jumps. All checks that protect the robot live in ``arm_safety``; this module only
 calls them.
@@ -32,6 +36,8 @@ from h1_training.robot_model import ARM_KD, ARM_KP, NUM_ARM_JOINTS
 DAMPING_KD_RANGE = (0.0, 10.0)
 GAIN_RAMP_RANGE = (0.05, 5.0)
 STIFFNESS_SCALE_RANGE = (0.05, 1.0)
+# Shutdown: writes at the final damping gains before rt/lowcmd is released (covers one lost sample).
+RELEASE_SETTLE_TICKS = 5
 
 
 class Mode(str, Enum):
@@ -130,6 +136,9 @@ class ArmController:
         self._last_tick: float | None = None
         self._silence_reported = False
         self.commands_ignored = 0  # valid commands that arrived outside TRACK
+        self.releasing = False  # begin_release was called: the node is shutting down
+        self._release_writes = False  # ... and lowcmd is written during the release ramp
+        self._release_settled = 0  # ticks written at the final damping gains
 
     # --- configuration -----------------------------------------------------------------------------------
     def reconfigure(self, **changes) -> None:
@@ -266,6 +275,11 @@ class ArmController:
         with self._lock:
             if request not in REQUESTS:
                 return False, f"unknown arm mode {request!r}; use one of {', '.join(REQUESTS)}"
+            if self.releasing:
+                if request == Mode.ESTOP.value:
+                    self.estop_latched = True
+                    return True, "shutting down: the arms are already ramping to damping"
+                return False, f"the arm node is shutting down (damping, then rt/lowcmd released): {request} refused"
             fresh = self.started and not self.safety.state_silent(now)
             if request == Mode.ESTOP.value:
                 self.estop_latched = True
@@ -330,7 +344,7 @@ class ArmController:
         with self._lock:
             dt = 0.0 if self._last_tick is None else min(max(now - self._last_tick, 0.0), 0.1)
             self._last_tick = now
-            if not self.started:
+            if not self.started or (self.releasing and not self._release_writes):
                 return None
             if self.mode is not Mode.FAULT and self.safety.state_silent(now):
                 age_ms = self.safety.state_age(now) * 1000
@@ -349,6 +363,8 @@ class ArmController:
                                f"{self.safety.config.command_timeout_s * 1000:.0f} ms): holding the last setpoint",
                                "warn")
             kp, kd = self.gains(now)
+            if self.releasing and now - self._ramp_t0 >= self.config.gain_ramp_s:
+                self._release_settled += 1
             tau = np.zeros(NUM_ARM_JOINTS)
             if self.mode is Mode.HOLD:
                 self.setpoint = self.safety.limit_step(self.setpoint, self.hold_q, dt)
@@ -359,6 +375,40 @@ class ArmController:
                 if self.config.gravity_feedforward:
                     tau = np.asarray(self.gravity(self.measured_q), dtype=np.float64)
             return ArmOutput(self.setpoint.copy(), np.zeros(NUM_ARM_JOINTS), tau, kp, kd, self.mode)
+
+    # --- shutdown ------------------------------------------------------------------------------------------
+    def begin_release(self, now: float) -> float | None:
+        """The node is shutting down. The motors keep the last LowCmd_, so ramp to damping (kp 0, kd
+        ``damping_kd``) over ``gain_ramp_s`` from the gains in force, with the setpoint following the arm as
+        in DAMPING. Returns the seconds the ramp has left, or None when nothing is being written (no state yet,
+        FAULT, ``rt/lowstate`` silent): then nothing will be. ``release_done`` says when to stop writing."""
+        with self._lock:
+            if self.releasing:
+                return self._release_left(now) if self._release_writes else None
+            self.releasing = True
+            if not self.started or self.mode is Mode.FAULT or self.safety.state_silent(now):
+                self._emit("info", "arm: shutting down - no fresh rt/lowstate, so nothing is being written to "
+                                   "rt/lowcmd and nothing will be")
+                return None
+            self._release_writes = True
+            if self.mode not in (Mode.DAMPING, Mode.ESTOP):  # those already ramp to the damping gains
+                self.mode = Mode.DAMPING
+                self._start_ramp(now, *self._mode_gains(Mode.DAMPING))
+            left = self._release_left(now)
+            what = (f"ramping to damping over {left:.2g} s, then releasing" if left >= 0.01
+                    else "already in damping, releasing")
+            self._emit("info", f"arm: shutting down - {what} rt/lowcmd", self.mode)
+            return left
+
+    def _release_left(self, now: float) -> float:
+        return max(0.0, self._ramp_t0 + self.config.gain_ramp_s - now)
+
+    def release_done(self) -> bool:
+        """True once the damping gains have been written ``RELEASE_SETTLE_TICKS`` times, or nothing is written
+        (no state, FAULT): the write loop may stop."""
+        with self._lock:
+            return self.releasing and (not self._release_writes or self.mode is Mode.FAULT
+                                       or self._release_settled >= RELEASE_SETTLE_TICKS)
 
     # --- status --------------------------------------------------------------------------------------------
     def snapshot(self, now: float) -> dict:

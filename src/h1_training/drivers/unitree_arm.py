@@ -7,6 +7,8 @@
   controller for the arm targets; ``mode_pr`` 0, ``mode_machine`` copied from the latest state, only the arm
   motors enabled (``mode`` 1), every other slot mode 0 with zero gains; CRC on every write. When the controller
   says FAULT (or no state yet) nothing is written.
+- Shutdown: the motors keep the last LowCmd_, so ``release`` keeps the loop writing while the controller ramps
+  to damping (``ArmController.begin_release``), then stops it; bounded by a timeout and an abort event.
 
 Facts: unitree_sdk2_python ``example/h1_2/low_level/``, xr_teleoperate ``teleop/robot_control/robot_arm.py``.
 """
@@ -92,6 +94,25 @@ class UnitreeArmDriver:
         self._sub = unitree_hg.RecordSubscriber(unitree_hg.LOWSTATE, self._on_lowstate)
         self._thread = threading.Thread(target=self._write_loop, name="lowcmd_writer", daemon=True)
         self._thread.start()
+
+    def release(self, timeout_s: float, abort: threading.Event | None = None) -> str:
+        """Shutdown: write at the normal rate until the controller's release ramp is on the wire, then stop.
+        Call ``controller.begin_release`` first. Returns "released", "timeout" or "aborted" (``abort`` set, e.g.
+        a second Ctrl+C); the write loop is stopped in every case."""
+        deadline = time.monotonic() + timeout_s
+        outcome = "released"
+        while not self.controller.release_done():
+            if self._thread is None or not self._thread.is_alive():
+                break
+            if abort is not None and abort.is_set():
+                outcome = "aborted"
+                break
+            if time.monotonic() >= deadline:
+                outcome = "timeout"
+                break
+            time.sleep(0.01)
+        self.stop()
+        return outcome
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,13 +6,21 @@
 Topics: pub ``joint_states`` (14 arm joints, stamped with the lowstate's receive time), ``arm/mode`` (latched),
 ``diagnostics``; sub ``arm_command``; srv ``arm/set_mode``. Logic: ``drivers/arm_controller.py`` (modes, ramps,
 interpolation), ``drivers/arm_safety.py`` (every safety check), ``drivers/unitree_arm.py`` (DDS, write loop).
+
+Shutdown (Ctrl+C, SIGTERM, rclpy shut down): the motors keep the last LowCmd_ they got, so the node ramps to
+damping over ``gain_ramp_s`` while still writing at the normal rate, then stops writing. A second Ctrl+C/SIGTERM
+or ``gain_ramp_s`` + 0.5 s skips the rest of the ramp; with no fresh rt/lowstate (FAULT) nothing is written.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from builtin_interfaces.msg import Time
@@ -56,6 +64,9 @@ _REQUEST_NAMES = {
 }
 # SetArmMode has no constant for FAULT: current_mode reports it as 255 (the message string says FAULT).
 MODE_CODES = {Mode.HOLD: 0, Mode.TRACK: 1, Mode.DAMPING: 2, Mode.ESTOP: 3, Mode.FAULT: 255}
+
+# Shutdown: how long past the damping ramp the node waits for it to reach the wire before it gives up.
+RELEASE_MARGIN_S = 0.5
 
 # Parameter name -> (which config, field name) for live changes.
 _SAFETY_PARAMS = {
@@ -126,6 +137,7 @@ class ArmNode(ParamsMixin, Node):
         self.create_subscription(ArmCommand, "arm_command", self._on_command, COMMAND_QOS)
         self.create_service(SetArmMode, "arm/set_mode", self._on_set_mode)
         self._published_mode: str | None = None
+        self.stopped_by_shutdown = False
         self._joint_msg = JointState(name=list(ARM_JOINT_NAMES))
         self._next_state_pub = 0.0
         self.create_timer(1.0, self._publish_diagnostics)
@@ -190,6 +202,10 @@ class ArmNode(ParamsMixin, Node):
 
     # --- outputs ---------------------------------------------------------------------------------------------
     def _on_events(self) -> None:
+        self._log_events()
+        self._publish_mode()
+
+    def _log_events(self) -> None:
         log = self.get_logger()
         for event in self.controller.drain_events():
             # one call site per severity: rclpy refuses a call site whose severity changes
@@ -199,7 +215,6 @@ class ArmNode(ParamsMixin, Node):
                 log.warning(event.text)
             else:
                 log.info(event.text)
-        self._publish_mode()
 
     def _publish_mode(self) -> None:
         mode = self.controller.mode.value
@@ -271,16 +286,66 @@ class ArmNode(ParamsMixin, Node):
         self.diag_pub.publish(arr)
 
     def close(self) -> None:
-        self.driver.stop()
+        """Shutdown as a defined transition: ramp to damping while writing at the normal rate, then release
+        rt/lowcmd. Runs after the executor stopped (the rclpy context may be gone): events are logged here."""
+        self.stopped_by_shutdown = not self.context.ok()  # Ctrl+C, SIGTERM or rclpy.shutdown, not a crash
+        self.driver.on_state = None  # joint_states' context may already be shut down
+        self.controller.on_event = None  # nothing spins the guard condition any more
+        left = self.controller.begin_release(time.monotonic())
+        self._log_events()
+        if self.context.ok():
+            self._publish_mode()
+        if left is None:
+            self.driver.stop()
+            return
+        timeout = left + RELEASE_MARGIN_S
+        with _skip_on_signal() as skip:
+            outcome = self.driver.release(timeout, abort=skip)
+        self._log_events()  # e.g. FAULT during the ramp
+        if outcome == "aborted":
+            kp = self.controller.snapshot(time.monotonic())["kp_mean"]
+            self.get_logger().warning("arm: second stop signal - damping ramp skipped, rt/lowcmd released at the "
+                                      f"gains in force (arm kp mean {kp:.0f})")
+        elif outcome == "timeout":
+            self.get_logger().warning(f"arm: damping ramp not confirmed within {timeout:.1f} s (write loop "
+                                      "starved?) - rt/lowcmd released anyway")
+
+
+@contextmanager
+def _skip_on_signal() -> Iterator[threading.Event]:
+    """While the shutdown ramp runs, a second Ctrl+C or SIGTERM sets the event instead of interrupting the
+    ramp half-way: the operator can always get out at once, and the node still exits cleanly."""
+    skip = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield skip
+        return
+    previous = {sig: signal.signal(sig, lambda *_: skip.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield skip
+    finally:
+        for sig, handler in previous.items():
+            if handler is None:  # rclpy's C-level handler: fall back to Python's defaults
+                handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, handler)
 
 
 def main(args=None) -> int:
     # The 250 Hz write thread shares the GIL with the DDS listener and the ROS executor: a thread that wants
     # the GIL waits up to one switch interval (default 5 ms, longer than a write period). 0.5 ms bounds that.
     sys.setswitchinterval(0.0005)
+    nodes: list[ArmNode] = []
+
+    def make() -> ArmNode:
+        nodes.append(ArmNode())
+        return nodes[-1]
+
     try:
-        run_node(ArmNode, args)
+        run_node(make, args)
     except RuntimeError as exc:  # e.g. unitree_sdk2py missing, DDS could not start on the interface
+        if nodes and nodes[0].stopped_by_shutdown:
+            # rclpy can fail to take a message that arrives with the Ctrl+C/SIGTERM (pybind11 "Unable to convert
+            # call argument"): spin raises instead of returning; the arms were still released as planned.
+            return 0
         print(f"h1_arm_node: {exc}", file=sys.stderr)
         return 1
     return 0
