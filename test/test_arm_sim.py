@@ -136,11 +136,20 @@ def test_our_crc_equals_the_sdk_crc(seed):
     assert hg.lowstate_crc(state) == hg.CRC().Crc(state)
 
 
-def test_pure_python_crc_fallback_matches(monkeypatch):
-    cmd = _random_lowcmd(11)
-    expected = hg.CRC().Crc(cmd)
-    monkeypatch.setattr(hg, "_crc_core", None)
-    assert hg.lowcmd_crc(cmd) == expected
+def _bitwise_crc(words: np.ndarray) -> int:
+    """The unitree CRC as its definition reads (MSB first, poly 0x04C11DB7, init 0xFFFFFFFF, no final xor)."""
+    crc = 0xFFFFFFFF
+    for word in words.tolist():
+        for bit in range(31, -1, -1):
+            top = (crc >> 31) ^ ((word >> bit) & 1)
+            crc = ((crc << 1) & 0xFFFFFFFF) ^ (0x04C11DB7 if top else 0)
+    return crc
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 250, 522])
+def test_crc_of_any_length_equals_the_bitwise_definition(n):
+    words = np.random.default_rng(n).integers(0, 2**32, n, dtype=np.uint64).astype("<u4")
+    assert hg.crc32_words(words) == _bitwise_crc(words)
 
 
 @pytest.mark.parametrize("layout_name", ["LOWCMD", "LOWSTATE"])

@@ -28,12 +28,12 @@ plain SDK path if anything differs (another cyclonedds version), so the wire sta
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import re
 import struct
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,37 +172,20 @@ assert LOWCMD_C.itemsize == 1004 and LOWSTATE_C.itemsize == 2092
 _XCDR1_LE_HEADER = b"\x00\x01\x00\x00"
 
 
-def _mpeg2_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i << 24
-        for _ in range(8):
-            c = ((c << 1) ^ 0x04C11DB7) if c & 0x80000000 else (c << 1)
-        table.append(c & 0xFFFFFFFF)
-    return table
-
-
-_TABLE = _mpeg2_table()
-_crc_core = None
-if SDK_ERROR is None:
-    try:  # the SDK's compiled core (Linux x86_64/aarch64), called on a buffer address instead of a Python list
-        _lib = getattr(CRC(), "crc_lib", None)
-        if _lib is not None:
-            _crc_core = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32)(
-                ctypes.cast(_lib.crc32_core, ctypes.c_void_p).value)
-    except Exception:  # noqa: BLE001 - fall back to the table below
-        _crc_core = None
+# Every byte with its bits in reverse order: the unitree CRC runs MSB first, zlib's CRC-32 LSB first.
+_BITREV8 = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
 
 def crc32_words(words: np.ndarray) -> int:
-    """The unitree CRC over little-endian uint32 words (bitwise equal to ``CRC().Crc``)."""
-    words = np.ascontiguousarray(words, dtype="<u4")
-    if _crc_core is not None:
-        return int(_crc_core(words.ctypes.data, len(words)))
-    crc = 0xFFFFFFFF
-    for b in words.astype(">u4").tobytes():  # MSB first within each word
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ _TABLE[((crc >> 24) ^ b) & 0xFF]
-    return crc
+    """The unitree CRC over little-endian uint32 words (bitwise equal to ``CRC().Crc``).
+
+    Computed by zlib: an MSB-first CRC is the bit-reversed LSB-first (reflected) CRC of the bit-reversed
+    input with the same polynomial and initial value, and zlib's final xor is undone. Bit-reversing each word
+    = byteswap + bit-reversing each byte. ~4 us for a LowState_ against ~30 us for the SDK's compiled loop.
+    """
+    data = np.ascontiguousarray(words, dtype="<u4").byteswap().tobytes().translate(_BITREV8)
+    crc = zlib.crc32(data) ^ 0xFFFFFFFF
+    return int.from_bytes(crc.to_bytes(4, "little").translate(_BITREV8), "big")
 
 
 def crc_of_c_bytes(data: bytes) -> int:
