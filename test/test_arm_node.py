@@ -322,7 +322,7 @@ def test_silent_lowstate_faults_and_stops_lowcmd(rig):
     c2 = int(rig.sim_values()["lowcmd_count"])
     assert c2 == c1, f"{c2 - c1} lowcmd written after the FAULT"
     reply = rig.set_mode(MODE.MODE_TRACK)
-    assert not reply.success and "silent" in reply.message
+    assert not reply.success and "silent" in reply.message and reply.current_mode == MODE.MODE_FAULT
     assert rig.arm_diag()["_level"] == b"\x02"  # ERROR
     # the robot talks again: still FAULT until an operator says HOLD, then writes resume
     rig.probe.call(SetBool, "/sim/pause_lowstate", SetBool.Request(data=False))

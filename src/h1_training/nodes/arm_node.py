@@ -62,8 +62,14 @@ _REQUEST_NAMES = {
     SetArmMode.Request.MODE_ESTOP: Mode.ESTOP.value,
     SetArmMode.Request.MODE_RESET_ESTOP: RESET_ESTOP,
 }
-# SetArmMode has no constant for FAULT: current_mode reports it as 255 (the message string says FAULT).
-MODE_CODES = {Mode.HOLD: 0, Mode.TRACK: 1, Mode.DAMPING: 2, Mode.ESTOP: 3, Mode.FAULT: 255}
+# current_mode in every SetArmMode reply
+MODE_CODES = {
+    Mode.HOLD: SetArmMode.Request.MODE_HOLD,
+    Mode.TRACK: SetArmMode.Request.MODE_TRACK,
+    Mode.DAMPING: SetArmMode.Request.MODE_DAMPING,
+    Mode.ESTOP: SetArmMode.Request.MODE_ESTOP,
+    Mode.FAULT: SetArmMode.Request.MODE_FAULT,
+}
 
 # Shutdown: how long past the damping ramp the node waits for it to reach the wire before it gives up.
 RELEASE_MARGIN_S = 0.5
