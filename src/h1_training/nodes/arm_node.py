@@ -241,7 +241,11 @@ class ArmNode(ParamsMixin, Node):
         msg.header.stamp = Time(sec=state.received_wall_ns // 1_000_000_000,
                                 nanosec=state.received_wall_ns % 1_000_000_000)
         msg.position, msg.velocity, msg.effort = state.q.tolist(), state.dq.tolist(), state.tau.tolist()
-        self.joint_pub.publish(msg)
+        try:
+            self.joint_pub.publish(msg)
+        except Exception:  # noqa: BLE001 - Ctrl+C shut the context down before close() detached us
+            if self.context.ok():
+                raise
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
