@@ -41,6 +41,8 @@ def test_scripted_hil_episode_end_to_end(sim_stack, procs):
     ep = read_episode(files[0], with_images=False)
     phases = np.array(ep.phase)
     policy, human = phases == "policy", phases == "human"
+    # one policy stretch, then one human stretch, saved from damping (the seed's EXECUTING -> DAMPING -> SAVING)
+    assert np.flatnonzero(policy).max() < np.flatnonzero(human).min(), "policy frames after the human phase"
     # ~3 s of each at 50 Hz (recording starts slightly before TRACK and ends after HOLD)
     assert 100 <= policy.sum() <= 260 and 100 <= human.sum() <= 260, (policy.sum(), human.sum())
     # the policy's commands reached the recorder as actions, zeros while the human had control (seed contract)

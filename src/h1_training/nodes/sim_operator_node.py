@@ -2,9 +2,10 @@
 
 Per episode it does what a person does with the H1 seed: start recording, let the "policy" drive the arms in
 TRACK, stop it ('s': DAMPING), guide the arms by hand (through h1_sim's operator-hand input, which moves the
-arms only in damping), then HOLD and save ('e'). It talks to the real nodes over ROS: `arm/set_mode`
-(SetArmMode), `arm_command` (ArmCommand), `episode_recorder/start|save`, and to h1_sim's `sim/operator_hand`.
-It exits 0 after ``episodes`` episodes were saved, 1 on any failure (with the reason in the log).
+arms only in damping), save ('e', still in damping, as in the seed: DAMPING -> SAVING), then HOLD. It talks to
+the real nodes over ROS: `arm/set_mode` (SetArmMode), `arm_command` (ArmCommand), `episode_recorder/start|save`,
+and to h1_sim's `sim/operator_hand`. It exits 0 after ``episodes`` episodes were saved, 1 on any failure (with
+the reason in the log).
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ class SimOperator(ParamsMixin, Node):
                 self.hand_pub.publish(hand)
             next_tick += period
             time.sleep(max(0.0, next_tick - time.monotonic()))
-        self._set_mode(SetArmMode.Request.MODE_HOLD, "HOLD")
+        # Save first, HOLD after: the recorder labels every non-damping frame "policy" with the last arm_command
+        # as its action, so a frame recorded in HOLD here would pair the end pose with a seconds-old policy target.
         saved = self._call(self.save_client, SaveEpisode.Request(discard=False, success_label=1), "save episode")
+        self._set_mode(SetArmMode.Request.MODE_HOLD, "HOLD")
         if not saved.success:
             raise RuntimeError(f"recorder could not save: {saved.message}")
         log.info(f"[SAVING] saved {saved.file_path}: {saved.frames} frames "
