@@ -68,8 +68,11 @@ class MotorCommands:
             v = getattr(self, name)
             if np.shape(v) != (NUM_MOTORS,):
                 raise ValueError(f"MotorCommands.{name} needs {NUM_MOTORS} values, got {np.shape(v)}")
-            if name != "mode" and not np.all(np.isfinite(v)):
-                raise ValueError(f"MotorCommands.{name} has NaN/inf")
+        # one check over all five (every LowCmd_ at 250-500 Hz comes through here); the loop only names the field
+        if not np.isfinite((self.q, self.dq, self.tau, self.kp, self.kd)).all():
+            for name in ("q", "dq", "tau", "kp", "kd"):
+                if not np.all(np.isfinite(getattr(self, name))):
+                    raise ValueError(f"MotorCommands.{name} has NaN/inf")
 
 
 class H1Dynamics:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -41,6 +40,24 @@ from h1_training.sim.h1_dynamics import ARM, DynamicsConfig, H1Dynamics, MotorCo
 
 _DYNAMICS_PARAMS = ("arm_inertia", "viscous_friction", "operator_stiffness", "operator_kp_threshold",
                     "command_timeout_s")
+_PERIODS_KEPT = 20000  # lowcmd periods behind the p50/p99 figures
+_TIMES_KEPT = 2000  # lowcmd arrival times behind the rate figure (2 s window)
+
+
+class _Ring:
+    """The newest ``size`` floats in a preallocated array: appending allocates nothing, and the status
+    timer reads them as one array (order does not matter for a percentile, a minimum or a maximum)."""
+
+    def __init__(self, size: int) -> None:
+        self.values = np.zeros(size)
+        self.count = 0
+
+    def append(self, value: float) -> None:
+        self.values[self.count % len(self.values)] = value
+        self.count += 1
+
+    def snapshot(self) -> np.ndarray:
+        return self.values[:min(self.count, len(self.values))].copy()
 
 
 class H1Sim(ParamsMixin, Node):
@@ -107,8 +124,8 @@ class H1Sim(ParamsMixin, Node):
         self.invalid_cmd_count = 0
         self.lowstate_count = 0
         self.last_lowcmd_t: float | None = None
-        self.lowcmd_periods: deque[float] = deque(maxlen=20000)
-        self.lowcmd_times: deque[float] = deque(maxlen=2000)
+        self.lowcmd_periods = _Ring(_PERIODS_KEPT)
+        self.lowcmd_times = _Ring(_TIMES_KEPT)
         self.counters_since = time.monotonic()
 
     # --- the robot's wire ------------------------------------------------------------------------------------
@@ -117,6 +134,9 @@ class H1Sim(ParamsMixin, Node):
         buf["version"] = [1, 0]
         buf["imu_state"]["quaternion"] = [1.0, 0.0, 0.0, 0.0]  # upright, w first as in unitree's IMUState_
         buf["imu_state"]["accelerometer"] = [0.0, 0.0, 9.81]
+        ms = buf["motor_state"][0]
+        ms["temperature"] = 35  # constant, set once
+        ms["vol"] = 48.0
 
     def _on_lowcmd(self, record: np.void, crc_ok: bool) -> None:
         now = time.monotonic()
@@ -157,8 +177,6 @@ class H1Sim(ParamsMixin, Node):
         ms = buf["motor_state"][0]
         ms["mode"] = d.motors_active().astype(np.uint8)
         ms["q"], ms["dq"], ms["ddq"], ms["tau_est"] = d.q, d.dq, d.ddq, d.tau_motor
-        ms["temperature"] = 35
-        ms["vol"] = 48.0
         self.state_writer.write()
         self.lowstate_count += 1
 
@@ -233,9 +251,8 @@ class H1Sim(ParamsMixin, Node):
 
     def _publish_status(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            periods = np.array(self.lowcmd_periods) * 1000
-            recent = [t for t in self.lowcmd_times if t >= now - 2.0]
+        with self._lock:  # copies only: the figures are computed after the lock is released
+            periods, times = self.lowcmd_periods.snapshot(), self.lowcmd_times.snapshot()
             values = {
                 "lowcmd_count": self.lowcmd_count,
                 "lowcmd_received": self.lowcmd_received,
@@ -244,9 +261,9 @@ class H1Sim(ParamsMixin, Node):
                 "invalid_lowcmd_count": self.invalid_cmd_count,
                 "lowstate_count": self.lowstate_count,
                 "lowstate_paused": self.paused,
-                "lowcmd_rate_hz": f"{(len(recent) - 1) / (recent[-1] - recent[0]):.2f}" if len(recent) > 2 else "0",
-                "lowcmd_p50_period_ms": f"{np.percentile(periods, 50):.3f}" if periods.size else "nan",
-                "lowcmd_p99_period_ms": f"{np.percentile(periods, 99):.3f}" if periods.size else "nan",
+                "lowcmd_rate_hz": "0",
+                "lowcmd_p50_period_ms": "nan",
+                "lowcmd_p99_period_ms": "nan",
                 "lowcmd_periods": periods.size,
                 "counters_since_s": f"{self.counters_since:.6f}",
                 "sim_monotonic_s": f"{now:.6f}",
@@ -255,6 +272,12 @@ class H1Sim(ParamsMixin, Node):
                 "operator_hand": self.dyn.operator_target is not None,
                 "arm_q": " ".join(f"{v:.4f}" for v in self.dyn.arm_q),
             }
+        recent = times[times >= now - 2.0]
+        if recent.size > 2:
+            values["lowcmd_rate_hz"] = f"{(recent.size - 1) / (recent.max() - recent.min()):.2f}"
+        if periods.size:
+            p50, p99 = np.percentile(periods * 1000, [50, 99])
+            values["lowcmd_p50_period_ms"], values["lowcmd_p99_period_ms"] = f"{p50:.3f}", f"{p99:.3f}"
         level = DiagnosticStatus.WARN if self.paused or self.bad_crc_count else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name="h1_sim", hardware_id="simulated H1-2",
                                   message="lowstate paused" if self.paused else "running")
