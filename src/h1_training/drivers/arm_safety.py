@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -43,6 +44,11 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not lo <= value <= hi:
         raise ValueError(f"{name}={value} is outside [{lo}, {hi}]")
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,14 @@ class SafetyConfig:
             narrow = [ARM_JOINT_NAMES[i] for i in np.flatnonzero(upper - lower <= 2 * self.limit_margin_rad)]
             raise ValueError(f"limit_margin_rad={self.limit_margin_rad} leaves no range for {', '.join(narrow)}")
 
-    @property
+    # Read on every write tick: computed once, read-only so no caller can shift the limits.
+    @cached_property
     def safe_lower(self) -> np.ndarray:
-        return np.asarray(self.lower_rad, dtype=np.float64) + self.limit_margin_rad
+        return _read_only(np.asarray(self.lower_rad, dtype=np.float64) + self.limit_margin_rad)
 
-    @property
+    @cached_property
     def safe_upper(self) -> np.ndarray:
-        return np.asarray(self.upper_rad, dtype=np.float64) - self.limit_margin_rad
+        return _read_only(np.asarray(self.upper_rad, dtype=np.float64) - self.limit_margin_rad)
 
 
 @dataclass
@@ -132,8 +139,8 @@ class ArmSafety:
         return clamped, [ARM_JOINT_NAMES[i] for i in np.flatnonzero(mask)]
 
     def clamp_to_limits(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.config.safe_lower, self.config.safe_upper
-        clamped = np.clip(q, lo, hi)
+        # np.minimum/np.maximum: the same result as np.clip (NaN included) without its Python wrapper cost
+        clamped = np.minimum(np.maximum(q, self.config.safe_lower), self.config.safe_upper)
         return clamped, clamped != q
 
     def limit_step(self, setpoint: np.ndarray, goal: np.ndarray, dt: float) -> np.ndarray:
@@ -141,10 +148,10 @@ class ArmSafety:
         inside the safe limits."""
         max_step = self.config.max_velocity_rad_s * min(max(dt, 0.0), self.config.max_tick_s)
         delta = goal - setpoint
-        step = np.clip(delta, -max_step, max_step)
-        if np.any(np.abs(delta) > max_step + 1e-12):
+        step = np.minimum(np.maximum(delta, -max_step), max_step)
+        if (np.abs(delta) > max_step + 1e-12).any():
             self.counters.velocity_limited_ticks += 1
-        return np.clip(setpoint + step, self.config.safe_lower, self.config.safe_upper)
+        return np.minimum(np.maximum(setpoint + step, self.config.safe_lower), self.config.safe_upper)
 
     def command_age(self, now: float, since: float | None = None) -> float:
         """Seconds since the last accepted command (or since ``since`` if later, e.g. entering TRACK)."""
