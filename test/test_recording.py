@@ -63,6 +63,7 @@ def samples(n: int, human_from: int | None = None, start_ms: int = 0) -> list:
         slots.set_qpos(np.full(14, i, dtype=np.float32), clock.ns)
         slots.set_hand(np.full(12, 0.5), clock.ns)
         slots.set_proposal(np.full(14, 2.0), clock.ns, "v7")
+        slots.set_action(np.ones(14), clock.ns, "v7")
         for k, cam in enumerate(CAMERA_NAMES):
             slots.set_image(cam, jpeg(i * 3 + k), clock.ns)
         out.append(sampler.take(i, clock.ns, 1_700_000_000 * 10**9 + clock.ns))
@@ -128,6 +129,20 @@ def test_stale_flags_placeholders_and_phase():
     assert not sampler.take(3, clock.ns, 0).proposal_valid  # proposal too old
     slots.set_mode("estop")
     assert sampler.take(4, clock.ns, 0).phase == "human"
+
+
+def test_action_is_the_command_only_while_tracking_a_fresh_one():
+    clock = FakeClock()
+    slots = filled_slots(clock, "HOLD")  # qpos 0..13, command all ones from model v7
+    sampler = Sampler(slots, stale_after_s=0.2)
+    s = sampler.take(0, clock.ns, 0)  # HOLD: the arm keeps its pose, whatever was commanded before
+    assert s.phase == "policy" and np.array_equal(s.action, np.arange(14)) and s.model_version == ""
+    slots.set_mode("TRACK")
+    s = sampler.take(1, clock.ns, 0)
+    assert np.all(s.action == 1) and s.model_version == "v7"
+    clock.ns += 300 * MS  # the command stream stopped: an old command is not this frame's action
+    s = sampler.take(2, clock.ns, 0)
+    assert np.array_equal(s.action, np.arange(14)) and s.model_version == "" and s.action_ns == 0
 
 
 def test_joint_order_by_name():

@@ -23,6 +23,8 @@ from h1_training.robot_model import CAMERA_NAMES, NUM_ARM_JOINTS, NUM_HAND_JOINT
 
 # arm/mode values during which the human is in control (the contract's "human" phase)
 HUMAN_MODES = frozenset({"DAMPING", "ESTOP"})
+# the only mode in which the arm follows arm_command, so the only one whose command is the frame's action
+TRACK_MODE = "TRACK"
 
 _ZERO_ARM = np.zeros(NUM_ARM_JOINTS, dtype=np.float32)
 _ZERO_HAND = np.zeros(NUM_HAND_JOINTS, dtype=np.float32)
@@ -190,10 +192,14 @@ class Sampler:
         human = mode is not None and mode.text in HUMAN_MODES
         if human:  # contract: zeros during damping, no model
             act, act_ns, version = _ZERO_ARM, 0, ""
-        elif action is not None:
+        elif (action is not None and mode is not None and mode.text == TRACK_MODE
+              and not self._stale(action, mono_ns)):
             act, act_ns, version = action.value, action.stamp_ns, action.text
         else:
-            act, act_ns, version = _ZERO_ARM, 0, ""
+            # HOLD/FAULT, or TRACK whose command went stale: the arm holds where it is, so the frame's target is
+            # the current pose and no model made it - never an old command from seconds (or an episode) ago.
+            act = qpos.value if qpos is not None else _ZERO_ARM
+            act_ns, version = 0, ""
         prop_ok = human and proposal is not None and mono_ns - proposal.recv_ns <= self.proposal_stale_ns
         return Sample(
             tick=tick,
