@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from h1_training.drivers.arm_controller import RELEASE_SETTLE_TICKS, ArmController, ControllerConfig, Mode
+from h1_training.drivers.arm_gravity import h1_2_arm_gravity
 from h1_training.drivers.arm_safety import ArmSafety, CommandRejected, SafetyConfig
 from h1_training.robot_model import ARM_HOME_RAD, ARM_KD, ARM_KP
 
@@ -197,15 +198,45 @@ def test_unknown_mode_and_start_mode_validation():
         ControllerConfig(damping_kd=50.0)
 
 
-def test_gravity_feedforward_is_a_zero_placeholder_unless_a_model_is_given():
+def test_gravity_feedforward_fades_in_with_damping_and_out_with_hold():
+    r = Rig(gravity_feedforward=True, gain_ramp_s=0.5)
+    expected = h1_2_arm_gravity()(r.q)
+    assert np.abs(expected).max() > 1.0  # the home pose needs real torque: the check below can fail
+    r.run(0.6)
+    np.testing.assert_allclose(r.out.tau, 0.0)  # HOLD: the PD holds the arm, no feed-forward
+    r.mode("DAMPING")
+    outs = r.run(0.6)
+    steps = [np.abs(b.tau - a.tau).max() for a, b in zip(outs, outs[1:])]
+    assert max(steps) < np.abs(expected).max() * 0.05  # faded in over the ramp, never a step
+    np.testing.assert_allclose(outs[0].tau, expected * DT / 0.5, rtol=0.05)
+    np.testing.assert_allclose(r.out.tau, expected, rtol=1e-6)
+    r.mode("HOLD")
+    outs = r.run(0.6)
+    assert np.abs(outs[0].tau).max() > 0.5 * np.abs(expected).max()  # fading out while kp comes back
+    np.testing.assert_allclose(r.out.tau, 0.0)
+
+
+def test_gravity_scale_and_off_switch():
+    r = Rig(gravity_feedforward=True, gravity_scale=0.5)
+    r.run(0.1)
+    r.mode("DAMPING")
+    r.run(1.0)
+    np.testing.assert_allclose(r.out.tau, 0.5 * h1_2_arm_gravity()(r.q), rtol=1e-6)
+    r.c.reconfigure(gravity_feedforward=False)
+    r.run(1.0)
+    np.testing.assert_allclose(r.out.tau, 0.0)
+    with pytest.raises(ValueError):
+        ControllerConfig(gravity_scale=1.5)
+
+
+def test_a_failing_gravity_model_sends_no_torque_and_says_so():
     r = Rig(gravity_feedforward=True)
     r.run(0.1)
     r.mode("DAMPING")
-    r.run(0.1)
+    r.c.gravity = lambda q: np.full(14, np.nan)
+    r.run(0.6)
     np.testing.assert_allclose(r.out.tau, 0.0)
-    r.c.gravity = lambda q: np.full(14, 1.5)
-    r.run(0.01)
-    np.testing.assert_allclose(r.out.tau, 1.5)
+    assert any("gravity" in e.text for e in r.c.drain_events())
 
 
 def test_release_ramps_from_track_to_damping_then_is_done():

@@ -30,12 +30,14 @@ from enum import Enum
 
 import numpy as np
 
+from h1_training.drivers.arm_gravity import h1_2_arm_gravity
 from h1_training.drivers.arm_safety import ArmSafety, CommandRejected, _check_range
 from h1_training.robot_model import ARM_KD, ARM_KP, NUM_ARM_JOINTS
 
 DAMPING_KD_RANGE = (0.0, 10.0)
 GAIN_RAMP_RANGE = (0.05, 5.0)
 STIFFNESS_SCALE_RANGE = (0.05, 1.0)
+GRAVITY_SCALE_RANGE = (0.0, 1.0)
 # Shutdown: writes at the final damping gains before rt/lowcmd is released (covers one lost sample).
 RELEASE_SETTLE_TICKS = 5
 
@@ -52,12 +54,6 @@ RESET_ESTOP = "RESET_ESTOP"
 REQUESTS = (*(m.value for m in Mode if m is not Mode.FAULT), RESET_ESTOP)
 
 
-def zero_gravity(q: np.ndarray) -> np.ndarray:
-    """Gravity feed-forward placeholder: zero torque. Replace with a model (e.g. pinocchio RNEA on the
-    H1-2 URDF) by passing ``gravity=`` to ArmController; until then ``gravity_feedforward`` changes nothing."""
-    return np.zeros_like(q)
-
-
 @dataclass(frozen=True)
 class ControllerConfig:
     kp: np.ndarray = field(default_factory=lambda: ARM_KP.copy())
@@ -65,13 +61,15 @@ class ControllerConfig:
     damping_kd: float = 2.0  # unitree_rl_gym damps with kd 8 for a full body; arms alone need less
     gain_ramp_s: float = 0.5
     stiffness_scale: float = 1.0  # scales HOLD/TRACK kp: < 1 for a cautious first session on a robot
-    gravity_feedforward: bool = False
+    gravity_feedforward: bool = False  # DAMPING/E-STOP add the arms' gravity torque (ramped like the gains)
+    gravity_scale: float = 1.0  # < 1: partial compensation (the arms still sink, slowly)
     start_mode: Mode = Mode.HOLD
 
     def __post_init__(self) -> None:
         _check_range("damping_kd", self.damping_kd, *DAMPING_KD_RANGE)
         _check_range("gain_ramp_s", self.gain_ramp_s, *GAIN_RAMP_RANGE)
         _check_range("stiffness_scale", self.stiffness_scale, *STIFFNESS_SCALE_RANGE)
+        _check_range("gravity_scale", self.gravity_scale, *GRAVITY_SCALE_RANGE)
         if Mode(self.start_mode) not in (Mode.HOLD, Mode.DAMPING):
             raise ValueError(f"start_mode must be HOLD or DAMPING, got {self.start_mode}")
         for name in ("kp", "kd"):
@@ -107,12 +105,14 @@ class ArmController:
         self,
         safety: ArmSafety | None = None,
         config: ControllerConfig | None = None,
-        gravity: Callable[[np.ndarray], np.ndarray] = zero_gravity,
+        gravity: Callable[[np.ndarray], np.ndarray] | None = None,
         on_event: Callable[[], None] | None = None,
     ) -> None:
         self.safety = safety or ArmSafety()
         self.config = config or ControllerConfig()
-        self.gravity = gravity
+        # the H1-2 arms' static gravity torques (URDF model + Inspire hands) unless the caller brings its own
+        self.gravity = gravity if gravity is not None else h1_2_arm_gravity()
+        self._gw_from = self._gw_to = 0.0  # gravity feed-forward weight, ramped with the gains
         self.on_event = on_event
         self._lock = threading.RLock()
         self._events: deque[Event] = deque(maxlen=200)
@@ -198,8 +198,30 @@ class ArmController:
 
     def _start_ramp(self, now: float, kp_to: np.ndarray, kd_to: np.ndarray) -> None:
         self._kp_from, self._kd_from = self.gains(now)
+        self._gw_from = self._gravity_weight(now)
         self._kp_to, self._kd_to = kp_to, kd_to
+        self._gw_to = (self.config.gravity_scale if self.config.gravity_feedforward
+                       and self.mode in (Mode.DAMPING, Mode.ESTOP) else 0.0)
         self._ramp_t0 = now
+
+    def _gravity_weight(self, now: float) -> float:
+        alpha = min(1.0, max(0.0, (now - self._ramp_t0) / self.config.gain_ramp_s))
+        return self._gw_from + (self._gw_to - self._gw_from) * alpha
+
+    def _gravity_torque(self, now: float) -> np.ndarray:
+        """The feed-forward torque now: fades in on entering DAMPING/E-STOP and out on leaving, never a step."""
+        weight = self._gravity_weight(now)
+        if weight <= 0.0 or self.measured_q is None:
+            return np.zeros(NUM_ARM_JOINTS)
+        try:
+            tau = np.asarray(self.gravity(self.measured_q), dtype=np.float64) * weight
+        except ValueError as exc:  # the model refuses a non-finite pose: no torque rather than a wrong one
+            self._emit_throttled("gravity", "warn", f"gravity feed-forward off for this tick: {exc}", now)
+            return np.zeros(NUM_ARM_JOINTS)
+        if tau.shape != (NUM_ARM_JOINTS,) or not np.all(np.isfinite(tau)):
+            self._emit_throttled("gravity", "warn", "gravity feed-forward gave no finite torque: sending none", now)
+            return np.zeros(NUM_ARM_JOINTS)
+        return tau
 
     def _ramp_t0_now(self) -> float:
         return self._last_tick if self._last_tick is not None else self._ramp_t0
@@ -367,15 +389,13 @@ class ArmController:
             kp, kd = self.gains(now)
             if self.releasing and now - self._ramp_t0 >= self.config.gain_ramp_s:
                 self._release_settled += 1
-            tau = np.zeros(NUM_ARM_JOINTS)
+            tau = self._gravity_torque(now)
             if self.mode is Mode.HOLD:
                 self.setpoint = self.safety.limit_step(self.setpoint, self.hold_q, dt)
             elif self.mode is Mode.TRACK:
                 self.setpoint = self.safety.limit_step(self.setpoint, self._goal(now), dt)
             else:  # DAMPING / ESTOP: the setpoint follows the arm so the (ramping-out) kp never pulls
                 self.setpoint, _ = self.safety.clamp_to_limits(self.measured_q)
-                if self.config.gravity_feedforward:
-                    tau = np.asarray(self.gravity(self.measured_q), dtype=np.float64)
             return ArmOutput(self.setpoint.copy(), np.zeros(NUM_ARM_JOINTS), tau, kp, kd, self.mode)
 
     # --- shutdown ------------------------------------------------------------------------------------------

@@ -32,12 +32,14 @@ from std_msgs.msg import String
 from h1_training.drivers.arm_controller import (
     DAMPING_KD_RANGE,
     GAIN_RAMP_RANGE,
+    GRAVITY_SCALE_RANGE,
     RESET_ESTOP,
     STIFFNESS_SCALE_RANGE,
     ArmController,
     ControllerConfig,
     Mode,
 )
+from h1_training.drivers.arm_gravity import h1_2_arm_gravity
 from h1_training.drivers.arm_safety import (
     COMMAND_TIMEOUT_RANGE,
     MARGIN_RANGE,
@@ -47,6 +49,7 @@ from h1_training.drivers.arm_safety import (
     CommandRejected,
     SafetyConfig,
 )
+from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
 from h1_training.drivers.unitree_hg import resolve_domain
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
@@ -86,6 +89,7 @@ _CONTROLLER_PARAMS = {
     "gain_ramp_s": "gain_ramp_s",
     "stiffness_scale": "stiffness_scale",
     "gravity_feedforward": "gravity_feedforward",
+    "gravity_scale": "gravity_scale",
 }
 
 
@@ -110,8 +114,12 @@ class ArmNode(ParamsMixin, Node):
         ParamSpec("gain_ramp_s", 0.5, "time over which kp/kd ramp on every mode change [s]", *GAIN_RAMP_RANGE),
         ParamSpec("stiffness_scale", 1.0, "scales HOLD/TRACK kp (use < 1 for a cautious first session)",
                   *STIFFNESS_SCALE_RANGE),
-        ParamSpec("gravity_feedforward", False, "add gravity torque in DAMPING/E-STOP. Placeholder: zero torque "
-                  "until a gravity model is configured in code"),
+        ParamSpec("gravity_feedforward", False, "add the H1-2 arms' gravity torque (URDF model with the Inspire "
+                  "hands) in DAMPING/E-STOP, faded in and out with the gain ramp"),
+        ParamSpec("gravity_scale", 1.0, "fraction of the gravity torque fed forward (< 1: the arms still sink, "
+                  "slowly)", *GRAVITY_SCALE_RANGE),
+        ParamSpec("hand_mass_kg", INSPIRE_RH56DFX_MASS_KG, "mass of each hand in the gravity model [kg] (Inspire "
+                  "RH56DFX: 0.54)", 0.0, 3.0, read_only=True),
         ParamSpec("start_mode", "HOLD", "mode once the first lowstate arrives", choices=("HOLD", "DAMPING"),
                   read_only=True),
         ParamSpec("verify_state_crc", True, "drop rt/lowstate messages whose CRC is wrong"),
@@ -130,8 +138,9 @@ class ArmNode(ParamsMixin, Node):
         self._events_gc = self.create_guard_condition(self._on_events)
         self.controller = ArmController(safety, ControllerConfig(
             damping_kd=p["damping_kd"], gain_ramp_s=p["gain_ramp_s"], stiffness_scale=p["stiffness_scale"],
-            gravity_feedforward=p["gravity_feedforward"], start_mode=Mode(p["start_mode"])),
-            on_event=self._events_gc.trigger)
+            gravity_feedforward=p["gravity_feedforward"], gravity_scale=p["gravity_scale"],
+            start_mode=Mode(p["start_mode"])),
+            gravity=h1_2_arm_gravity(hand_mass_kg=p["hand_mass_kg"]), on_event=self._events_gc.trigger)
         self.driver = UnitreeArmDriver(self.controller, ArmDriverConfig(
             interface=p["dds_interface"], domain=p["dds_domain"], command_rate_hz=p["command_rate_hz"],
             verify_state_crc=p["verify_state_crc"], realtime_priority=p["realtime_priority"]),
@@ -143,7 +152,6 @@ class ArmNode(ParamsMixin, Node):
         self.create_subscription(ArmCommand, "arm_command", self._on_command, COMMAND_QOS)
         self.create_service(SetArmMode, "arm/set_mode", self._on_set_mode)
         self._published_mode: str | None = None
-        self.stopped_by_shutdown = False
         self._joint_msg = JointState(name=list(ARM_JOINT_NAMES))
         self._next_state_pub = 0.0
         self.create_timer(1.0, self._publish_diagnostics)
@@ -298,7 +306,6 @@ class ArmNode(ParamsMixin, Node):
     def close(self) -> None:
         """Shutdown as a defined transition: ramp to damping while writing at the normal rate, then release
         rt/lowcmd. Runs after the executor stopped (the rclpy context may be gone): events are logged here."""
-        self.stopped_by_shutdown = not self.context.ok()  # Ctrl+C, SIGTERM or rclpy.shutdown, not a crash
         self.driver.on_state = None  # joint_states' context may already be shut down
         self.controller.on_event = None  # nothing spins the guard condition any more
         left = self.controller.begin_release(time.monotonic())
@@ -343,19 +350,9 @@ def main(args=None) -> int:
     # The 250 Hz write thread shares the GIL with the DDS listener and the ROS executor: a thread that wants
     # the GIL waits up to one switch interval (default 5 ms, longer than a write period). 0.5 ms bounds that.
     sys.setswitchinterval(0.0005)
-    nodes: list[ArmNode] = []
-
-    def make() -> ArmNode:
-        nodes.append(ArmNode())
-        return nodes[-1]
-
     try:
-        run_node(make, args)
+        run_node(ArmNode, args)  # a spin error raised by the stop signal itself counts as a clean stop there
     except RuntimeError as exc:  # e.g. unitree_sdk2py missing, DDS could not start on the interface
-        if nodes and nodes[0].stopped_by_shutdown:
-            # rclpy can fail to take a message that arrives with the Ctrl+C/SIGTERM (pybind11 "Unable to convert
-            # call argument"): spin raises instead of returning; the arms were still released as planned.
-            return 0
         print(f"h1_arm_node: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -142,6 +142,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
                 rclpy.spin(node)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:
+            # rclpy can fail to take a message that arrives together with Ctrl+C/SIGTERM (pybind11 "Unable to
+            # convert call argument"): spin raises although the node is simply stopping. Only then is it clean.
+            if node is None or node.context.ok():
+                raise
         finally:
             if node is not None:
                 close = getattr(node, "close", None)
