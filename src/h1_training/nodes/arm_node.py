@@ -221,6 +221,11 @@ class ArmNode(ParamsMixin, Node):
 
     def _log_events(self) -> None:
         log = self.get_logger()
+        if not self.context.ok():
+            # shutting down: rclpy's logger would also try the dead /rosout publisher and print an rcl error
+            for event in self.controller.drain_events():
+                print(f"[{event.level.upper()}] [{self.get_name()}]: {event.text}", file=sys.stderr, flush=True)
+            return
         for event in self.controller.drain_events():
             # one call site per severity: rclpy refuses a call site whose severity changes
             if event.level == "error":
