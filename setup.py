@@ -16,6 +16,8 @@ NODES = {
     "inspire_sim": "h1_training.sim.inspire_sim:main",
     "camera_sim": "h1_training.sim.camera_sim:main",
     "sim_operator": "h1_training.nodes.sim_operator_node:main",
+    "hil_session": "h1_training.nodes.hil_session_node:main",
+    "hil_console": "h1_training.nodes.hil_console_node:main",
 }
 
 setup(

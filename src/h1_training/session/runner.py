@@ -1,0 +1,952 @@
+"""The HIL session's executor (no rclpy): runs the state machine's effects, the policy loop, polling and sync.
+
+``hil_session`` (nodes/hil_session_node.py) is a thin adapter around :class:`SessionRunner`: it provides the
+robot side as :class:`SessionPorts` (arm mode and recorder services, ``arm_command`` / ``policy_proposal``
+publishers, the latest joint_states and camera frames, the status topic, the log) and forwards keys, labels,
+``arm/mode`` and recorder status. Everything else happens here:
+
+- one **worker thread** feeds events to :class:`~h1_training.session.state_machine.SessionMachine` one at a time
+  and executes the returned effects in order (state_machine's contract: a failed *gating* effect skips the rest
+  of its list; results and failures are fed back after the list, depth first, before the next queued event);
+- a **poll thread** asks ``GET /training_status`` every ``poll_period_s`` while the session is WAITING;
+- the **policy loop** (:class:`PolicyLoop`, two threads): an inference thread sends the observation to the
+  policy server and receives an action chunk [H, 14]; the control thread publishes one row per tick at
+  ``control_rate_hz``, open loop, and asks for the next chunk after ``replan_steps`` rows (or when the chunk runs
+  out: then it repeats the last row, a constant target, until the next chunk arrives or the request times out).
+  Rows that elapsed while the server computed are skipped, so the chunk stays aligned with time;
+- a **sync thread** runs ``session/sync.py`` (rsync + SYNC_COMPLETE) for one epoch.
+
+Safety: a policy error (server gone, timeout, NaN/inf or misshaped actions, no fresh joint_states, an exception)
+stops publishing at once - in TRACK the arm's command watchdog then holds the pose within ``watchdog_timeout_s``
+(100 ms) - and the machine gets ``Failed("policy")``: policy stopped, arm HOLD, episode saved. The arm going to
+ESTOP/FAULT is ``Failed("arm")``. A watchdog fall-back to HOLD while the policy is healthy (a late command on a
+loaded machine) re-enables TRACK at most ``max_track_resumes`` times per episode, then fails the episode. While
+the human has the arm (ProposeOnly), a policy error only stops the proposals (a warning): the arm is not driven.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import yaml
+
+from h1_training.policy.client import PolicyClient, PolicyClientError, get_training_status
+from h1_training.policy.models.base import HDF5_TO_OBS_CAMERA
+from h1_training.policy.obs import check_result
+from h1_training.recording import layout
+from h1_training.robot_model import NUM_ARM_JOINTS
+from h1_training.session.state_machine import (
+    LABEL_FAILED,
+    LABEL_SUCCESS,
+    ArmMode,
+    Effect,
+    Event,
+    Exit,
+    Failed,
+    Interrupt,
+    Key,
+    Label,
+    Outcome,
+    ProposeOnly,
+    Saved,
+    SaveRecording,
+    Say,
+    SessionMachine,
+    SetArmMode,
+    Source,
+    Started,
+    StartPolicy,
+    StartRecording,
+    State,
+    Status,
+    StopPolicy,
+    Sync,
+    Synced,
+    TrainingStatus,
+    is_gating,
+)
+from h1_training.session.sync import SyncConfig, SyncProgress, sync_epoch
+
+Log = Callable[[str, str], None]   # (level "info" | "warn" | "error", text)
+LABEL_NOTE_ATTR = "label_note"     # extra attr beside layout.ATTR_SUCCESS (the contract allows extra attrs)
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+@dataclass
+class SessionSettings:
+    policy_host: str = "127.0.0.1"
+    policy_port: int = 8000
+    api_key: str = ""
+    model: str = ""                       # pin a model id on the server ("" = its deployed default)
+    save_dir: str = "data/h1_data_auto"   # must be the recorder's save_dir (the recorder's paths win, see sync)
+    rsync_target: str = ""                # "" = no sync: the data stays in save_dir
+    prompt: str = ""
+    ask_label: bool = True
+    last_seen_epoch: int = -1             # weights with an epoch <= this are not offered
+    poll_period_s: float = 1.0
+    poll_timeout_s: float = 2.0
+    control_rate_hz: float = 50.0
+    replan_steps: int = 25                # rows executed before the next chunk is requested (0 = whole chunk)
+    max_chunk_rows: int = 0               # execute at most this many rows of a chunk (0 = all)
+    skip_elapsed_rows: bool = True
+    connect_timeout_s: float = 3.0
+    connect_attempts: int = 2
+    inference_timeout_s: float = 2.0
+    state_timeout_s: float = 0.5
+    max_track_resumes: int = 3
+    sync_attempt_timeout_s: float = 1800.0
+    sync_io_timeout_s: float = 30.0
+    sync_attempts: int = 3
+    sync_bwlimit_kbps: int = 0
+    startup_timeout_s: float = 30.0
+    key_reply_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.policy_port) <= 65535:
+            raise ValueError(f"policy server port must be 1..65535, got {self.policy_port}")
+        if not self.policy_host.strip():
+            raise ValueError("policy server host is empty")
+        if not self.save_dir.strip():
+            raise ValueError("save_dir is empty")
+        positive = ("poll_period_s", "poll_timeout_s", "control_rate_hz", "connect_timeout_s",
+                    "inference_timeout_s", "state_timeout_s", "startup_timeout_s", "key_reply_timeout_s")
+        for name in positive:
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.replan_steps < 0 or self.max_chunk_rows < 0 or self.max_track_resumes < 0:
+            raise ValueError("replan_steps, max_chunk_rows and max_track_resumes must be >= 0")
+        if self.connect_attempts < 1:
+            raise ValueError("connect_attempts must be >= 1")
+
+    def sync_config(self) -> SyncConfig:
+        return SyncConfig(target=self.rsync_target, io_timeout_s=self.sync_io_timeout_s,
+                          attempt_timeout_s=self.sync_attempt_timeout_s, max_attempts=self.sync_attempts,
+                          bwlimit_kbps=self.sync_bwlimit_kbps)
+
+
+def load_training_config(path: str | Path) -> dict[str, Any]:
+    """The seed's ``training_config.yaml`` as SessionSettings fields (only the keys it sets).
+
+    Keys: ``policy_server.host``, ``policy_server.port``, ``rsync.target``, ``save_dir`` (the seed's), plus
+    ``policy_server.api_key``. ``robot.head_camera_server_ip`` belongs to camera_node (its ``head_address``).
+    """
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config {p} must be a mapping of sections, got {type(data).__name__}")
+    out: dict[str, Any] = {}
+
+    def section(name: str) -> dict:
+        value = data.get(name) or {}
+        if not isinstance(value, dict):
+            raise ValueError(f"config {p}: '{name}' must be a mapping, got {value!r}")
+        return value
+
+    server = section("policy_server")
+    if server.get("host"):
+        out["policy_host"] = str(server["host"])
+    if "port" in server:
+        port = server["port"]
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ValueError(f"config {p}: policy_server.port must be an integer, got {port!r}")
+        out["policy_port"] = port
+    if server.get("api_key"):
+        out["api_key"] = str(server["api_key"])
+    rsync = section("rsync")
+    if "target" in rsync:
+        out["rsync_target"] = "" if rsync["target"] is None else str(rsync["target"])
+    if data.get("save_dir"):
+        out["save_dir"] = str(data["save_dir"])
+    return out
+
+
+# Settings a parameter leaves to the config file when it has this "unset" value.
+FROM_CONFIG_WHEN_UNSET: dict[str, Any] = {"policy_host": "", "policy_port": 0, "api_key": "", "save_dir": "",
+                                          "rsync_target": ""}
+
+
+def resolve_settings(params: dict[str, Any], config: dict[str, Any] | None = None) -> SessionSettings:
+    """SessionSettings from node parameters and ``load_training_config`` values: a parameter that is set wins,
+    an unset one (FROM_CONFIG_WHEN_UNSET) takes the config file's value, else the default. The API key may also
+    come from ``$H1_POLICY_API_KEY``; ``sync_enabled: false`` turns sync off whatever the target."""
+    config = config or {}
+    fields = SessionSettings.__dataclass_fields__
+    kw = {k: v for k, v in params.items() if k in fields}
+    for name, unset in FROM_CONFIG_WHEN_UNSET.items():
+        if kw.get(name, unset) == unset:
+            kw.pop(name, None)
+            if name in config:
+                kw[name] = config[name]
+    if not kw.get("api_key"):
+        kw["api_key"] = os.environ.get("H1_POLICY_API_KEY", "")
+    if not params.get("sync_enabled", True):
+        kw["rsync_target"] = ""
+    return SessionSettings(**kw)
+
+
+# --- observation -------------------------------------------------------------------------------------------
+def decode_jpeg_rgb(data: bytes | bytearray | memoryview, size_wh: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A JPEG as HxWx3 uint8 RGB (the policy's colour order), resized to ``size_wh`` when given."""
+    import cv2
+
+    buf = np.frombuffer(data, np.uint8)
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+    img = cv2.imdecode(buf, rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"undecodable JPEG ({buf.size} bytes)")
+    if rgb_flag is None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    w, h = size_wh
+    if w > 0 and h > 0 and img.shape[:2] != (h, w):
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return img
+
+
+class ObservationBuilder:
+    """The policy server's observation (policy/obs.py) from the latest arm state and camera JPEGs.
+
+    ``refresh`` (set by the node) pulls the newest messages in; ``build`` then returns
+    ``{"state": [14] float32, "images": {cam_head, cam_left_wrist, cam_right_wrist: HxWx3 uint8 RGB},
+    "prompt": str}``. A state older than ``state_timeout_s`` (or none) is a ValueError: never infer on a stale
+    pose. A camera that has not published is left out (a policy that needs it says so in its error).
+    """
+
+    def __init__(self, prompt: str = "", *, send_images: bool = True, image_size: tuple[int, int] = (0, 0),
+                 state_timeout_s: float = 0.5, refresh: Callable[[ObservationBuilder], None] | None = None,
+                 wall_ns: Callable[[], int] = time.time_ns) -> None:
+        self.prompt = prompt
+        self.send_images = send_images
+        self.image_size = image_size
+        self.state_timeout_s = state_timeout_s
+        self.refresh = refresh
+        self._wall_ns = wall_ns
+        self._lock = threading.Lock()
+        self._state: np.ndarray | None = None
+        self._state_ns = 0
+        self._jpeg: dict[str, bytes] = {}
+        self._decoded: dict[str, np.ndarray] = {}
+
+    def set_state(self, positions: np.ndarray, stamp_ns: int) -> None:
+        with self._lock:
+            self._state, self._state_ns = np.asarray(positions, np.float32), int(stamp_ns)
+
+    def set_image(self, camera: str, jpeg: bytes) -> None:
+        """``camera``: a recorder name (robot_model.CAMERA_NAMES); decoded lazily at the next build."""
+        with self._lock:
+            self._jpeg[camera] = jpeg
+            self._decoded.pop(camera, None)
+
+    def build(self) -> dict:
+        if self.refresh is not None:
+            self.refresh(self)
+        with self._lock:
+            state, stamp, jpegs = self._state, self._state_ns, dict(self._jpeg)
+        if state is None:
+            raise ValueError("no joint_states received: is h1_arm_node running?")
+        age = (self._wall_ns() - stamp) / 1e9
+        if age > self.state_timeout_s:
+            raise ValueError(f"joint_states are {age:.2f} s old (limit {self.state_timeout_s} s): no fresh arm state")
+        if state.shape != (NUM_ARM_JOINTS,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"arm state is not {NUM_ARM_JOINTS} finite positions")
+        obs: dict[str, Any] = {"state": state.copy(), "prompt": self.prompt}
+        if self.send_images:
+            images = {}
+            for cam, data in jpegs.items():
+                img = self._decoded.get(cam)
+                if img is None:
+                    img = decode_jpeg_rgb(data, self.image_size)
+                    with self._lock:
+                        if self._jpeg.get(cam) is data:
+                            self._decoded[cam] = img
+                images[HDF5_TO_OBS_CAMERA.get(cam, cam)] = img
+            obs["images"] = images
+        return obs
+
+
+# --- policy loop -------------------------------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    actions: np.ndarray        # [rows, 14] float32
+    tick0: int                 # control tick its observation was taken at (row 0 belongs to it)
+    model_version: str
+    first_row: int = -1        # row the control thread started this chunk at (-1: not yet used)
+
+
+@dataclass
+class LoopStats:
+    ticks: int = 0
+    late_ticks: int = 0        # ticks that started more than one period late
+    held_ticks: int = 0        # ticks that repeated a chunk's last row waiting for the next chunk
+    inferences: int = 0
+    infer_ms_last: float = 0.0
+    infer_ms_max: float = 0.0
+
+
+class PolicyLoop:
+    """Run a policy from the server at the control rate; see the module docstring.
+
+    ``publish(row[14] float32, model_version, proposal)`` sends one target; ``observe()`` returns an
+    observation (ValueError when there is none); ``on_failure(reason)`` is called once, from a loop thread,
+    after publishing stopped.
+    """
+
+    def __init__(self, client: PolicyClient, observe: Callable[[], dict],
+                 publish: Callable[[np.ndarray, str, bool], None], on_failure: Callable[[str], None], *,
+                 rate_hz: float = 50.0, replan_steps: int = 25, max_chunk_rows: int = 0,
+                 skip_elapsed_rows: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.observe = observe
+        self.publish = publish
+        self.on_failure = on_failure
+        self.period = 1.0 / rate_hz
+        self.replan_steps = replan_steps
+        self.max_chunk_rows = max_chunk_rows
+        self.skip_elapsed_rows = skip_elapsed_rows
+        self.clock = clock
+        self.stats = LoopStats()
+        self.model_version = ""
+        self.proposal = False
+        self.failure = ""
+        self._stop = threading.Event()
+        self._request = threading.Event()
+        self._lock = threading.Lock()
+        self._next: _Chunk | None = None
+        self._t0 = 0.0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def running(self) -> bool:
+        return bool(self._threads) and not self._stop.is_set()
+
+    def _tick_now(self) -> int:
+        return int((self.clock() - self._t0) / self.period)
+
+    def _infer(self, tick0: int) -> _Chunk:
+        obs = self.observe()
+        t = time.perf_counter()
+        result = check_result(self.client.infer(obs))
+        ms = (time.perf_counter() - t) * 1000.0
+        self.stats.inferences += 1
+        self.stats.infer_ms_last, self.stats.infer_ms_max = ms, max(self.stats.infer_ms_max, ms)
+        actions = result["actions"]
+        if self.max_chunk_rows:
+            actions = actions[: self.max_chunk_rows]
+        version = str(result.get("model_id") or self.client.metadata.get("model_id") or "")
+        self.model_version = version
+        return _Chunk(np.ascontiguousarray(actions, np.float32), tick0, version)
+
+    def start(self) -> None:
+        """Connect, get the first chunk (so a dead server or a bad observation fails here, before TRACK), then
+        start publishing. Raises PolicyClientError or ValueError (the client is closed then)."""
+        try:
+            self.client.connect()
+            self._t0 = self.clock()
+            self._next = self._infer(0)
+        except BaseException:
+            self.client.close()
+            raise
+        self._threads = [threading.Thread(target=self._control, name="policy-control", daemon=True),
+                         threading.Thread(target=self._inference, name="policy-inference", daemon=True)]
+        for th in self._threads:
+            th.start()
+
+    def set_proposal(self, proposal: bool) -> None:
+        self.proposal = proposal
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Publishing has stopped when this returns (the control thread is joined). An inference in flight ends
+        by itself (at most the client's request timeout) and its thread closes the connection."""
+        self._stop.set()
+        self._request.set()
+        for th in self._threads:
+            if th.name == "policy-control" and th is not threading.current_thread():
+                th.join(timeout)
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self.failure = reason
+            self._stop.set()
+        self._request.set()
+        self.on_failure(reason)
+
+    def _control(self) -> None:
+        chunk: _Chunk | None = None
+        requested = False
+        try:
+            while not self._stop.is_set():
+                k = self._tick_now()
+                with self._lock:
+                    fresh, self._next = self._next, None
+                if fresh is not None:
+                    chunk, requested = fresh, False
+                    if not self.skip_elapsed_rows:
+                        chunk.tick0 = k          # row 0 now, whatever the inference latency was
+                    chunk.first_row = max(k - chunk.tick0, 0)
+                assert chunk is not None
+                rows = chunk.actions.shape[0]
+                idx = max(k - chunk.tick0, 0)
+                held = idx >= rows
+                row = chunk.actions[min(idx, rows - 1)]
+                executed = idx - chunk.first_row + 1
+                if not requested and (idx >= rows - 1 or (self.replan_steps and executed >= self.replan_steps)):
+                    requested = True
+                    self._request.set()
+                if self._stop.is_set():
+                    break
+                self.publish(row, chunk.model_version, self.proposal)
+                self.stats.ticks += 1
+                self.stats.held_ticks += held
+                if self.clock() - (self._t0 + k * self.period) > self.period:
+                    self.stats.late_ticks += 1
+                # the next tick on the time grid: a late tick is skipped, never made up for by a burst
+                next_k = max(k + 1, self._tick_now() + 1)
+                self._stop.wait(max(0.0, self._t0 + next_k * self.period - self.clock()))
+        except Exception as exc:  # noqa: BLE001 - any error ends publishing and is reported
+            self._fail(f"control loop error: {type(exc).__name__}: {exc}")
+
+    def _inference(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._request.wait(timeout=0.1):
+                    continue
+                self._request.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    chunk = self._infer(self._tick_now())
+                except (PolicyClientError, ValueError, OSError, TimeoutError) as exc:
+                    self._fail(str(exc))
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(f"inference error: {type(exc).__name__}: {exc}")
+                    return
+                with self._lock:
+                    self._next = chunk
+        finally:
+            self.client.close()
+
+
+# --- the runner --------------------------------------------------------------------------------------------
+class EffectError(RuntimeError):
+    """A port could not do what an effect asked (the message is for the operator)."""
+
+
+class SessionPorts(Protocol):
+    """The robot side, as the node provides it. Blocking calls with their own timeouts; raise EffectError."""
+
+    def wait_ready(self, timeout: float) -> list[str]: ...               # names of services still missing
+    def set_arm_mode(self, mode: ArmMode) -> None: ...
+    def start_recording(self, epoch: int, index: int, prompt: str) -> tuple[int, str]: ...   # (index, path)
+    def save_recording(self, label: int) -> Saved: ...
+    def publish_action(self, action: np.ndarray, model_version: str, proposal: bool) -> None: ...
+    def observation(self) -> dict: ...
+    def publish_status(self, snapshot: Snapshot) -> None: ...
+    def log(self, level: str, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything SessionStatus carries."""
+    status: Status
+    recording: bool
+    policy_running: bool
+    proposal_only: bool
+    arm_mode: str
+    model_version: str
+    policy_frames: int
+    human_frames: int
+    sync_progress: str
+    lines: tuple[str, ...]
+    lines_seq: int
+    last_error: str
+
+
+@dataclass(frozen=True)
+class _ResumeTrack:
+    """Internal: the arm's watchdog dropped TRACK to HOLD while the policy is healthy."""
+    episode: int
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.outcome: Outcome | None = None
+
+    def set(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.event.set()
+
+
+_STOP = object()
+_SOURCE: dict[type, Source] = {SetArmMode: "arm", StartRecording: "recorder", SaveRecording: "recorder",
+                               StartPolicy: "policy", ProposeOnly: "policy", StopPolicy: "policy", Sync: "sync"}
+
+
+@dataclass
+class _Live:
+    """The recorder's live counts while recording."""
+    policy_frames: int = 0
+    human_frames: int = 0
+    valid: bool = False
+
+
+@dataclass
+class SessionRunner:
+    settings: SessionSettings
+    ports: SessionPorts
+    make_client: Callable[[], PolicyClient] | None = None
+    machine: SessionMachine = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.machine = SessionMachine(ask_label=s.ask_label, last_seen_epoch=s.last_seen_epoch, prompt=s.prompt)
+        if self.make_client is None:
+            self.make_client = lambda: PolicyClient(
+                s.policy_host, s.policy_port, api_key=s.api_key or None, model=s.model or None,
+                connect_timeout=s.connect_timeout_s, request_timeout=s.inference_timeout_s,
+                max_attempts=s.connect_attempts, backoff_s=0.3, max_backoff_s=1.0)
+        self.done = threading.Event()
+        self.exit_reason = ""
+        self.data_dir = Path(s.save_dir)
+        self.loop: PolicyLoop | None = None
+        self._q: queue.Queue = queue.Queue()
+        self._mlock = threading.RLock()        # the machine and the fields below
+        self._pub_lock = threading.Lock()      # taken before _mlock, never after
+        self._lines: list[str] = []
+        self._last_lines: tuple[str, ...] = ()
+        self._lines_seq = 0
+        self._arm_mode = ""
+        self._episode = 0                      # counts StartRecording, tags watchdog resumes
+        self._track_resumes = 0
+        self._recorder_error = ""
+        self._live = _Live()
+        self._note = ""
+        self._warning = ""
+        self._model_version = ""
+        self._sync_progress = ""
+        self._sync_progress_t = 0.0
+        self._sync_cancel: threading.Event | None = None
+        self._sync_thread: threading.Thread | None = None
+        self._exit_pending = False
+        self._worker = threading.Thread(target=self._work, name="session-worker", daemon=True)
+        self._poller = threading.Thread(target=self._poll, name="session-poll", daemon=True)
+
+    # --- public: lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._worker.start()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop everything (node shutdown). The arm is never left tracking: the policy stops publishing first,
+        then HOLD is asked for when the machine believes the arm tracks."""
+        if self.loop is not None:
+            self.loop.stop()
+        if self._sync_cancel is not None:
+            self._sync_cancel.set()
+        if self.machine.arm == ArmMode.TRACK:
+            try:
+                self.ports.set_arm_mode(ArmMode.HOLD)
+            except Exception as exc:  # noqa: BLE001 - the watchdog holds the arm anyway (no commands)
+                self.ports.log("warn", f"could not set the arm to HOLD at shutdown ({exc}); the arm's command "
+                                       "watchdog holds it")
+        self.done.set()
+        self._q.put((_STOP, None))
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout)
+
+    def force_stop(self) -> None:
+        """Second Ctrl+C: stop publishing now and exit without waiting for the save."""
+        if self.loop is not None:
+            self.loop.stop(timeout=0.2)
+        if self._sync_cancel is not None:
+            self._sync_cancel.set()
+        self.exit_reason = self.exit_reason or "second Ctrl+C"
+        self.done.set()
+
+    # --- public: inputs ----------------------------------------------------------------------------------
+    def submit(self, event: Any, wait: bool = False, timeout: float | None = None) -> Outcome | None:
+        if self.done.is_set():
+            return Outcome(self.machine.state, (), accepted=False, reason="the session is stopping")
+        waiter = _Waiter() if wait else None
+        self._q.put((event, waiter))
+        if waiter is None:
+            return None
+        waiter.event.wait(self.settings.key_reply_timeout_s if timeout is None else timeout)
+        return waiter.outcome
+
+    def key(self, key: str) -> Outcome | None:
+        """An operator key; returns the machine's outcome (None: still queued behind a slow effect)."""
+        return self.submit(Key(key), wait=True)
+
+    def interrupt(self) -> None:
+        self.submit(Interrupt())
+
+    def label(self, success: int, note: str = "", file_path: str = "") -> tuple[bool, str]:
+        if success not in (LABEL_FAILED, LABEL_SUCCESS):
+            return False, f"success must be {LABEL_FAILED} (failed) or {LABEL_SUCCESS} (succeeded), not {success}"
+        if file_path:
+            return self._relabel_file(file_path, success, note)
+        out = self.submit(Label(success), wait=True)
+        if out is None:
+            return True, "label queued"
+        if out.accepted and note:
+            with self._mlock:
+                self._note = note
+        return out.accepted, out.reason or f"labeled {'success' if success else 'failure'}"
+
+    def on_arm_mode(self, mode: str) -> None:
+        with self._mlock:
+            prev, self._arm_mode = self._arm_mode, mode
+            state, arm, episode = self.machine.state, self.machine.arm, self._episode
+        if mode == prev:
+            return
+        if mode in ("ESTOP", "FAULT"):
+            self.submit(Failed("arm", f"arm went to {mode}" + (" (E-STOP latched)" if mode == "ESTOP" else
+                                                               " (no rt/lowstate from the robot)")))
+        elif mode == "HOLD" and prev == "TRACK" and state == State.EXECUTING and arm == ArmMode.TRACK:
+            self.submit(_ResumeTrack(episode))
+        else:
+            self.publish()
+
+    def on_recorder_status(self, error: bool, message: str, recording: bool, policy_frames: int,
+                           human_frames: int) -> None:
+        with self._mlock:
+            if recording:
+                self._live = _Live(policy_frames, human_frames, True)
+            report = (error and message and message != self._recorder_error and self.machine.recording
+                      and not self.machine.save_pending)
+            self._recorder_error = message if error else ""
+        if report:
+            self.submit(Failed("recorder", message))
+
+    # --- status ------------------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        with self._mlock:
+            st = self.machine.status()
+            loop = self.loop
+            live = self._live if (self.machine.recording and self._live.valid) else None
+            return Snapshot(
+                status=st, recording=self.machine.recording, policy_running=bool(loop and loop.running),
+                proposal_only=bool(loop and loop.running and loop.proposal), arm_mode=self._arm_mode,
+                model_version=self._model_version,
+                policy_frames=live.policy_frames if live else st.policy_frames,
+                human_frames=live.human_frames if live else st.human_frames,
+                sync_progress=self._sync_progress if st.state == State.SYNCING else "",
+                lines=self._last_lines, lines_seq=self._lines_seq,
+                last_error=st.last_error or self._warning)
+
+    def publish(self) -> None:
+        # one publisher at a time (worker, timer, callbacks): an older snapshot never follows a newer one
+        try:
+            with self._pub_lock:
+                self.ports.publish_status(self.snapshot())
+        except Exception as exc:  # noqa: BLE001 - a status that cannot be published must not stop the session
+            self.ports.log("warn", f"status not published: {exc}")
+
+    def _flush_lines(self) -> None:
+        with self._mlock:
+            if self._lines:
+                self._last_lines, self._lines = tuple(self._lines), []
+                self._lines_seq += 1
+        self.publish()
+
+    # --- worker ------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        missing = self.ports.wait_ready(self.settings.startup_timeout_s)
+        if missing:
+            self.ports.log("warn", f"not available after {self.settings.startup_timeout_s:.0f} s: "
+                                   f"{', '.join(missing)}; starting anyway (their effects fail until they are up)")
+        self._process(None, None)
+        self._poller.start()
+        while not self.done.is_set():
+            item, waiter = self._q.get()
+            if item is _STOP:
+                break
+            try:
+                self._process(item, waiter)
+            except Exception as exc:  # noqa: BLE001 - a bug must not leave the arm tracking
+                self.ports.log("error", f"session error: {type(exc).__name__}: {exc}; stopping the policy, arm HOLD")
+                if self.loop is not None:
+                    self.loop.stop()
+                try:
+                    self.ports.set_arm_mode(ArmMode.HOLD)
+                except Exception:  # noqa: BLE001
+                    pass
+                if waiter is not None and waiter.outcome is None:
+                    waiter.set(Outcome(self.machine.state, (), accepted=False, reason=f"session error: {exc}"))
+            if self._exit_pending:
+                self.done.set()
+        # wake anyone still waiting for a reply
+        while True:
+            try:
+                _, waiter = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if waiter is not None:
+                waiter.set(Outcome(self.machine.state, (), accepted=False, reason="the session is stopping"))
+
+    def _process(self, first: Any, waiter: _Waiter | None) -> None:
+        pending: deque = deque([first])
+        head = True
+        while pending and not self.done.is_set():
+            ev = pending.popleft()
+            if isinstance(ev, _ResumeTrack):
+                pending.extendleft(reversed(self._resume_track(ev)))
+                continue
+            with self._mlock:
+                out = self.machine.start() if ev is None else self.machine.event(ev)
+            if head and waiter is not None:
+                waiter.set(out)
+            head = False
+            if not out.accepted:
+                if not isinstance(ev, Key):  # a refused key is answered to the caller
+                    self.ports.log("warn", f"event {type(ev).__name__} ignored: {out.reason}")
+                self.publish()
+                continue
+            results = self._execute(out.effects)
+            self._flush_lines()
+            pending.extendleft(reversed(results))
+
+    def _execute(self, effects: tuple[Effect, ...]) -> list[Event]:
+        results: list[Event] = []
+        failures: list[Event] = []
+        for eff in effects:
+            if not isinstance(eff, Say) and self._lines:
+                self._flush_lines()  # the operator sees "[SAVING] ..." before the save runs
+            try:
+                ev = self._do(eff)
+            except EffectError as exc:
+                failures.append(Failed(_SOURCE.get(type(eff), "policy"), str(exc), eff))
+                if is_gating(eff):
+                    break
+                continue
+            if ev is not None:
+                results.append(ev)
+        return results + failures
+
+    def _do(self, eff: Effect) -> Event | None:
+        if isinstance(eff, Say):
+            self.ports.log(eff.level, eff.text)
+            with self._mlock:
+                self._lines.append(eff.text)
+            return None
+        if isinstance(eff, SetArmMode):
+            self.ports.set_arm_mode(eff.mode)
+            return None
+        if isinstance(eff, StartRecording):
+            return self._start_recording(eff)
+        if isinstance(eff, SaveRecording):
+            return self._save_recording(eff)
+        if isinstance(eff, StartPolicy):
+            self._start_policy(eff)
+            return None
+        if isinstance(eff, ProposeOnly):
+            if self.loop is not None:
+                self.loop.set_proposal(True)
+            return None
+        if isinstance(eff, StopPolicy):
+            self._stop_policy()
+            return None
+        if isinstance(eff, Sync):
+            return self._start_sync(eff.epoch)
+        if isinstance(eff, Exit):
+            self._exit(eff.reason)
+            return None
+        raise TypeError(f"unknown effect {eff!r}")
+
+    # --- effects -----------------------------------------------------------------------------------------
+    def _start_recording(self, eff: StartRecording) -> Started:
+        index, path = self.ports.start_recording(eff.epoch, eff.episode_index, eff.prompt)
+        with self._mlock:
+            self._episode += 1
+            self._track_resumes = 0
+            self._note = ""
+            self._warning = ""
+            self._live = _Live()
+        if path:
+            recorder_dir = Path(path).parent.parent
+            if recorder_dir.resolve() != self.data_dir.resolve():
+                self.ports.log("warn", f"the recorder writes into {recorder_dir}, not save_dir {self.data_dir}: "
+                                       f"syncing from {recorder_dir} (set the same save_dir on both)")
+            self.data_dir = recorder_dir
+        return Started(index, path)
+
+    def _save_recording(self, eff: SaveRecording) -> Saved:
+        saved = self.ports.save_recording(eff.success_label)
+        with self._mlock:
+            note, self._note = self._note, ""
+            self._live = _Live()
+        if note and saved.path:
+            ok, msg = self._relabel_file(saved.path, eff.success_label, note, check_dir=False)
+            if not ok:
+                self.ports.log("warn", f"label note not stored: {msg}")
+        return saved
+
+    def _start_policy(self, eff: StartPolicy) -> None:
+        self._stop_policy()
+        s = self.settings
+        assert self.make_client is not None
+        loop = PolicyLoop(self.make_client(), self.ports.observation, self.ports.publish_action,
+                          lambda reason: self._on_loop_failure(loop, reason), rate_hz=s.control_rate_hz,
+                          replan_steps=s.replan_steps, max_chunk_rows=s.max_chunk_rows,
+                          skip_elapsed_rows=s.skip_elapsed_rows)
+        with self._mlock:
+            self.loop = loop  # before its threads run, so that their failure is not taken for a stale loop's
+        try:
+            loop.start()
+        except (PolicyClientError, ValueError, OSError, TimeoutError) as exc:
+            with self._mlock:
+                self.loop = None
+            raise EffectError(str(exc)) from exc
+        with self._mlock:
+            self._model_version = loop.model_version
+        self.ports.log("info", f"  Policy: model {loop.model_version or '?'} (epoch {eff.epoch} weights) at "
+                               f"{s.control_rate_hz:g} Hz, {loop.client.metadata.get('action_horizon', '?')}-row "
+                               f"chunks, next chunk after {s.replan_steps or 'the whole chunk'} rows; first "
+                               f"inference {loop.stats.infer_ms_last:.0f} ms")
+
+    def _stop_policy(self) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        loop.stop()
+        st = loop.stats
+        self.ports.log("info", f"  Policy stopped: {st.ticks} targets sent, {st.inferences} inferences "
+                               f"(last {st.infer_ms_last:.0f} ms, max {st.infer_ms_max:.0f} ms), "
+                               f"{st.late_ticks} late ticks, {st.held_ticks} ticks waiting for a chunk")
+        with self._mlock:
+            self.loop = None
+
+    def _on_loop_failure(self, loop: PolicyLoop, reason: str) -> None:
+        """From a loop thread, after it stopped publishing."""
+        if loop is not self.loop:
+            return
+        if loop.proposal:
+            # the human has the arm: nothing is driven by the policy, so the episode goes on without proposals
+            with self._mlock:
+                self._warning = f"policy: {reason} (proposals stopped)"
+            self.ports.log("warn", f"  Policy failed while the human has the arm: {reason}; proposals stopped, "
+                                   "the episode goes on")
+            self.publish()
+            return
+        self.submit(Failed("policy", reason))
+
+    def _resume_track(self, ev: _ResumeTrack) -> list[Event]:
+        with self._mlock:
+            loop = self.loop
+            valid = (ev.episode == self._episode and self.machine.state == State.EXECUTING
+                     and self.machine.arm == ArmMode.TRACK and loop is not None and loop.running
+                     and not loop.proposal)
+            if not valid:
+                return []
+            self._track_resumes += 1
+            n = self._track_resumes
+        limit = self.settings.max_track_resumes
+        if n > limit:
+            return [Failed("arm", f"the arm fell back to HOLD (command watchdog) {n} times in this episode")]
+        self._do(Say(f"  Arm fell back to HOLD (command watchdog: a late arm_command); TRACK again ({n}/{limit})",
+                     "warn"))
+        self._flush_lines()
+        try:
+            self.ports.set_arm_mode(ArmMode.TRACK)
+        except EffectError as exc:
+            return [Failed("arm", f"TRACK after a watchdog HOLD refused: {exc}")]
+        return []
+
+    def _start_sync(self, epoch: int) -> Event | None:
+        target = self.settings.rsync_target.strip()
+        if not target:
+            self._do(Say(f"  No rsync target configured: epoch {epoch} stays in {self.data_dir}", "warn"))
+            return Synced(0, 0, 0.0)
+        try:
+            cfg = self.settings.sync_config()
+        except ValueError as exc:
+            raise EffectError(str(exc)) from exc
+        cancel = threading.Event()
+        src = self.data_dir
+        self._sync_progress = ""
+
+        def work() -> None:
+            res = sync_epoch(src, epoch, cfg, on_progress=self._on_sync_progress, cancel=cancel)
+            if cancel.is_set():
+                return
+            if res.ok:
+                self.ports.log("info", f"  rsync {src}/{layout.session_dir('', epoch).name}/ -> {res.dest}: "
+                                       f"{res.files} file(s) in {res.attempts} attempt(s)")
+                self.submit(Synced(res.files, res.bytes, res.seconds))
+            else:
+                self.submit(Failed("sync", res.error + (f" ({res.detail})" if res.detail else "")))
+
+        self._sync_cancel = cancel
+        self._sync_thread = threading.Thread(target=work, name="session-sync", daemon=True)
+        self._sync_thread.start()
+        return None
+
+    def _on_sync_progress(self, p: SyncProgress) -> None:
+        self._sync_progress = f"{p.percent}% {p.rate} ({p.files_transferred} file(s))"
+        now = time.monotonic()
+        if now - self._sync_progress_t >= 0.5:
+            self._sync_progress_t = now
+            self.publish()
+
+    def _exit(self, reason: str) -> None:
+        if self._sync_cancel is not None and self._sync_thread is not None and self._sync_thread.is_alive():
+            self._sync_cancel.set()
+            self._sync_thread.join(5.0)
+        self.exit_reason = reason
+        self._exit_pending = True   # the worker stops after this chain (the save's lines are still said)
+
+    # --- polling -----------------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        s = self.settings
+        while not self.done.is_set():
+            if self.machine.state == State.WAITING:
+                try:
+                    st = get_training_status(s.policy_host, s.policy_port, api_key=s.api_key or None,
+                                             timeout=s.poll_timeout_s)
+                    self.submit(TrainingStatus(bool(st["ready"]), int(st["epoch"])))
+                except (PolicyClientError, ValueError, TypeError) as exc:
+                    self.submit(Failed("poll", str(exc)))
+            self.done.wait(s.poll_period_s)
+
+    # --- labels ------------------------------------------------------------------------------------------
+    def _relabel_file(self, file_path: str, success: int, note: str, check_dir: bool = True) -> tuple[bool, str]:
+        """Label a saved episode: layout.ATTR_SUCCESS (and the note) in its HDF5 attrs."""
+        import h5py
+
+        path = Path(file_path)
+        if check_dir:
+            try:
+                path.resolve().relative_to(self.data_dir.resolve())
+            except ValueError:
+                return False, f"{file_path} is not an episode under {self.data_dir}"
+        if path.suffix != ".hdf5" or not path.is_file():
+            return False, f"no saved episode at {file_path}"
+        try:
+            with h5py.File(path, "r+") as f:
+                f.attrs[layout.ATTR_SUCCESS] = int(success)
+                if note:
+                    f.attrs[LABEL_NOTE_ATTR] = note
+        except OSError as exc:
+            return False, f"cannot label {file_path}: {exc}"
+        return True, f"labeled {path.name} {'success' if success else 'failure'}"
+

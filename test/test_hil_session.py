@@ -1,0 +1,203 @@
+"""hil_session against the real parts over loopback: the sim profile's nodes (emulated robot, real drivers, recorder),
+``h1-training serve`` with its scripted model on a free port, and the session node itself, driven through its
+services the way hil_console does it. The episode file, the synced folder, the arm's mode topic and the session's
+status tell what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from h1_training.bringup import load_profile
+from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
+from h1_training.nodes.hil_session_node import STATUS_QOS
+from h1_training.policy.autotrain import SYNC_MARKER
+from h1_training.policy.scripted import REACH_TARGET_RAD
+from h1_training.recording.layout import read_episode
+from h1_training_interfaces.msg import SessionStatus
+from h1_training_interfaces.srv import LabelEpisode, SessionCommand
+
+SEED_ORDER = ["WAITING", "READY", "EXECUTING", "LABELING", "DAMPING", "SAVING", "DECIDING", "SYNCING", "WAITING"]
+
+
+def start_sim(procs, save_dir: Path) -> None:
+    for node in load_profile("sim").nodes:
+        extra = ["-p", f"save_dir:={save_dir}"] if node.executable == "episode_recorder" else []
+        procs.start_executable(node.name, node.executable, node.argv_tail() + extra)
+
+
+@pytest.fixture
+def hil(procs, probe, tmp_path):
+    data, synced = tmp_path / "data", tmp_path / "synced"
+    synced.mkdir()
+    start_sim(procs, data)
+    server = procs.start_executable("policy_server", "h1-training", ["serve", "--port", "0"])
+    line = procs.wait_for_line("policy_server", lambda s: "listening on ws://" in s, timeout=60)
+    port = int(line.rsplit(":", 1)[1])
+    status = probe.capture(SessionStatus, "/hil_session/status", STATUS_QOS)
+    modes = probe.capture(String, "/arm/mode", LATCHED_QOS)
+    joints = probe.capture(JointState, "/joint_states", SENSOR_QOS, keep=5)
+    session = procs.start_executable("hil_session", "hil_session", [
+        "--ros-args", "-p", "policy_host:=127.0.0.1", "-p", f"policy_port:={port}", "-p", f"save_dir:={data}",
+        "-p", f"rsync_target:={synced}/", "-p", "poll_period_s:=0.3", "-p", "prompt:=reach forward"])
+    # the robot side is up when the arm publishes measured joint states and the recorder serves
+    joints.wait(1, timeout=60)
+    probe.wait_for_service("/episode_recorder/start", timeout=60)
+    return SimpleNamespace(data=data, synced=synced, server=server, session=session, status=status, modes=modes)
+
+
+def wait_status(status, pred, timeout: float, after: int = 0):
+    """The first status (from index ``after``) that satisfies ``pred``; returns (index, msg)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msgs = list(status.messages)
+        for i in range(after, len(msgs)):
+            if pred(msgs[i]):
+                return i, msgs[i]
+        time.sleep(0.02)
+    last = status.last()
+    raise TimeoutError(f"no matching status in {timeout:.0f} s; last: "
+                       f"{None if last is None else (last.state_name, last.message, last.last_error)}")
+
+
+def press(probe, key: str) -> SessionCommand.Response:
+    reply = probe.call(SessionCommand, "/hil_session/command", SessionCommand.Request(key=key), timeout=30)
+    assert reply.accepted, f"{key!r} refused: {reply.message} (state {reply.state_name})"
+    return reply
+
+
+def in_state(name: str):
+    return lambda m: m.state_name == name
+
+
+def states_in_order(status) -> list[str]:
+    seen: list[str] = []
+    for m in list(status.messages):
+        if not seen or seen[-1] != m.state_name:
+            seen.append(m.state_name)
+    return seen
+
+
+def said(status) -> list[str]:
+    lines, seqs = [], set()
+    for m in list(status.messages):
+        if m.lines_seq not in seqs:
+            seqs.add(m.lines_seq)
+            lines.extend(m.lines)
+    return lines
+
+
+def test_seed_session_policy_then_human_then_save_and_sync(hil, probe, procs):
+    st = hil.status
+    i, _ = wait_status(st, in_state("READY"), timeout=60)
+    press(probe, "y")
+    # ~2 s of policy control (the recorder's live count, 50 Hz)
+    i, _ = wait_status(st, lambda m: m.state_name == "EXECUTING" and m.policy_frames >= 100, timeout=30, after=i)
+    assert st.messages[i].policy_running and st.messages[i].model_version == "scripted"
+    hil.modes.wait(where=lambda m: m.data == "TRACK", timeout=10)
+    press(probe, "s")
+    i, _ = wait_status(st, in_state("LABELING"), timeout=15, after=i)
+    reply = probe.call(LabelEpisode, "/hil_session/label", LabelEpisode.Request(success=1, note="reached"))
+    assert reply.accepted, reply.message
+    i, _ = wait_status(st, lambda m: m.state_name == "DAMPING" and m.human_frames >= 50, timeout=30, after=i)
+    assert st.messages[i].proposal_only
+    press(probe, "e")
+    i, saved = wait_status(st, in_state("DECIDING"), timeout=30, after=i)
+    press(probe, "n")
+    i, _ = wait_status(st, in_state("WAITING"), timeout=60, after=i)
+    assert st.messages[i].last_error == "", st.messages[i].last_error
+
+    assert states_in_order(st) == SEED_ORDER
+    lines = said(st)
+    for expected in ("[READY] New weights available!", "[EXECUTING] Running policy (epoch 0)",
+                     "[LABELING] Policy stopped, robot in damping mode. Did the policy succeed?",
+                     "[DAMPING] Robot in damping mode - adjust pose freely", "[SAVING] Saving episode data...",
+                     "[DECIDING] What's next?", "[SYNCING] Uploading data to remote server..."):
+        assert expected in lines, (expected, lines)
+    path = Path(saved.last_episode_path)
+    assert f"  Saved: {path}" in lines and path == hil.data / "training_session_epoch0" / "episode_0.hdf5"
+    procs.wait_for_line("hil_session", lambda s: "[SYNCING] Uploading data to remote server..." in s, timeout=5)
+
+    ep = read_episode(path, with_images=False)
+    phase = np.array(ep.phase)
+    policy, human = phase == "policy", phase == "human"
+    model = np.array(ep.model_version)
+    driven = policy & (model == "scripted")
+    assert driven.sum() >= 80 and human.sum() >= 40, (driven.sum(), human.sum())
+    # one policy stretch, then one human stretch; the machine puts the arm in HOLD before it saves, and the
+    # recorder stores those last frames as non-damping ("policy") frames holding the pose, without a model
+    first_human, last_human = np.flatnonzero(human).min(), np.flatnonzero(human).max()
+    assert np.flatnonzero(policy[:last_human]).max() < first_human, "policy frames inside the human phase"
+    tail = slice(last_human + 1, None)
+    assert np.all(model[tail] == "") and len(phase[tail]) <= 25, (model[tail], len(phase[tail]))
+    # the server's scripted reach: targets converge on its reach pose (each new chunk is planned from the measured
+    # pose, which trails the last target a little), and the arm followed them
+    gap = np.abs(ep.action[driven] - REACH_TARGET_RAD).max(axis=1)
+    assert gap[-1] < gap[0] - 0.15 and np.diff(gap).max() < 0.1, gap
+    arm_gap = np.abs(ep.qpos[driven] - REACH_TARGET_RAD).max(axis=1)
+    assert arm_gap[-1] < arm_gap[0] - 0.1, arm_gap
+    assert np.all(ep.action[human] == 0) and np.all(model[human] == "")
+    assert int(ep.attrs["success"]) == 1 and ep.attrs.get("label_note") == "reached"
+
+    remote = hil.synced / "training_session_epoch0"
+    assert (remote / "episode_0.hdf5").read_bytes() == path.read_bytes()
+    assert (remote / SYNC_MARKER).is_file()
+
+    # Ctrl+C in WAITING: the session stops cleanly (nothing to save), arm left in HOLD
+    assert procs.stop_one(hil.session, timeout=20) == 0, hil.session.output()[-3000:]
+    assert hil.modes.last().data == "HOLD"
+    assert status_last(st).state_name == "STOPPED"
+
+
+def status_last(status):
+    return status.last()
+
+
+def test_policy_server_killed_while_executing_stops_the_arm_and_keeps_the_data(hil, probe, procs):
+    st = hil.status
+    i, _ = wait_status(st, in_state("READY"), timeout=60)
+    press(probe, "y")
+    i, _ = wait_status(st, lambda m: m.state_name == "EXECUTING" and m.policy_frames >= 40, timeout=30, after=i)
+    hil.modes.wait(where=lambda m: m.data == "TRACK", timeout=10)
+    os.killpg(hil.server.proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    i, msg = wait_status(st, in_state("DECIDING"), timeout=30, after=i)
+    assert msg.last_error.startswith("policy: "), msg.last_error
+    assert not msg.policy_running and msg.arm_mode in ("HOLD", "DAMPING")
+    assert hil.modes.last().data in ("HOLD", "DAMPING")
+    # after the kill nothing drove the arm: TRACK left within the chunk that was already being executed
+    track_exit = [t for m, t in zip(list(hil.modes.messages), list(hil.modes.times)) if m.data != "TRACK"][-1]
+    assert track_exit - killed < 3.0
+    lines = said(st)
+    assert any(line.startswith("  Policy failed: ") for line in lines), lines
+    path = Path(msg.last_episode_path)
+    assert path.is_file()
+    ep = read_episode(path, with_images=False)
+    assert np.sum(np.array(ep.model_version) == "scripted") >= 30
+    # Ctrl+C now: exits 0, the arm stays out of TRACK
+    assert procs.stop_one(hil.session, timeout=20) == 0, hil.session.output()[-3000:]
+    assert hil.modes.last().data in ("HOLD", "DAMPING")
+
+
+def test_ctrl_c_while_executing_saves_the_episode_and_holds_the_arm(hil, probe, procs):
+    st = hil.status
+    i, _ = wait_status(st, in_state("READY"), timeout=60)
+    press(probe, "y")
+    i, _ = wait_status(st, lambda m: m.state_name == "EXECUTING" and m.policy_frames >= 40, timeout=30, after=i)
+    hil.modes.wait(where=lambda m: m.data == "TRACK", timeout=10)
+    assert procs.stop_one(hil.session, timeout=20) == 0, hil.session.output()[-3000:]
+    assert hil.modes.last().data == "HOLD"
+    out = hil.session.output()
+    assert "[STOPPED] Ctrl+C: data saved, exiting" in out and "Saved: " in out
+    files = sorted(hil.data.rglob("episode_*.hdf5"))
+    assert len(files) == 1
+    ep = read_episode(files[0], with_images=False)
+    assert np.sum(np.array(ep.model_version) == "scripted") >= 30
