@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
 from h1_training.nodes.hil_session_node import STATUS_QOS
 from h1_training.policy.autotrain import SYNC_MARKER
 from h1_training.policy.scripted import REACH_TARGET_RAD
+from h1_training.procs import loopback_ros_env, resolve_executable
 from h1_training.recording.layout import read_episode
 from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand
@@ -95,7 +97,7 @@ def said(status) -> list[str]:
     return lines
 
 
-def test_seed_session_policy_then_human_then_save_and_sync(hil, probe, procs):
+def test_seed_session_policy_then_human_then_save_and_sync(hil, probe, procs, domain_id):
     st = hil.status
     i, _ = wait_status(st, in_state("READY"), timeout=60)
     press(probe, "y")
@@ -151,14 +153,17 @@ def test_seed_session_policy_then_human_then_save_and_sync(hil, probe, procs):
     assert (remote / "episode_0.hdf5").read_bytes() == path.read_bytes()
     assert (remote / SYNC_MARKER).is_file()
 
-    # Ctrl+C in WAITING: the session stops cleanly (nothing to save), arm left in HOLD
-    assert procs.stop_one(hil.session, timeout=20) == 0, hil.session.output()[-3000:]
+    # the operator's console, stdin not a terminal: a key that does nothing now, then Ctrl+C (the session stops
+    # cleanly: nothing to save, arm left in HOLD); the console prints the session's lines and exits with it
+    console = subprocess.run(resolve_executable("hil_console"), input="s\nctrl+c\n", capture_output=True, text=True,
+                             env=loopback_ros_env(domain_id), timeout=60)
+    assert console.returncode == 0, console.stdout + console.stderr
+    assert "'s' does nothing in WAITING" in console.stdout, console.stdout
+    assert "[STOPPED] Ctrl+C: data saved, exiting" in console.stdout, console.stdout
+    hil.session.proc.wait(timeout=20)
+    assert hil.session.proc.returncode == 0, hil.session.output()[-3000:]
     assert hil.modes.last().data == "HOLD"
-    assert status_last(st).state_name == "STOPPED"
-
-
-def status_last(status):
-    return status.last()
+    assert st.last().state_name == "STOPPED"
 
 
 def test_policy_server_killed_while_executing_stops_the_arm_and_keeps_the_data(hil, probe, procs):

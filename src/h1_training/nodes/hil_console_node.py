@@ -59,6 +59,8 @@ class HilConsole(ParamsMixin, Node):
         self._state = ""
         self._error = ""
         self.stopped = threading.Event()
+        self.first_status = threading.Event()
+        self.interrupt_sent = False
 
     def say(self, text: str) -> None:
         with self._lock:
@@ -66,6 +68,7 @@ class HilConsole(ParamsMixin, Node):
             self.out.flush()
 
     def _on_status(self, msg: SessionStatus) -> None:
+        self.first_status.set()
         new_lines = msg.lines_seq != self._seq
         if new_lines:
             self._seq = msg.lines_seq
@@ -100,6 +103,10 @@ class HilConsole(ParamsMixin, Node):
         if reply is not None and not reply.accepted:
             self.say(f"  ({reply.message})")
 
+    def send_interrupt(self) -> None:
+        self.interrupt_sent = True
+        self.send_key(INTERRUPT)
+
     def send_label(self, success: int, note: str) -> None:
         reply = self._call(self.label_client, LabelEpisode.Request(success=success, note=note))
         if reply is not None:
@@ -116,7 +123,7 @@ class HilConsole(ParamsMixin, Node):
         if head in KEYS:
             self.send_key(head)
         elif head in ("ctrl+c", "ctrl-c", "^c", "\x03"):
-            self.send_key(INTERRUPT)
+            self.send_interrupt()
         elif head == "label" and len(words) >= 2 and words[1] in ("0", "1"):
             self.send_label(int(words[1]), words[2] if len(words) > 2 else "")
         else:
@@ -199,14 +206,18 @@ def main(args: list[str] | None = None) -> int:
                 if not console.command_client.wait_for_service(timeout_sec=console.p["connect_timeout_s"]):
                     console.say(f"{name}/command not available after {console.p['connect_timeout_s']:g} s")
                     return 1
+            # keys only once the session's status is seen: what they do depends on it
+            if not console.first_status.wait(console.p["connect_timeout_s"]):
+                console.say(f"no status from {name} yet; sending keys anyway")
             console.say(HELP)
             if sys.stdin.isatty():
                 _read_keys(console, interrupted)
             else:
                 _read_lines(console, interrupted)
-            if interrupted.is_set() and not console.stopped.is_set():
+            if interrupted.is_set() and not console.stopped.is_set() and not console.interrupt_sent:
                 console.say("Ctrl+C: asking the session to save and exit (Ctrl+C again quits this console)")
-                console.send_key(INTERRUPT)
+                console.send_interrupt()
+            if console.interrupt_sent:
                 deadline = time.monotonic() + console.p["call_timeout_s"] * 2
                 while not console.stopped.wait(0.1) and time.monotonic() < deadline:
                     pass

@@ -20,6 +20,7 @@ A second one exits at once (the arm's command watchdog holds the pose: it never 
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -306,6 +307,9 @@ class HilSessionNode(ParamsMixin, Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    # the policy client and rsync step log through Python logging: same shape as the node's lines
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [hil_session.%(name)s]: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     # Ctrl+C is the session's own: rclpy's handler would shut the context down before the episode is saved.
     with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
         try:
@@ -334,6 +338,7 @@ def main(args: list[str] | None = None) -> int:
                 pass
             if node.runner.exit_reason:
                 node.get_logger().info(f"hil_session: exiting ({node.runner.exit_reason})")
+                time.sleep(0.3)  # the final status ("Saved: ...") reaches the console before the node goes
         finally:
             node.close()
             executor.shutdown(timeout_sec=2.0)
