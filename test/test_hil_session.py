@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,16 +18,25 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from websockets.sync.server import serve as ws_serve
 
 from h1_training.bringup import load_profile
 from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
 from h1_training.nodes.hil_session_node import STATUS_QOS
+from h1_training.policy import codec
 from h1_training.policy.autotrain import SYNC_MARKER
-from h1_training.policy.scripted import REACH_TARGET_RAD
+from h1_training.policy.client import PolicyClient, ServerUnavailable
+from h1_training.policy.scripted import REACH_TARGET_RAD, ScriptedPolicy
+from h1_training.policy.server import PolicyServer, ServerConfig
 from h1_training.procs import loopback_ros_env, resolve_executable
 from h1_training.recording.layout import read_episode
+from h1_training.robot_model import ARM_HOME_RAD
+from h1_training.session.runner import PolicyLoop, load_training_config, resolve_settings
 from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand
+
+# policy/client.py opens its connection without a context manager (websockets 17 deprecates that; its code, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
 
 SEED_ORDER = ["WAITING", "READY", "EXECUTING", "LABELING", "DAMPING", "SAVING", "DECIDING", "SYNCING", "WAITING"]
 
@@ -206,3 +217,133 @@ def test_ctrl_c_while_executing_saves_the_episode_and_holds_the_arm(hil, probe, 
     assert len(files) == 1
     ep = read_episode(files[0], with_images=False)
     assert np.sum(np.array(ep.model_version) == "scripted") >= 30
+
+
+# --- the runner's parts without ROS: config, policy loop against a real server and a wire-level NaN server ------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_training_config_keys_and_parameter_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("H1_POLICY_API_KEY", raising=False)
+    seed = load_training_config(ROOT / "config" / "training_config.yaml")
+    assert seed == {"policy_host": "127.0.0.1", "policy_port": 8000, "rsync_target": "data/synced/",
+                    "save_dir": "data/h1_data_auto"}
+    cfg = tmp_path / "training_config.yaml"
+    cfg.write_text('policy_server:\n  host: "msc-server"\n  port: 8001\nrobot:\n  head_camera_server_ip: '
+                   '"192.168.123.163"\nrsync:\n  target: "yuxin@p6000:/data/h1_training/"\n')
+    values = load_training_config(cfg)
+    s = resolve_settings({"policy_host": "", "policy_port": 0, "save_dir": "", "rsync_target": ""}, values)
+    assert (s.policy_host, s.policy_port, s.rsync_target) == ("msc-server", 8001, "yuxin@p6000:/data/h1_training/")
+    s = resolve_settings({"policy_port": 9000, "rsync_target": "/tmp/x/", "sync_enabled": True}, values)
+    assert (s.policy_host, s.policy_port, s.rsync_target) == ("msc-server", 9000, "/tmp/x/")
+    assert resolve_settings({"sync_enabled": False}, values).rsync_target == ""
+    monkeypatch.setenv("H1_POLICY_API_KEY", "k")
+    assert resolve_settings({}, values).api_key == "k"
+    cfg.write_text("policy_server:\n  port: eight\n")
+    with pytest.raises(ValueError, match="policy_server.port"):
+        load_training_config(cfg)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_training_config(tmp_path / "missing.yaml")
+
+
+class Published:
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, np.ndarray, str, bool]] = []
+        self.failures: list[tuple[float, str]] = []
+
+    def publish(self, row, version, proposal) -> None:
+        self.rows.append((time.monotonic(), row.copy(), version, proposal))
+
+    def fail(self, reason: str) -> None:
+        self.failures.append((time.monotonic(), reason))
+
+
+def _until(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.01)
+    raise TimeoutError(what)
+
+
+def test_policy_loop_executes_the_servers_chunks_open_loop_at_the_control_rate():
+    server = PolicyServer(ServerConfig(port=0))
+    server.start_background()
+    out = Published()
+    obs = {"state": np.asarray(ARM_HOME_RAD, np.float32), "prompt": ""}
+    loop = PolicyLoop(PolicyClient("127.0.0.1", server.port), lambda: dict(obs), out.publish, out.fail,
+                      rate_hz=50.0, replan_steps=10)
+    try:
+        loop.start()
+        _until(lambda: len(out.rows) >= 60, 10, "60 targets")
+        loop.set_proposal(True)
+        _until(lambda: sum(r[3] for r in out.rows) >= 10, 5, "10 proposals")
+    finally:
+        loop.stop()
+        server.stop()
+    n = len(out.rows)
+    time.sleep(0.1)
+    assert len(out.rows) == n, "published after stop()"
+    assert not out.failures
+    plan = ScriptedPolicy().infer(obs)["actions"]           # the same model, planned from the same state
+    times = np.array([r[0] for r in out.rows])
+    rows = np.stack([r[1] for r in out.rows])
+    assert {r[2] for r in out.rows} == {"scripted"}
+    # every target is a row of the server's chunk; a new chunk every 10 rows, each started near its head
+    index = np.abs(rows[:, None, :] - plan[None, :, :]).max(axis=2).argmin(axis=1)
+    assert np.abs(rows - plan[index]).max() < 1e-5
+    assert index.max() < 10 + 10 and loop.stats.inferences >= n // 10 - 1
+    rate = (n - 1) / (times[-1] - times[0])
+    assert 35.0 < rate < 55.0, rate
+
+
+@pytest.fixture
+def wire_server():
+    """An openpi-protocol server on 127.0.0.1 answering with ``replies`` in turn (codec frames on the real wire)."""
+    replies: list[np.ndarray] = []
+
+    def handler(ws):
+        ws.send(codec.packb({"model_id": "wire", "action_horizon": 5}))
+        for msg in ws:
+            codec.unpackb(msg)
+            ws.send(codec.packb({"actions": replies.pop(0) if len(replies) > 1 else replies[0], "model_id": "wire"}))
+
+    server = ws_serve(handler, "127.0.0.1", 0, compression=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(port=server.socket.getsockname()[1], replies=replies)
+    server.shutdown()
+    thread.join(5)
+
+
+def test_policy_loop_stops_publishing_on_nan_actions_and_fails_to_start_without_a_server(wire_server):
+    good = np.tile(np.asarray(ARM_HOME_RAD, np.float32), (5, 1))
+    bad = good.copy()
+    bad[2, 3] = np.nan
+    wire_server.replies.extend([good, bad])
+    out = Published()
+    observe = lambda: {"state": np.asarray(ARM_HOME_RAD, np.float32)}  # noqa: E731
+    loop = PolicyLoop(PolicyClient("127.0.0.1", wire_server.port), observe, out.publish, out.fail, rate_hz=50.0,
+                      replan_steps=3)
+    loop.start()
+    _until(lambda: out.failures, 5, "the NaN chunk to fail the loop")
+    loop.stop()
+    t_fail, reason = out.failures[0]
+    assert "not finite" in reason and len(out.failures) == 1
+    assert out.rows and all(t <= t_fail for t, *_ in out.rows), "a target was published after the failure"
+    assert all(np.isfinite(r[1]).all() for r in out.rows)
+    # a NaN in the first chunk fails start() itself: nothing is ever published (the arm never gets TRACK)
+    wire_server.replies[:] = [bad]
+    out2 = Published()
+    with pytest.raises(ValueError, match="not finite"):
+        PolicyLoop(PolicyClient("127.0.0.1", wire_server.port), observe, out2.publish, out2.fail).start()
+    # no server at all: a bounded, clear error
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ServerUnavailable):
+        PolicyLoop(PolicyClient("127.0.0.1", free, max_attempts=2, backoff_s=0.1), observe, out2.publish,
+                   out2.fail).start()
+    assert time.monotonic() - t0 < 5.0 and not out2.rows
