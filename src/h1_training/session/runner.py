@@ -750,6 +750,9 @@ class SessionRunner:
                 self._lines.append(eff.text)
             return None
         if isinstance(eff, SetArmMode):
+            if eff.mode == ArmMode.TRACK and not (self.loop is not None and self.loop.running):
+                # the policy failed between its start and this effect: never track without commands
+                raise EffectError("TRACK refused by the session: the policy is not running")
             self.ports.set_arm_mode(eff.mode)
             return None
         if isinstance(eff, StartRecording):
