@@ -145,12 +145,11 @@ def test_seed_session_policy_then_human_then_save_and_sync(hil, probe, procs, do
     model = np.array(ep.model_version)
     driven = policy & (model == "scripted")
     assert driven.sum() >= 80 and human.sum() >= 40, (driven.sum(), human.sum())
-    # one policy stretch, then one human stretch; the machine puts the arm in HOLD before it saves, and the
-    # recorder stores those last frames as non-damping ("policy") frames holding the pose, without a model
-    first_human, last_human = np.flatnonzero(human).min(), np.flatnonzero(human).max()
-    assert np.flatnonzero(policy[:last_human]).max() < first_human, "policy frames inside the human phase"
-    tail = slice(last_human + 1, None)
-    assert np.all(model[tail] == "") and len(phase[tail]) <= 25, (model[tail], len(phase[tail]))
+    # one policy stretch, then one human stretch up to the end: the episode is saved while the arm is still in
+    # damping (HOLD comes after the save), so no model-less "policy" frame follows the correction
+    first_human = np.flatnonzero(human).min()
+    assert np.flatnonzero(policy).max() < first_human, "policy frames after the human phase began"
+    assert human[first_human:].all()
     # the server's scripted reach: targets converge on its reach pose (each new chunk is planned from the measured
     # pose, which trails the last target a little), and the arm followed them
     gap = np.abs(ep.action[driven] - REACH_TARGET_RAD).max(axis=1)

@@ -121,8 +121,9 @@ def test_seed_typical_flow_line_for_line():
         "  Synced epoch 1: 2 file(s), 3.0 MB in 1.5 s",
         "[WAITING] Polling policy server for new weights...",
     ]
-    assert acts(w.effects) == [HOLD, StartRecording(1), StartPolicy(1), TRACK, DAMPING, ProposeOnly(), HOLD,
-                               StopPolicy(), SaveRecording(LABEL_UNKNOWN), Sync(1)]
+    # saved while still in damping, then HOLD: no frame after the correction is recorded as a model-less "policy" frame
+    assert acts(w.effects) == [HOLD, StartRecording(1), StartPolicy(1), TRACK, DAMPING, ProposeOnly(),
+                               StopPolicy(), SaveRecording(LABEL_UNKNOWN), HOLD, Sync(1)]
     assert w.m.state == State.WAITING and w.arm == ArmMode.HOLD and not w.policy and not w.recording
 
 

@@ -380,7 +380,9 @@ class SessionMachine:
                         *self._damping_lines())
 
     def _end_episode(self) -> Outcome:
-        return self._go(State.SAVING, SetArmMode(ArmMode.HOLD), StopPolicy(), *self._save())
+        # save while the arm is still in damping, then HOLD: frames recorded after HOLD would be "policy" frames
+        # that no model made (the seed's order is DAMPING -> SAVING)
+        return self._go(State.SAVING, StopPolicy(), *self._save(), SetArmMode(ArmMode.HOLD))
 
     def _another(self) -> Outcome:
         return self._go(State.READY, *self._ready_lines(first=False))
