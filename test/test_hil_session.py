@@ -36,7 +36,6 @@ from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand
 
 # policy/client.py opens its connection without a context manager (websockets 17 deprecates that; its code, not ours)
-pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
 
 SEED_ORDER = ["WAITING", "READY", "EXECUTING", "LABELING", "DAMPING", "SAVING", "DECIDING", "SYNCING", "WAITING"]
 

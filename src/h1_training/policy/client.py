@@ -79,8 +79,10 @@ class PolicyClient:
     # -- connection -----------------------------------------------------------------------------------------
     def _connect_once(self) -> None:
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
+        # websockets >= 17.1 wants connect() used as a context manager (else a DeprecationWarning); the
+        # connection outlives this call, so enter it here and leave it in close() (ws.close() is its __exit__).
         ws = connect(self.uri, open_timeout=self.connect_timeout, close_timeout=2.0, compression=None,
-                     max_size=self.max_message_bytes, additional_headers=headers)
+                     max_size=self.max_message_bytes, additional_headers=headers).__enter__()
         try:
             first = ws.recv(timeout=self.connect_timeout)
             if isinstance(first, str):
