@@ -198,8 +198,9 @@ def test_rtu_bus_two_hands_share_one_port():
 
 
 def test_emulator_answers_like_a_modbus_device():
-    """The emulator's own Modbus server (pymodbus client on the other end): reads, single and multiple writes,
-    and the exception responses for a read-only block, an address outside the map and an unknown unit."""
+    """The emulator's pymodbus server (pymodbus client on the other end): reads, single and multiple writes,
+    CLEAR_ERROR, and the exception responses for a read-only block, an address outside the map and an unknown
+    unit."""
     from pymodbus.client import ModbusTcpClient
 
     from h1_training.sim.inspire_model import InspireHandModel, InspireModbusServer
@@ -223,11 +224,15 @@ def test_emulator_answers_like_a_modbus_device():
         error = client.read_holding_registers(im.ERROR, count=3, device_id=1).registers
         assert im.split_bytes(error) == [5, 0, 0, 0, 0, 0]
         for reply in (client.write_registers(im.ANGLE_ACT, [1] * 6, device_id=1),  # read-only
+                      client.write_register(im.STATUS, 0, device_id=1),  # read-only, single write
                       client.read_holding_registers(im.TEMP + 3, count=1, device_id=1),  # past the map
                       client.read_holding_registers(999, count=2, device_id=1)):
             assert reply.isError() and reply.exception_code == 2  # ILLEGAL DATA ADDRESS
+        assert model.error.tolist() == [5, 0, 0, 0, 0, 0]  # a refused write changed nothing
+        assert not client.write_register(im.CLEAR_ERROR, 1, device_id=1).isError()
+        assert im.split_bytes(client.read_holding_registers(im.ERROR, count=3, device_id=1).registers) == [0] * 6
         unknown = client.read_holding_registers(im.ANGLE_ACT, count=6, device_id=7)
-        assert unknown.isError() and unknown.exception_code == 4  # SLAVE DEVICE FAILURE
+        assert unknown.isError() and unknown.exception_code == 4  # SLAVE DEVICE FAILURE: pymodbus' answer
         assert client.read_holding_registers(im.HAND_ID, count=1, device_id=1).registers == [1]  # still serving
     finally:
         client.close()

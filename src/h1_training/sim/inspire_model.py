@@ -1,4 +1,4 @@
-"""Emulated Inspire RH56 hand behind a real Modbus server (TCP, or RTU framing over TCP), no rclpy.
+"""Emulated Inspire RH56 hand behind a real Modbus server (pymodbus; TCP, or RTU framing over TCP), no rclpy.
 
 The register map is the one the driver uses (``h1_training.drivers.inspire_modbus``, from
 TechShare-inc/inspire_demos). Physics is deliberately simple but plausible:
@@ -16,9 +16,8 @@ State advances lazily whenever the server is accessed (no timer thread), so an i
 
 from __future__ import annotations
 
-import selectors
-import socket
-import struct
+import asyncio
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -167,79 +166,37 @@ _BLOCKS = (
 )
 
 
-# Modbus function codes and exception codes the emulator speaks (Modbus Application Protocol v1.1b3).
-READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE = 0x03, 0x06, 0x10
-ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE = 0x01, 0x02, 0x03, 0x04
+@functools.cache
+def _server_class() -> type:
+    """pymodbus' ModbusTcpServer, its request handler scheduling each request as a plain task on its loop.
 
+    pymodbus hops from the loop to the loop through ``run_coroutine_threadsafe``: a self-pipe write, an extra
+    epoll wake-up and a concurrent future per request, about a third of the server's CPU at the driver's poll
+    rate. Imported lazily: pymodbus.server pulls in aiohttp (~0.25 s).
+    """
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.server.requesthandler import ServerRequestHandler
 
-def crc16_modbus(data: bytes) -> int:
-    """Modbus RTU CRC (reflected poly 0xA001, init 0xFFFF); sent low byte first."""
-    crc = 0xFFFF
-    for b in data:
-        crc = (crc >> 8) ^ _CRC16_TABLE[(crc ^ b) & 0xFF]
-    return crc
+    class RequestHandler(ServerRequestHandler):
+        def handle_later(self) -> None:
+            # called in the loop's own thread; the reference keeps the task alive (one request at a time)
+            self.task = self.loop.create_task(self.handle_request())
 
+    class HandServer(ModbusTcpServer):
+        def callback_new_connection(self) -> ServerRequestHandler:
+            return RequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 
-def _crc16_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC16_TABLE = _crc16_table()
-
-
-def serve_pdu(model: InspireHandModel, pdu: bytes) -> bytes:
-    """One request PDU (function code + data) -> the response PDU, exceptions included."""
-    fc = pdu[0]
-    if fc == READ_HOLDING and len(pdu) == 5:
-        address, count = struct.unpack_from(">HH", pdu, 1)
-        if not 1 <= count <= 125:
-            return bytes((fc | 0x80, ILLEGAL_VALUE))
-        if address < BLOCK_START or address + count > BLOCK_END:
-            return bytes((fc | 0x80, ILLEGAL_ADDRESS))
-        return struct.pack(f">BB{count}H", fc, 2 * count, *model.registers(address, count))
-    if fc == WRITE_SINGLE and len(pdu) == 5:
-        address, value = struct.unpack_from(">HH", pdu, 1)
-        if address < BLOCK_START or address >= BLOCK_END or model.write(address, [value]) is None:
-            return bytes((fc | 0x80, ILLEGAL_ADDRESS))
-        return bytes(pdu)  # the response echoes the request
-    if fc == WRITE_MULTIPLE and len(pdu) >= 6:
-        address, count, nbytes = struct.unpack_from(">HHB", pdu, 1)
-        if not 1 <= count <= 123 or nbytes != 2 * count or len(pdu) != 6 + nbytes:
-            return bytes((fc | 0x80, ILLEGAL_VALUE))
-        values = struct.unpack_from(f">{count}H", pdu, 6)
-        if address < BLOCK_START or address + count > BLOCK_END or model.write(address, values) is None:
-            return bytes((fc | 0x80, ILLEGAL_ADDRESS))
-        return struct.pack(">BHH", fc, address, count)
-    if fc in (READ_HOLDING, WRITE_SINGLE, WRITE_MULTIPLE):
-        return bytes((fc | 0x80, ILLEGAL_VALUE))  # malformed request data
-    return bytes((fc | 0x80, ILLEGAL_FUNCTION))
-
-
-class _Connection:
-    __slots__ = ("sock", "buf")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.buf = sock, bytearray()
+    return HandServer
 
 
 class InspireModbusServer:
-    """A Modbus server for one hand (or several hands on one RS-485 bus, one unit id each), in a background
-    thread: function codes 03 (read holding registers), 06 and 16 (write registers), exception responses as
-    the Modbus spec defines them.
+    """A pymodbus Modbus server for one hand (or several hands on one RS-485 bus, one unit id each), running its
+    asyncio loop in a background thread.
 
-    ``framer="socket"`` is Modbus TCP (MBAP header; the Inspire's Ethernet interface); ``framer="rtu"`` serves
-    RTU frames (unit id, PDU, CRC-16) over a TCP socket, which a serial client reaches through pyserial's
-    ``socket://host:port`` URL: the RS-485 framing without the cable. A unit id the server does not have gets
-    exception 0x04, as from the pymodbus server this replaced (a real RS-485 bus would stay silent).
-
-    Written for the emulator instead of pymodbus' server: ~0.4 ms of asyncio/pymodbus per request was most of
-    the sim's CPU at the driver's 2 x 120 requests/s; this one frames, serves and answers in one pass.
+    ``framer="socket"`` is Modbus TCP (the Inspire's Ethernet interface); ``framer="rtu"`` serves RTU frames
+    (CRC, unit id) over a TCP socket, which a serial client reaches through pyserial's ``socket://host:port``
+    URL: the RS-485 framing without the cable. pymodbus answers an address outside the map with exception 0x02
+    and a unit id it does not have with 0x04 (a real RS-485 bus would stay silent).
     """
 
     def __init__(self, model: InspireHandModel | list[InspireHandModel], host: str = "127.0.0.1",
@@ -250,123 +207,68 @@ class InspireModbusServer:
         if framer not in ("socket", "rtu"):
             raise ValueError(f"framer must be 'socket' or 'rtu', got {framer!r}")
         self.model = self.models[0]
-        self._units = {m.unit: m for m in self.models}
         self.host, self.port, self.framer = host, port, framer
-        self._listener: socket.socket | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stop = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"modbus-{port}", daemon=True)
 
-    def start(self, timeout: float = 5.0) -> None:  # noqa: ARG002 - binding is immediate; kept for callers
+    @staticmethod
+    async def _action(model: InspireHandModel, func_code: int, start_address: int, address: int, count: int,
+                      registers: list[int], set_values: list[int] | None):
+        """pymodbus SimDevice hook: reads come from the model (only the blocks they touch), writes go into it."""
+        from pymodbus.constants import ExcCodes
+
+        if set_values is None:
+            off = address - start_address
+            registers[off:off + count] = model.registers(address, count)
+            return None
+        held = model.write(address, set_values)
+        if held is None:
+            return ExcCodes.ILLEGAL_ADDRESS
+        set_values[:] = held  # what is stored is what the hand accepted (clamped, 0xFFFF resolved)
+        return None
+
+    def _run(self) -> None:
+        from pymodbus import FramerType
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        asyncio.set_event_loop(self._loop)
+        devices = [
+            SimDevice(
+                model.unit,
+                simdata=[SimData(BLOCK_START, count=BLOCK_END - BLOCK_START, values=0, datatype=DataType.REGISTERS)],
+                action=functools.partial(self._action, model),
+            )
+            for model in self.models
+        ]
+        framer = FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET
+
+        async def serve() -> None:
+            self._server = _server_class()(devices, address=(self.host, self.port), framer=framer)
+            await self._server.serve_forever(background=True)  # raises when the port cannot be bound
+            self._ready.set()
+            await self._server.serving  # resolved by shutdown()
+
         try:
-            listener = socket.create_server((self.host, self.port), reuse_port=False)
-        except OSError as exc:
-            raise RuntimeError(f"Modbus server on {self.host}:{self.port} failed: {exc}") from exc
-        listener.setblocking(False)
-        self._listener = listener
+            self._loop.run_until_complete(serve())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._error = exc
+            self._ready.set()
+
+    def start(self, timeout: float = 5.0) -> None:
         self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"Modbus server on {self.host}:{self.port} did not start in {timeout} s")
+        if self._error is not None:
+            raise RuntimeError(f"Modbus server on {self.host}:{self.port} failed: {self._error}") from self._error
 
     def stop(self) -> None:
-        self._stop.set()
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        if self._thread.is_alive():
-            self._thread.join(timeout=3.0)
-
-    # --- the server thread ---
-    def _run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ)
-        sel.register(self._wake_r, selectors.EVENT_READ)
-        conns: dict[socket.socket, _Connection] = {}
-        try:
-            while not self._stop.is_set():
-                for key, _ in sel.select():
-                    sock = key.fileobj
-                    if sock is self._listener:
-                        self._accept(sel, conns)
-                    elif sock in conns:
-                        self._receive(sel, conns, conns[sock])
-        finally:
-            for conn in conns.values():
-                conn.sock.close()
-            sel.close()
-            self._listener.close()
-            self._wake_r.close()
-            self._wake_w.close()
-
-    def _accept(self, sel: selectors.BaseSelector, conns: dict) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        sock.setblocking(True)  # answers are a few bytes: a blocking sendall never waits in practice
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conns[sock] = _Connection(sock)
-        sel.register(sock, selectors.EVENT_READ)
-
-    def _close(self, sel: selectors.BaseSelector, conns: dict, conn: _Connection) -> None:
-        sel.unregister(conn.sock)
-        del conns[conn.sock]
-        conn.sock.close()
-
-    def _receive(self, sel: selectors.BaseSelector, conns: dict, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            self._close(sel, conns, conn)
-            return
-        conn.buf += data
-        try:
-            out = self._frames_tcp(conn.buf) if self.framer == "socket" else self._frames_rtu(conn.buf)
-            if out:
-                conn.sock.sendall(out)
-        except (OSError, ValueError):  # a reset peer, or bytes that are not Modbus: drop the connection
-            self._close(sel, conns, conn)
-
-    def _frames_tcp(self, buf: bytearray) -> bytes:
-        """Answer every complete MBAP frame in ``buf`` (consumed); a partial frame waits for more bytes."""
-        out = b""
-        while len(buf) >= 8:
-            tid, proto, length, unit = struct.unpack_from(">HHHB", buf)
-            if proto != 0 or not 2 <= length <= 254:
-                raise ValueError("not a Modbus TCP frame")
-            if len(buf) < 6 + length:
-                break
-            pdu = bytes(buf[7:6 + length])
-            del buf[:6 + length]
-            model = self._units.get(unit)
-            reply = serve_pdu(model, pdu) if model is not None else bytes((pdu[0] | 0x80, DEVICE_FAILURE))
-            out += struct.pack(">HHHB", tid, 0, len(reply) + 1, unit) + reply
-        return out
-
-    def _frames_rtu(self, buf: bytearray) -> bytes:
-        """Answer every complete RTU request in ``buf``: framed by its function code, checked by its CRC."""
-        out = b""
-        while len(buf) >= 4:
-            fc = buf[1]
-            if fc in (READ_HOLDING, WRITE_SINGLE):
-                size = 8
-            elif fc == WRITE_MULTIPLE:
-                if len(buf) < 7:
-                    break
-                size = 9 + buf[6]
-            else:  # a function we cannot frame: resynchronise on the next read
-                buf.clear()
-                break
-            if len(buf) < size:
-                break
-            frame = bytes(buf[:size])
-            del buf[:size]
-            if crc16_modbus(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
-                continue  # corrupted on the "bus": a real slave stays silent
-            model = self._units.get(frame[0])
-            pdu = frame[1:-2]
-            reply = bytes((frame[0],)) + (serve_pdu(model, pdu) if model is not None
-                                          else bytes((pdu[0] | 0x80, DEVICE_FAILURE)))
-            out += reply + crc16_modbus(reply).to_bytes(2, "little")
-        return out
+        if self._server is not None and self._loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
+            try:
+                fut.result(timeout=3.0)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                pass
+        self._thread.join(timeout=3.0)

@@ -13,6 +13,8 @@ freezes with STATUS 7 until CLEAR_ERROR is written over Modbus; 0 clears).
 
 from __future__ import annotations
 
+import logging
+
 from rclpy.node import Node
 
 from h1_training.nodes.common import ParamsMixin, run_node
@@ -46,6 +48,8 @@ class InspireSim(ParamsMixin, Node):
     def __init__(self) -> None:
         super().__init__("inspire_sim")
         self.declare_specs()
+        # pymodbus logs every bad request (an unknown unit with a traceback): the driver reports link trouble
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         p = self.p
         if p["host"] not in LOOPBACK:
             self.get_logger().warning(f"inspire_sim binds {p['host']}: reachable from other machines")
