@@ -1,33 +1,361 @@
-"""The main job in simulation: bring up the `sim` profile (robot emulators on loopback, the real drivers,
-the recorder), let the scripted operator run human-in-the-loop episodes (policy drives, operator stops it and
-corrects the arms in damping), then inspect the recorded HDF5 files and stop everything in order.
+"""The main job in simulation: the whole human-in-the-loop training loop on loopback.
 
-    h1-training demo                          # 2 episodes of 6 s policy + 6 s human, into data/demo
-    h1-training demo --episodes 5 --save-dir /tmp/h1demo
+``h1-training demo`` brings up the ``sim_hil`` profile - the simulated H1-2, hands and cameras with the real
+drivers and the recorder, ``h1-training serve`` as the GPU server (auto-training the scripted policy on every
+synced epoch) and ``hil_session`` - and lets ``sim_operator`` (mode ``session``) be the person at the console.
+Per epoch: the server's policy drives the arms, the operator stops it ('s'), labels it, corrects the arms by hand
+in damping, saves ('e') and finishes the epoch ('n'); hil_session rsyncs the epoch to the server's folder, the
+server fits the policy to where the operator left the arms and hot-swaps it in (epoch + 1), hil_session sees
+``/training_status`` ready with the higher epoch and the next epoch runs on the new policy. The first policy is
+a weak one (it reaches short of the target and off to the side); the demo prints, per epoch, how far the
+policy's reach ended from the operator's corrected pose, so the improvement shows. At the end everything is
+stopped in order and the recorded episodes are validated.
+
+    h1-training demo                                  # 2 epochs x 1 episode, into data/demo/loop-<time>/
+    h1-training demo --epochs 3 --episodes 2 --policy-seconds 5 --human-seconds 4
+    h1-training demo --direct                         # the sim profile + the single-process scripted operator
+    h1-training demo --direct --episodes 5 --save-dir /tmp/h1demo
+
+``--direct`` runs the earlier demo: no policy server and no hil_session; ``sim_operator`` plays session and
+operator at once (2 episodes of 6 s policy + 6 s human by default).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-HELP = "run a simulated human-in-the-loop session end to end and inspect what it recorded"
+HELP = "run the simulated human-in-the-loop training loop end to end (robot, session, operator, GPU server)"
+
+LOOP_DEFAULTS = {"episodes": 1, "policy_seconds": 4.0, "human_seconds": 3.0}
+DIRECT_DEFAULTS = {"episodes": 2, "policy_seconds": 6.0, "human_seconds": 6.0}
+PROFILE = "sim_hil"
+SERVER_EXE, SESSION_EXE, RECORDER_EXE = "h1-training", "hil_session", "episode_recorder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--episodes", type=int, default=2)
-    parser.add_argument("--policy-seconds", type=float, default=6.0)
-    parser.add_argument("--human-seconds", type=float, default=6.0)
-    parser.add_argument("--save-dir", default="data/demo", help="where episodes are written")
+    parser.add_argument("--direct", action="store_true",
+                        help="the sim profile and sim_operator alone: no policy server, no hil_session, no retraining")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of the loop (default 2)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes per epoch (default 1); with --direct: episodes in all (default 2)")
+    parser.add_argument("--policy-seconds", type=float, default=None,
+                        help="time the policy drives per episode (default 4; --direct 6)")
+    parser.add_argument("--human-seconds", type=float, default=None,
+                        help="time the operator corrects per episode (default 3; --direct 6)")
+    parser.add_argument("--save-dir", default="data/demo",
+                        help="where runs are written (the loop: a loop-<time>/ folder in it; --direct: episodes)")
+    parser.add_argument("--run-dir", default=None,
+                        help="the loop's own folder instead of SAVE_DIR/loop-<time> (must not hold a run already)")
     parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a random free-ish id)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     parser.add_argument("--quiet", action="store_true", help="do not echo the nodes' logs")
 
 
 def run(args: argparse.Namespace) -> int:
+    defaults = DIRECT_DEFAULTS if args.direct else LOOP_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.episodes < 1 or args.epochs < 1 or args.policy_seconds <= 0 or args.human_seconds <= 0:
+        print("h1-training demo: --epochs and --episodes must be >= 1, the seconds > 0", file=sys.stderr)
+        return 2
+    return run_direct(args) if args.direct else run_loop(args)
+
+
+# --- the full loop ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sim_port_overrides() -> dict[str, list[str]]:
+    """Free loopback ports for the hand (Modbus TCP) and camera (ZMQ) emulators and their drivers, so the demo
+    runs beside another sim stack (`h1-training up sim`, a test) without fighting over params/sim.yaml's ports."""
+    left, right, head, lwrist, rwrist = (free_port() for _ in range(5))
+    return {
+        "inspire_sim": [f"left_port:={left}", f"right_port:={right}"],
+        "inspire_hand_node": [f"left_port:={left}", f"right_port:={right}"],
+        "camera_sim": [f"head_bind:=tcp://127.0.0.1:{head}", f"left_wrist_bind:=tcp://127.0.0.1:{lwrist}",
+                       f"right_wrist_bind:=tcp://127.0.0.1:{rwrist}"],
+        "camera_node": [f"head_address:=tcp://127.0.0.1:{head}", f"left_wrist_address:=tcp://127.0.0.1:{lwrist}",
+                        f"right_wrist_address:=tcp://127.0.0.1:{rwrist}"],
+    }
+
+
+def seed_weak_policy(models_dir: Path) -> str:
+    """Register and deploy the loop's first policy: the scripted reach toward POLICY_MISS_RAD (short of the target
+    and off to the side, as a weak policy reaches). The server serves it as epoch 1 (its registry generation)."""
+    from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
+    from h1_training.sim.operator_script import POLICY_MISS_RAD
+    from h1_training.training.registry import ModelRegistry
+
+    registry = ModelRegistry(models_dir)
+    staged = registry.staging_dir()
+    ScriptedPolicy(ScriptedConfig(mode="reach", target=[float(x) for x in POLICY_MISS_RAD])).save(staged)
+    info = registry.commit(staged, "scripted", dataset={"sources": [], "note": "h1-training demo: the weak start"},
+                           config={"mode": "reach", "fit": "none: POLICY_MISS_RAD"})
+    registry.deploy(info.id)
+    return info.id
+
+
+def episode_distance(path: Path) -> dict[str, Any]:
+    """How far the policy's reach ended from the operator's corrected pose, in one episode: the arm pose at the last
+    policy frame vs the last frame (the operator's hand held the arms at the corrected pose until the save)."""
+    import numpy as np
+
+    from h1_training.recording.layout import read_episode
+
+    ep = read_episode(path, with_images=False)
+    phase = np.asarray(ep.phase)
+    policy = np.flatnonzero(phase == "policy")
+    models = sorted({m for m, p in zip(ep.model_version or [], ep.phase) if p == "policy" and m})
+    if policy.size == 0 or ep.length == 0 or phase[-1] != "human":
+        return {"distance_rad": None, "models": models}
+    gap = np.abs(ep.qpos[policy[-1]].astype(np.float64) - ep.qpos[-1].astype(np.float64))
+    return {"distance_rad": round(float(gap.max()), 4), "distance_l2_rad": round(float(np.linalg.norm(gap)), 4),
+            "models": models}
+
+
+def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, Any]:
+    """What the loop did, from its files: per epoch the episodes (validated), the synced files, the policy that
+    drove, the model trained on the epoch and the epoch it was served as, and the reach-to-correction distance."""
+    from h1_training.policy.autotrain import SYNC_MARKER
+    from h1_training.policy.model_pool import STATE_FILE
+    from h1_training.recording.inspect import inspect_path
+    from h1_training.recording.layout import session_dir
+    from h1_training.training.registry import ModelRegistry
+
+    state_path = models_dir / STATE_FILE
+    history = json.loads(state_path.read_text()).get("history", []) if state_path.is_file() else []
+    served = {h["model_id"]: h for h in history}
+    trained = {}
+    for info in ModelRegistry(models_dir).list():
+        data_epoch = info.dataset.get("data_epoch")
+        if data_epoch is not None:
+            trained[int(data_epoch)] = info
+    epochs = []
+    for folder in sorted(robot_dir.glob("training_session_epoch*"), key=lambda p: int(p.name.rsplit("h", 1)[1])):
+        epoch = int(folder.name.rsplit("h", 1)[1])
+        report = inspect_path(folder)
+        episodes = []
+        for ep in report.episodes:
+            row = {"path": ep.path, "valid": ep.valid, "problems": ep.problems, "frames": ep.frames,
+                   "policy_frames": ep.policy_frames, "human_frames": ep.human_frames, "success": ep.success,
+                   "duration_s": round(ep.duration_s, 2), "rate_hz": ep.achieved_rate_hz,
+                   "missed_ticks": ep.missed_ticks}
+            if ep.valid:
+                row.update(episode_distance(Path(ep.path)))
+            episodes.append(row)
+        remote = session_dir(gpu_dir, epoch)
+        synced = sorted(p.name for p in remote.iterdir() if p.is_file()) if remote.is_dir() else []
+        same = [f.name for f in sorted(folder.glob("episode_*.hdf5"))
+                if (remote / f.name).is_file() and (remote / f.name).read_bytes() == f.read_bytes()]
+        model = trained.get(epoch)
+        swap = served.get(model.id) if model is not None else None
+        marker = remote / SYNC_MARKER
+        dists = [e["distance_rad"] for e in episodes if e.get("distance_rad") is not None]
+        epochs.append({
+            "epoch": epoch, "episodes": episodes, "synced_files": synced, "synced_identical": same,
+            "policy_models": sorted({m for e in episodes for m in e.get("models", [])}),
+            "distance_rad": round(sum(dists) / len(dists), 4) if dists else None,
+            "trained_model": model.id if model else None,
+            "trained_on_episodes": model.metrics.get("episodes") if model else None,
+            "served_epoch": swap["epoch"] if swap else None,
+            "retrain_s": round(swap["time"] - marker.stat().st_mtime, 1) if swap and marker.is_file() else None,
+        })
+    return {"epochs": epochs, "server_history": history}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print("[demo] ---------------------------------------- summary ----------------------------------------")
+    for e in summary["epochs"]:
+        eps = e["episodes"]
+        pf, hf = sum(x["policy_frames"] for x in eps), sum(x["human_frames"] for x in eps)
+        labels = ", ".join({1: "reached", 0: "missed"}.get(x["success"], "unlabelled") for x in eps)
+        print(f"[demo] epoch {e['epoch']}: policy {', '.join(e['policy_models']) or '?'}")
+        print(f"[demo]   {len(eps)} episode(s), {pf + hf} frames (policy {pf} / human {hf}); operator said: {labels}")
+        for x in eps:
+            state = "ok" if x["valid"] else "INVALID: " + "; ".join(x["problems"])
+            dist = x.get("distance_rad")
+            print(f"[demo]     {x['path']}: {state}, {x['frames']} frames, {x['duration_s']} s at "
+                  f"{x['rate_hz'] or 0:.1f} Hz" + ("" if dist is None else f", reach ended {dist:.3f} rad from the "
+                                                                        f"corrected pose"))
+        print(f"[demo]   synced to the GPU server: {', '.join(e['synced_files']) or 'nothing'}"
+              f" ({len(e['synced_identical'])} episode file(s) byte-identical)")
+        if e["trained_model"]:
+            after = f", {e['retrain_s']} s after the sync" if e["retrain_s"] is not None else ""
+            print(f"[demo]   retrained: {e['trained_model']} on {e['trained_on_episodes']} episode(s), served as "
+                  f"epoch {e['served_epoch']}{after}")
+        else:
+            print("[demo]   retrained: no model was trained on this epoch")
+    dists = [(e["epoch"], e["distance_rad"]) for e in summary["epochs"] if e["distance_rad"] is not None]
+    if len(dists) >= 2:
+        print("[demo] improvement: where the policy's reach ended vs the operator's corrected pose (max joint "
+              "error): " + " -> ".join(f"epoch {ep} {d:.3f} rad" for ep, d in dists))
+
+
+def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch: int,
+               server_epoch: int | None) -> list[str]:
+    """Why the loop did not complete (empty: it did)."""
+    problems = []
+    done = summary["epochs"]
+    if len(done) < epochs:
+        problems.append(f"{len(done)} of {epochs} epoch(s) recorded")
+    for e in done:
+        eps = e["episodes"]
+        bad = [x["path"] for x in eps if not x["valid"]]
+        if bad:
+            problems.append(f"epoch {e['epoch']}: invalid episode(s) {bad}")
+        if len(eps) != episodes:
+            problems.append(f"epoch {e['epoch']}: {len(eps)} episode(s), expected {episodes}")
+        if len(e["synced_identical"]) != len(eps) or "SYNC_COMPLETE" not in e["synced_files"]:
+            problems.append(f"epoch {e['epoch']}: not fully synced ({e['synced_files']})")
+        if e["trained_model"] is None or e["served_epoch"] is None:
+            problems.append(f"epoch {e['epoch']}: the server did not retrain and serve a model on it")
+    if server_epoch is None or server_epoch < start_epoch + epochs:
+        problems.append(f"the server's epoch went {start_epoch} -> {server_epoch}, expected {start_epoch + epochs}")
+    dists = [e["distance_rad"] for e in done if e["distance_rad"] is not None]
+    if len(dists) == len(done) >= 2 and not dists[-1] < dists[0]:
+        problems.append(f"the policy did not improve: its reach ended {dists[0]:.3f} rad from the correction in "
+                        f"epoch {done[0]['epoch']}, {dists[-1]:.3f} rad in epoch {done[-1]['epoch']}")
+    return problems
+
+
+def run_loop(args: argparse.Namespace) -> int:
+    from h1_training.bringup import load_profile
+    from h1_training.policy.client import PolicyClientError, get_training_status
+    from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
+
+    t_start = time.monotonic()
+    domain = args.domain if args.domain is not None else random.randint(100, 200)
+    run_dir = Path(args.run_dir or Path(args.save_dir) / time.strftime("loop-%Y%m%d-%H%M%S")).resolve()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        print(f"h1-training demo: {run_dir} is not empty (pick another --run-dir)", file=sys.stderr)
+        return 2
+    robot_dir, gpu_dir, models_dir = run_dir / "robot", run_dir / "gpu_server/data", run_dir / "gpu_server/models"
+    for d in (robot_dir, gpu_dir, models_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    first_model = seed_weak_policy(models_dir)
+    env = loopback_ros_env(domain)
+    profile = load_profile(PROFILE)
+    overrides = sim_port_overrides()
+    group = ProcessGroup(env=env, echo=None if args.quiet else sys.stdout)
+    print(f"[demo] ROS_DOMAIN_ID={domain}, loopback only; run folder {run_dir}", flush=True)
+    print(f"[demo]   robot side (recorder save_dir): {robot_dir}\n[demo]   GPU server folder (rsync target, "
+          f"--data-dir): {gpu_dir}\n[demo]   models: {models_dir}; first policy {first_model} (a weak reach)",
+          flush=True)
+    print(f"[demo] {args.epochs} epoch(s) x {args.episodes} episode(s): {args.policy_seconds:g} s policy, "
+          f"{args.human_seconds:g} s correction each", flush=True)
+    failure = ""
+    port: int | None = None
+    start_epoch: int | None = None
+    server_epoch: int | None = None
+    operator = None
+    try:
+        for node in profile.nodes:
+            tail = node.argv_tail()
+            if node.executable == SERVER_EXE:
+                tail += ["--port", "0", "--models-dir", str(models_dir), "--data-dir", str(gpu_dir)]
+            elif node.executable == SESSION_EXE:
+                tail += ["-p", f"policy_port:={port}", "-p", f"save_dir:={robot_dir}", "-p",
+                         f"rsync_target:={gpu_dir}/"]
+            elif node.executable == RECORDER_EXE:
+                tail += ["-p", f"save_dir:={robot_dir}"]
+            if node.name in overrides:
+                tail += [x for value in overrides[node.name] for x in ("-p", value)]
+            group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
+            if node.executable == SERVER_EXE:
+                line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
+                port = int(line.rsplit(":", 1)[1])
+                print(f"[demo] GPU server on 127.0.0.1:{port}", flush=True)
+        if port is None:
+            raise RuntimeError(f"profile {PROFILE} starts no policy server")
+        operator = group.start("sim_operator", resolve_executable("sim_operator") + [
+            "--ros-args", "-p", "mode:=session", "-p", f"epochs:={args.epochs}", "-p", f"episodes:={args.episodes}",
+            "-p", f"policy_seconds:={float(args.policy_seconds)}", "-p", f"human_seconds:={float(args.human_seconds)}"])
+        deadline = t_start + args.timeout
+        last_seen: tuple | None = None
+        next_poll = 0.0
+        while operator.running:
+            now = time.monotonic()
+            if now > deadline:
+                failure = f"the loop did not finish in {args.timeout:.0f} s"
+                break
+            dead = [c for c in group.exited() if c is not operator
+                    and not (c.name == SESSION_EXE and c.proc.returncode == 0)]
+            if dead:
+                failure = f"{dead[0].name} exited with code {dead[0].proc.returncode}"
+                break
+            if now >= next_poll:
+                next_poll = now + 0.5
+                try:
+                    st = get_training_status("127.0.0.1", port, timeout=2.0)
+                except PolicyClientError:
+                    st = None
+                if st is not None:
+                    if start_epoch is None:
+                        start_epoch = int(st["epoch"])
+                    server_epoch = int(st["epoch"])
+                    seen = (st["epoch"], st["model_id"], st["ready"], st["training"])
+                    if seen != last_seen:
+                        last_seen = seen
+                        what = "training" if st["training"] else ("ready" if st["ready"] else "job queued")
+                        print(f"[demo] GPU server: epoch {st['epoch']}, model {st['model_id']} ({what}) at "
+                              f"{now - t_start:.1f} s", flush=True)
+            time.sleep(0.1)
+        if not failure and operator.proc.returncode == 0:
+            # the operator's Ctrl+C: hil_session saves, says STOPPED and exits by itself
+            session = next((c for c in group.children if c.name == SESSION_EXE), None)
+            if session is not None:
+                try:
+                    session.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    failure = "hil_session did not exit after the operator's Ctrl+C"
+        if not failure and operator.proc.returncode != 0:
+            reason = next((line.split("FAILED: ", 1)[1] for line in reversed(operator.lines) if "FAILED: " in line),
+                          operator.lines[-1] if operator.lines else "no output")
+            failure = f"the operator failed (exit {operator.proc.returncode}): {reason}"
+    except (RuntimeError, TimeoutError) as exc:
+        failure = str(exc).splitlines()[0]
+    finally:
+        print("[demo] stopping everything in reverse start order", flush=True)
+        codes = group.stop()
+    bad_exit = {n: c for n, c in codes.items() if c not in (0, None) and n != "sim_operator"}
+    elapsed = time.monotonic() - t_start
+    summary = loop_summary(robot_dir, gpu_dir, models_dir)
+    summary.update(run_dir=str(run_dir), domain=domain, seconds=round(elapsed, 1), first_model=first_model,
+                   start_epoch=start_epoch, server_epoch=server_epoch, exit_codes=codes,
+                   settings={"epochs": args.epochs, "episodes": args.episodes,
+                             "policy_seconds": args.policy_seconds, "human_seconds": args.human_seconds})
+    print_summary(summary)
+    problems = ([failure] if failure else []) + check_loop(summary, args.epochs, args.episodes,
+                                                           start_epoch if start_epoch is not None else 1,
+                                                           server_epoch)
+    if bad_exit and not failure:
+        problems.append(f"processes exited with errors when stopped: {bad_exit}")
+    summary["problems"] = problems
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if problems:
+        print(f"[demo] FAILED after {elapsed:.0f} s: " + "; ".join(problems), flush=True)
+        print(f"[demo] details: {run_dir / 'summary.json'}", flush=True)
+        return 1
+    print(f"[demo] done in {elapsed:.0f} s: {args.epochs} epoch(s), server epoch {start_epoch} -> {server_epoch}, "
+          f"all episodes valid. Look inside: h1-training inspect {robot_dir}; {run_dir / 'summary.json'}",
+          flush=True)
+    return 0
+
+
+# --- --direct: the sim profile and the single-process scripted operator ------------------------------------------
+def run_direct(args: argparse.Namespace) -> int:
     from h1_training.bringup import load_profile
     from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
     from h1_training.recording.inspect import inspect_path
@@ -44,14 +372,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         for node in profile.nodes:
             tail = node.argv_tail()
-            if node.executable == "episode_recorder":
+            if node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={save_dir}"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
         operator = group.start(
             "sim_operator",
             resolve_executable("sim_operator")
-            + ["--ros-args", "-p", f"episodes:={args.episodes}", "-p", f"policy_seconds:={args.policy_seconds}",
-               "-p", f"human_seconds:={args.human_seconds}"],
+            + ["--ros-args", "-p", f"episodes:={args.episodes}", "-p", f"policy_seconds:={float(args.policy_seconds)}",
+               "-p", f"human_seconds:={float(args.human_seconds)}"],
         )
         deadline = time.monotonic() + args.timeout
         while operator.running and time.monotonic() < deadline:

@@ -1,9 +1,20 @@
-"""sim_operator: the scripted operator of the simulated session.
+"""sim_operator: the scripted operator of the simulated session. Two modes (parameter ``mode``):
 
-Per episode it does what a person does with the H1 seed: start recording, let the "policy" drive the arms in
-TRACK, stop it ('s': DAMPING), guide the arms by hand (through h1_sim's operator-hand input, which moves the
-arms only in damping), save ('e', still in damping, as in the seed: DAMPING -> SAVING), then HOLD. It talks to
-the real nodes over ROS: `arm/set_mode` (SetArmMode), `arm_command` (ArmCommand), `episode_recorder/start|save`,
+``session``: only the operator of a running ``hil_session`` (the full loop of ``h1-training demo``). It watches
+``hil_session/status`` and presses keys through ``hil_session/command`` like a person at hil_console: y in READY,
+s after ``policy_seconds`` of TRACK, y/n in LABELING (did the arms reach the right pose?), guides the arms by hand
+(``sim/operator_hand``) toward the right pose in DAMPING for ``human_seconds`` and holds them there, e, then in
+DECIDING y for another episode or n to finish the epoch (the session syncs it), for ``epochs`` epochs of
+``episodes`` episodes; then it waits for the weights trained on the last epoch (READY with a newer epoch) and
+presses Ctrl+C. Between episodes it puts the arms back home by hand (``arm/set_mode`` DAMPING, then HOLD), as a
+person resets the scene; the recorder is not running then. The decisions are ``sim/operator_script.py``'s
+SessionOperator. Exits 0 when all epochs were done and the session stopped, 1 with the reason otherwise.
+
+``direct`` (default): session and operator in one, without hil_session (``h1-training demo --direct``). Per
+episode it does what a person does with the H1 seed: start recording, let the "policy" drive the arms in TRACK,
+stop it ('s': DAMPING), guide the arms by hand (through h1_sim's operator-hand input, which moves the arms only
+in damping), save ('e', still in damping, as in the seed: DAMPING -> SAVING), then HOLD. It talks to the real
+nodes over ROS: `arm/set_mode` (SetArmMode), `arm_command` (ArmCommand), `episode_recorder/start|save`,
 and to h1_sim's `sim/operator_hand`. It exits 0 after ``episodes`` episodes were saved, 1 on any failure (with
 the reason in the log).
 """
@@ -11,6 +22,7 @@ the reason in the log).
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 from rclpy.node import Node
@@ -18,16 +30,31 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin
+from h1_training.nodes.hil_session_node import STATUS_QOS
 from h1_training.params import ParamSpec
-from h1_training.robot_model import ARM_JOINT_NAMES
-from h1_training.sim.operator_script import OperatorScript
-from h1_training_interfaces.msg import ArmCommand
-from h1_training_interfaces.srv import SaveEpisode, SetArmMode, StartEpisode
+from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES
+from h1_training.sim.operator_script import HOME_TOL_RAD, OperatorScript, SessionOperator, reset_target
+from h1_training_interfaces.msg import ArmCommand, SessionStatus
+from h1_training_interfaces.srv import SaveEpisode, SessionCommand, SetArmMode, StartEpisode
 
 
 class SimOperator(ParamsMixin, Node):
     PARAMS = (
-        ParamSpec("episodes", 1, "episodes to run before exiting", min=1, max=1000),
+        ParamSpec("mode", "direct", "direct: play session and operator (no hil_session); session: only the "
+                  "operator of a running hil_session, through its command service", choices=("direct", "session"),
+                  read_only=True),
+        ParamSpec("episodes", 1, "direct: episodes to run before exiting; session: episodes per epoch", min=1,
+                  max=1000),
+        ParamSpec("epochs", 2, "session: epochs to run, then Ctrl+C", min=1, max=1000),
+        ParamSpec("session", "hil_session", "session: name of the hil_session node (command service, status)"),
+        ParamSpec("reset_home", True, "session: put the arms back home by hand between episodes"),
+        ParamSpec("reset_seconds", 2.0, "session: time to guide the arms home [s]", min=0.5, max=60.0),
+        ParamSpec("wait_final_weights", True, "session: after the last epoch, wait for the weights trained on it "
+                  "(READY with a newer epoch) before Ctrl+C"),
+        ParamSpec("stall_timeout_s", 120.0, "session: give up when waiting for weights or a sync takes longer [s]",
+                  min=1.0, max=86400.0),
+        ParamSpec("call_timeout_s", 30.0, "session: how long to wait for the session's reply to a key [s]",
+                  min=1.0, max=600.0),
         ParamSpec("epoch", 1, "epoch folder the episodes are recorded into", min=0),
         ParamSpec("policy_seconds", 6.0, "time under (scripted) policy control per episode [s]", min=0.5, max=600.0),
         ParamSpec("human_seconds", 6.0, "time under operator (damping) control per episode [s]", min=0.5, max=600.0),
@@ -50,6 +77,14 @@ class SimOperator(ParamsMixin, Node):
         self.arm_mode = ""
         self.create_subscription(String, "arm/mode", self._on_mode, LATCHED_QOS)
         self.exit_code: int | None = None
+        self._statuses: deque[SessionStatus] = deque()
+        if self.p["mode"] == "session":
+            name = self.p["session"].strip("/")
+            self.command_client = self.create_client(SessionCommand, f"{name}/command")
+            self.create_subscription(SessionStatus, f"{name}/status", self._on_status, STATUS_QOS)
+
+    def _on_status(self, msg: SessionStatus) -> None:
+        self._statuses.append(msg)  # handled in order by the operator's loop (run_session)
 
     def _on_mode(self, msg: String) -> None:
         self.arm_mode = msg.data
@@ -75,14 +110,90 @@ class SimOperator(ParamsMixin, Node):
         if not reply.success:
             raise RuntimeError(f"arm refused mode {name}: {reply.message}")
 
-    def run_episodes(self) -> int:
-        log = self.get_logger()
+    def _wait_for_arm(self) -> bool:
         deadline = time.monotonic() + self.p["startup_timeout_s"]
         while self.latest_q is None:
             if time.monotonic() > deadline:
-                log.error("no joint_states from h1_arm_node: is the arm node (and h1_sim) running?")
-                return 1
+                self.get_logger().error("no joint_states from h1_arm_node: is the arm node (and h1_sim) running?")
+                return False
             time.sleep(0.05)
+        return True
+
+    def run(self) -> int:
+        return self.run_session() if self.p["mode"] == "session" else self.run_episodes()
+
+    # --- session mode: the operator of hil_session ----------------------------------------------------------
+    def _publish_hand(self, target: np.ndarray) -> None:
+        hand = JointState(name=list(ARM_JOINT_NAMES), position=target.tolist())
+        hand.header.stamp = self.get_clock().now().to_msg()
+        self.hand_pub.publish(hand)
+
+    def _reset_arms(self) -> None:
+        """Put the arms back home by hand: DAMPING, pull them home, HOLD (between episodes, nothing records)."""
+        self._set_mode(SetArmMode.Request.MODE_DAMPING, "DAMPING")
+        start, reset_s, period = self.latest_q.copy(), self.p["reset_seconds"], 1.0 / self.p["rate_hz"]
+        t0 = time.monotonic()
+        while (t := time.monotonic() - t0) < reset_s:
+            self._publish_hand(reset_target(t, start, reset_s))
+            time.sleep(period)
+        self._set_mode(SetArmMode.Request.MODE_HOLD, "HOLD")
+        off = float(np.max(np.abs(self.latest_q - ARM_HOME_RAD)))
+        if off > HOME_TOL_RAD:
+            self.get_logger().warning(f"[operator] arms {off:.2f} rad from home after the reset")
+
+    def run_session(self) -> int:
+        log = self.get_logger()
+        p = self.p
+        plan = SessionOperator(epochs=p["epochs"], episodes_per_epoch=p["episodes"], policy_s=p["policy_seconds"],
+                               human_s=p["human_seconds"], reset_home=p["reset_home"],
+                               wait_final_weights=p["wait_final_weights"], stall_s=p["stall_timeout_s"])
+        if not self._wait_for_arm():
+            return 1
+        if not self.command_client.wait_for_service(timeout_sec=p["startup_timeout_s"]):
+            log.error(f"[operator] no {self.command_client.srv_name} service: is hil_session running?")
+            return 1
+        log.info(f"[operator] at the console: {plan.epochs} epoch(s) x {plan.episodes_per_epoch} episode(s), "
+                 f"{plan.policy_s:g} s policy, {plan.human_s:g} s correction per episode")
+        period = 1.0 / p["rate_hz"]
+        next_tick = time.monotonic()
+        while True:
+            now = time.monotonic()
+            while self._statuses:
+                msg = self._statuses.popleft()
+                plan.observe(msg.state_name, msg.epoch, msg.episodes_saved, tuple(msg.allowed_keys), now)
+            step = plan.step(now, None if self.latest_q is None else self.latest_q.copy(), self.arm_mode)
+            if step.note:
+                log.info(f"[operator] {plan.state}: {step.note}" + (f" -> '{step.key}'" if step.key else ""))
+            if step.hand is not None:
+                self._publish_hand(step.hand)
+            try:
+                if step.reset:
+                    self._reset_arms()
+                    plan.arms_reset()
+                if step.key:
+                    reply = self._call(self.command_client, SessionCommand.Request(key=step.key),
+                                       f"key {step.key!r}", timeout=p["call_timeout_s"])
+                    plan.pressed(step.key, reply.accepted, time.monotonic())
+                    if not reply.accepted:
+                        log.warning(f"[operator] '{step.key}' refused: {reply.message}")
+            except RuntimeError as exc:
+                log.error(f"[operator] FAILED: {exc}")
+                return 1
+            if step.done:
+                if step.error:
+                    log.error(f"[operator] FAILED: {step.error}")
+                    return 1
+                labels = "".join("y" if x else "n" for x in plan.labels)
+                log.info(f"[operator] done: epochs {plan.epochs_done} finished, labels {labels} (y = reached)")
+                return 0
+            next_tick = max(next_tick + period, time.monotonic() - period)
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+
+    # --- direct mode: session and operator in one ----------------------------------------------------------
+    def run_episodes(self) -> int:
+        log = self.get_logger()
+        if not self._wait_for_arm():
+            return 1
         for i in range(self.p["episodes"]):
             try:
                 path = self._run_one(i)
@@ -154,7 +265,7 @@ def main(args=None) -> int:
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
         try:
-            code = node.run_episodes()
+            code = node.run()
         except KeyboardInterrupt:
             code = 130
         finally:
