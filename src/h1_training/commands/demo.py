@@ -285,6 +285,23 @@ def run_loop(args: argparse.Namespace) -> int:
         deadline = t_start + args.timeout
         last_seen: tuple | None = None
         next_poll = 0.0
+
+        def poll_server(now: float) -> None:
+            nonlocal start_epoch, server_epoch, last_seen
+            try:
+                st = get_training_status("127.0.0.1", port, timeout=2.0)
+            except PolicyClientError:
+                return
+            if start_epoch is None:
+                start_epoch = int(st["epoch"])
+            server_epoch = int(st["epoch"])
+            seen = (st["epoch"], st["model_id"], st["ready"], st["training"])
+            if seen != last_seen:
+                last_seen = seen
+                what = "training" if st["training"] else ("ready" if st["ready"] else "job queued")
+                print(f"[demo] GPU server: epoch {st['epoch']}, model {st['model_id']} ({what}) at "
+                      f"{now - t_start:.1f} s", flush=True)
+
         while operator.running:
             now = time.monotonic()
             if now > deadline:
@@ -297,21 +314,9 @@ def run_loop(args: argparse.Namespace) -> int:
                 break
             if now >= next_poll:
                 next_poll = now + 0.5
-                try:
-                    st = get_training_status("127.0.0.1", port, timeout=2.0)
-                except PolicyClientError:
-                    st = None
-                if st is not None:
-                    if start_epoch is None:
-                        start_epoch = int(st["epoch"])
-                    server_epoch = int(st["epoch"])
-                    seen = (st["epoch"], st["model_id"], st["ready"], st["training"])
-                    if seen != last_seen:
-                        last_seen = seen
-                        what = "training" if st["training"] else ("ready" if st["ready"] else "job queued")
-                        print(f"[demo] GPU server: epoch {st['epoch']}, model {st['model_id']} ({what}) at "
-                              f"{now - t_start:.1f} s", flush=True)
+                poll_server(now)
             time.sleep(0.1)
+        poll_server(time.monotonic())  # the last swap may have come after the last poll
         if not failure and operator.proc.returncode == 0:
             # the operator's Ctrl+C: hil_session saves, says STOPPED and exits by itself
             session = next((c for c in group.children if c.name == SESSION_EXE), None)
