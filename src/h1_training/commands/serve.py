@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 HELP = "run the policy + training server (WebSocket inference, /training_status, training jobs)"
 
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --auto-policy must be one of {list(POLICY_TYPES)}")
         return 2
     try:
+        if args.auto_train:  # the folder rsync fills; an empty one is a valid start (nothing to train yet)
+            Path(args.data_dir).mkdir(parents=True, exist_ok=True)
         auto = None
         if args.auto_train:
             auto = AutoTrainConfig(policy_type=args.auto_policy, steps=args.auto_steps,
