@@ -160,3 +160,98 @@ def test_unknown_policy_option_is_rejected(workdir):
     config = get_policy_type("act").make_config(features, "cpu", {"chunk_size": 20, "n_action_steps": 20})
     assert config.pretrained_backbone_weights is None and config.chunk_size == 20
     assert sorted(config.image_features) == [f"observation.images.{c}" for c in sorted(CAMS)]
+
+
+# --- the scripted policy (policy/scripted.py): receding-horizon reach, hold ----------------------------------------
+def _drive(policy, start, every: int, rows: int) -> np.ndarray:
+    """The arm's path under a perfect tracker: each chunk executed open loop for ``every`` rows, then a new chunk
+    planned from the last executed row (as hil_session does with replan_steps); ``rows`` + 1 poses from ``start``."""
+    from h1_training.policy.scripted import ScriptedPolicy
+
+    assert isinstance(policy, ScriptedPolicy)
+    path = [np.asarray(start, np.float32)]
+    while len(path) <= rows:
+        path += list(policy.infer({"state": path[-1]})["actions"][:every])
+    return np.stack(path[:rows + 1]).astype(np.float64)
+
+
+@pytest.mark.parametrize("start", ["home", "random"])
+def test_scripted_reach_is_the_same_motion_however_often_it_is_replanned(start):
+    from h1_training.policy.scripted import REACH_TARGET_RAD, ScriptedConfig, ScriptedPolicy
+    from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_UPPER_RAD
+
+    policy = ScriptedPolicy(ScriptedConfig(mode="reach"))
+    cfg = policy.config
+    q0 = ARM_HOME_RAD if start == "home" else np.random.default_rng(7).uniform(ARM_LOWER_RAD, ARM_UPPER_RAD) * 0.6
+    dist = float(np.abs(REACH_TARGET_RAD - q0).max())
+    rows = int(4 * cfg.fps * (dist / cfg.max_speed + 1.0))
+    arrivals = {}
+    for every in (1, 5, 25, cfg.horizon):
+        path = _drive(policy, q0, every, rows)
+        gap = np.abs(path - REACH_TARGET_RAD).max(axis=1)
+        assert gap[-1] < 0.02, (every, gap[-1])
+        arrivals[every] = int(np.argmax(gap < 0.02)) / cfg.fps
+        # never faster than max_speed on any joint between rows, never past the target, never away from it
+        speed = np.abs(np.diff(path, axis=0)).max(axis=1) * cfg.fps
+        assert speed.max() <= cfg.max_speed * 1.001, (every, speed.max())
+        assert np.all(np.diff(gap) <= 1e-6), every
+        # no stop dead at the target nor a lurch at a re-plan: after the first row the speed changes gradually
+        assert np.abs(np.diff(speed)).max() < 0.15 * cfg.max_speed, (every, np.abs(np.diff(speed)).max())
+        # all joints arrive together: every pose lies on the straight line from the start to the target
+        moving = np.abs(REACH_TARGET_RAD - q0) > 0.05
+        left = (REACH_TARGET_RAD - path)[:, moving] / (REACH_TARGET_RAD - q0)[moving]
+        assert np.ptp(left, axis=1).max() < 1e-3, every
+    # the same arrival however often it re-planned, at about max_speed on the farthest joint (not a move from rest
+    # per chunk, which crawls when re-planned often)
+    assert max(arrivals.values()) <= 1.2 * min(arrivals.values()), arrivals
+    assert max(arrivals.values()) < dist / cfg.max_speed + 0.6, (arrivals, dist)
+
+
+def test_scripted_chunks_stay_inside_the_joint_limits():
+    from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
+    from h1_training.robot_model import ARM_LOWER_RAD, ARM_UPPER_RAD
+
+    beyond = (ARM_UPPER_RAD + 0.5).tolist()
+    policy = ScriptedPolicy(ScriptedConfig(mode="reach", target=beyond))   # a target past the limits is clipped
+    assert np.allclose(policy.target, ARM_UPPER_RAD)
+    for state in (ARM_LOWER_RAD - 0.3, ARM_UPPER_RAD + 0.3, ARM_LOWER_RAD, (ARM_LOWER_RAD + ARM_UPPER_RAD) / 2):
+        actions = policy.infer({"state": state.astype(np.float32)})["actions"]
+        assert actions.shape == (policy.config.horizon, 14)
+        assert np.all(actions >= ARM_LOWER_RAD.astype(np.float32))
+        assert np.all(actions <= ARM_UPPER_RAD.astype(np.float32))
+        steps = np.abs(np.diff(actions.astype(np.float64), axis=0)).max(axis=1) * policy.config.fps
+        assert steps.max() <= policy.config.max_speed * 1.001
+    at_target = policy.infer({"state": policy.target.astype(np.float32)})["actions"]
+    assert np.allclose(at_target, policy.target, atol=1e-6)
+
+
+def test_scripted_hold_repeats_its_target_whatever_the_state():
+    from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
+    from h1_training.robot_model import ARM_HOME_RAD
+
+    policy = ScriptedPolicy(ScriptedConfig(mode="hold", horizon=20))
+    for seed in (0, 1):
+        actions = policy.infer(_obs(seed=seed))["actions"]
+        assert actions.shape == (20, 14) and actions.dtype == np.float32
+        assert np.all(actions == ARM_HOME_RAD.astype(np.float32))
+    with pytest.raises(ValueError, match="mode"):
+        ScriptedConfig(mode="wave")
+
+
+def test_scripted_model_dirs_round_trip_and_old_ones_still_load(tmp_path):
+    from h1_training.policy.scripted import REACH_TARGET_RAD, ScriptedConfig, ScriptedPolicy, is_scripted_dir
+    from h1_training.robot_model import ARM_HOME_RAD
+
+    policy = ScriptedPolicy(ScriptedConfig(mode="reach", horizon=30, max_speed=0.4))
+    loaded = ScriptedPolicy.load(policy.save(tmp_path / "new"))
+    assert is_scripted_dir(tmp_path / "new") and loaded.model_id == "new"
+    obs = {"state": ARM_HOME_RAD.astype(np.float32)}
+    np.testing.assert_array_equal(loaded.infer(obs)["actions"], policy.infer(obs)["actions"])
+    # a config.json written by the minimum-jerk planner (it had min_duration_s)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({
+        "policy_type": "scripted", "mode": "reach", "target": REACH_TARGET_RAD.tolist(), "horizon": 50, "fps": 50.0,
+        "max_speed": 0.6, "min_duration_s": 1.0, "extra": {}}))
+    old = ScriptedPolicy.load(tmp_path / "old")
+    assert old.config.max_speed == 0.6 and old.metadata["action_horizon"] == 50
+    assert old.infer(obs)["actions"].shape == (50, 14)

@@ -4,9 +4,12 @@ It implements the same Policy protocol as the learned adapters in ``policy/model
 ``infer(obs) -> {"actions": [H, 14] float32}``, ``reset()``), so everything that serves or consumes a policy can be
 exercised without a checkpoint:
 
-- ``mode="reach"``: a minimum-jerk move from the observed arm state to ``target`` (a reach pose in front of the
-  robot by default), at most ``max_speed`` rad/s on any joint; re-planned from the observed state on every call, so
-  it converges even when the human has moved the arms in between.
+- ``mode="reach"``: a straight line in joint space from the observed arm state to ``target`` (a reach pose in front
+  of the robot by default), all joints arriving together: cruise at ``max_speed`` rad/s on the joint with the
+  farthest to go, then an exponential approach (time constant ``approach_tau_s``) that slows down smoothly instead
+  of stopping dead at the target. Each row is a fixed function of the previous one (the state has no velocity), so
+  the plan is receding-horizon: re-planning from any row of it, after 1 row or after the whole chunk, continues the
+  same motion at the same speed, and it converges even when the human has moved the arms in between.
 - ``mode="hold"``: hold ``target`` (ARM_HOME_RAD by default) — every action row is the target.
 
 Actions are absolute joint position targets in ``robot_model.ARM_JOINT_NAMES`` order, clipped to the URDF limits.
@@ -38,8 +41,9 @@ class ScriptedConfig:
     target: list[float] | None = None         # 14 joint targets [rad]; None = the mode's default pose
     horizon: int = 50                         # action rows per inference (1 s at 50 Hz)
     fps: float = 50.0                         # control rate the rows are spaced at
-    max_speed: float = 0.6                    # [rad/s] peak joint speed of the planned move
-    min_duration_s: float = 1.0               # never plan a move faster than this
+    max_speed: float = 0.6                    # [rad/s] cruise speed of the joint with the farthest to go
+    approach_tau_s: float = 0.2               # [s] time constant of the final approach (slows down within
+                                              # max_speed * approach_tau_s of the target)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,8 +53,8 @@ class ScriptedConfig:
             raise ValueError(f"scripted target needs {NUM_ARM_JOINTS} joint values, got {len(self.target)}")
         if not 1 <= int(self.horizon) <= 1000:
             raise ValueError(f"horizon must be in 1..1000, got {self.horizon}")
-        if not (self.fps > 0 and self.max_speed > 0 and self.min_duration_s > 0):
-            raise ValueError("fps, max_speed and min_duration_s must be > 0")
+        if not (self.fps > 0 and self.max_speed > 0 and self.approach_tau_s > 0):
+            raise ValueError("fps, max_speed and approach_tau_s must be > 0")
 
 
 def _state_of(obs: Any) -> np.ndarray:
@@ -87,6 +91,19 @@ class ScriptedPolicy:
             "target": [float(x) for x in self.target],
         }
 
+    def step(self, q: np.ndarray) -> np.ndarray:
+        """The reach's next row from ``q``: the whole plan is this map iterated, so it depends on the state only
+        and re-planning from any row continues it unchanged."""
+        delta = self.target - q
+        dist = float(np.max(np.abs(delta)))
+        if dist == 0.0:
+            return self.target.copy()
+        dt = 1.0 / self.config.fps
+        # The fraction of the remaining way covered in one row: the cruise step (max_speed on the farthest joint)
+        # or the exponential approach's, whichever is smaller; < 1, so never past the target.
+        frac = min(self.config.max_speed * dt / dist, 1.0 - np.exp(-dt / self.config.approach_tau_s))
+        return q + frac * delta
+
     def reset(self) -> None:
         """Stateless: every call plans from the observed state."""
 
@@ -97,12 +114,12 @@ class ScriptedPolicy:
         if self.config.mode == "hold":
             actions = np.repeat(self.target[None, :], h, axis=0)
         else:
-            delta = self.target - state
-            # Peak speed of a minimum-jerk profile is 1.875 * distance / duration.
-            duration = max(self.config.min_duration_s, 1.875 * float(np.max(np.abs(delta))) / self.config.max_speed)
-            tau = np.clip(np.arange(1, h + 1) / self.config.fps / duration, 0.0, 1.0)[:, None]
-            s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
-            actions = state[None, :] + s * delta[None, :]
+            actions = np.empty((h, NUM_ARM_JOINTS))
+            q = state
+            for k in range(h):
+                q = actions[k] = self.step(q)
+        # Clipping per joint never lengthens a step; the target is inside the limits, so only a state outside
+        # them is affected.
         actions = np.clip(actions, ARM_LOWER_RAD, ARM_UPPER_RAD).astype(np.float32)
         return {"actions": actions, "policy_timing": {"infer_ms": (time.perf_counter() - t0) * 1e3}}
 
@@ -121,6 +138,7 @@ class ScriptedPolicy:
         raw = json.loads((model_dir / CONFIG_FILE).read_text())
         if raw.pop("policy_type", POLICY_TYPE) != POLICY_TYPE:
             raise ValueError(f"{model_dir} is not a scripted policy")
+        raw.pop("min_duration_s", None)  # the minimum-jerk planner's (before approach_tau_s): no meaning now
         return cls(ScriptedConfig(**raw), model_id=model_id or model_dir.name)
 
 
