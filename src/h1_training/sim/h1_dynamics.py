@@ -5,8 +5,12 @@ and the motor's PD law exactly as a unitree motor applies a LowCmd_ motor comman
 
     tau = kp * (q_cmd - q) + kd * (dq_cmd - dq) + tau_ff        (only while mode == 1 and the command is fresh)
 
-so kp = 0 with kd > 0 is pure damping, and kp = kd = 0 leaves the joint free. No gravity: the arms stay where
-they are left, which keeps HOLD/DAMPING behaviour easy to see and test.
+so kp = 0 with kd > 0 is pure damping, and kp = kd = 0 leaves the joint free. By default there is no gravity: the
+arms stay where they are left, which keeps HOLD/DAMPING behaviour easy to see and test. With a ``gravity`` model
+(``drivers.arm_gravity.h1_2_arm_gravity()``: the 14 torques a motor must supply to hold the arms still) each arm
+joint also feels the load ``-gravity(q)``: in HOLD the PD sags by about gravity / kp, in damping the arms sink
+toward hanging unless the driver feeds the gravity torque forward in ``tau``. The joints stay independent (no
+inertial coupling): the load is the URDF's, the motion it causes is only roughly an arm's.
 
 The simulated operator's hand pulls the arm joints toward a target with a spring (``operator_stiffness``) but
 only on joints whose commanded kp is below ``operator_kp_threshold`` (damping, E-stop, disabled or timed-out
@@ -17,6 +21,7 @@ operator does).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +29,9 @@ import numpy as np
 from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_MOTOR_INDICES, ARM_UPPER_RAD, NUM_MOTORS
 
 ARM = np.array(ARM_MOTOR_INDICES)
+# The gravity load is evaluated at most once per this much simulated time (one call per 250 Hz tick; the model costs
+# ~50-80 us): the pose moves little in 4 ms, and a starved loop's long steps still re-evaluate it.
+GRAVITY_UPDATE_S = 0.004
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,12 @@ class MotorCommands:
 
 
 class H1Dynamics:
-    def __init__(self, config: DynamicsConfig | None = None, arm_q: np.ndarray | None = None) -> None:
+    def __init__(self, config: DynamicsConfig | None = None, arm_q: np.ndarray | None = None,
+                 gravity: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.config = config or DynamicsConfig()
+        # arm q (14) -> the torques that hold the arms still; None: no gravity. May be swapped between steps.
+        self.gravity = gravity
+        self.tau_gravity = np.zeros(len(ARM))  # the last gravity load evaluated (what holding takes) [N m]
         self.q = np.zeros(NUM_MOTORS)
         self.q[ARM] = ARM_HOME_RAD if arm_q is None else np.asarray(arm_q, dtype=np.float64)
         self.dq = np.zeros(NUM_MOTORS)
@@ -127,10 +139,16 @@ class H1Dynamics:
         kp, kd = np.where(active, cmd.kp, 0.0), np.where(active, cmd.kd, 0.0)
         ff = np.where(active, cmd.tau, 0.0)
         movable = self.operator_can_move() if self.operator_target is not None else None
-        for _ in range(n):
+        gravity = self.gravity
+        every = max(1, round(GRAVITY_UPDATE_S / h)) if gravity is not None else 0
+        for i in range(n):
             tau = kp * (cmd.q - self.q) + kd * (cmd.dq - self.dq) + ff
             self.tau_motor = tau
             total = tau - c.viscous_friction * self.dq
+            if gravity is not None:
+                if i % every == 0:
+                    self.tau_gravity = self._gravity_load(gravity)
+                total[ARM] -= self.tau_gravity
             if movable is not None:
                 pull = c.operator_stiffness * (self.operator_target - self.q[ARM]) - c.operator_damping * self.dq[ARM]
                 total[ARM] += np.where(movable, pull, 0.0)
@@ -143,6 +161,12 @@ class H1Dynamics:
                 self.dq[hit] = 0.0
             self.cmd_age += h
             self.time += h
+
+    def _gravity_load(self, gravity: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        load = np.asarray(gravity(self.q[ARM]), dtype=np.float64)
+        if load.shape != (len(ARM),) or not np.all(np.isfinite(load)):
+            raise ValueError(f"gravity model gave {load.shape} / non-finite torques, need {len(ARM)} finite")
+        return load
 
     @property
     def arm_q(self) -> np.ndarray:

@@ -5,7 +5,10 @@
 Robot side (what the arm driver sees, nothing else): LowState_ at ``state_rate_hz`` with ``mode_machine``
 set and a valid CRC; every LowCmd_ is CRC-checked (a bad CRC is ignored and counted), must carry our
 ``mode_machine`` (else ignored and counted), and drives ``sim/h1_dynamics`` (per-motor PD with the gains it
-carries, so kp 0 / small kd is damping).
+carries, so kp 0 / small kd is damping). ``gravity:=true`` adds the arms' gravity load (the H1-2 URDF model of
+``drivers/arm_gravity.py``, with ``hand_mass_kg`` per hand): HOLD then sags by about gravity / kp and damping lets
+the arms sink unless h1_arm_node feeds the gravity torque forward (``gravity_feedforward``). Off by default: the
+arms stay where they are left, which the other tests, the demo and the benchmarks rely on.
 
 Sim controls (ROS, for tests, demos and the scripted operator):
 - ``sim/operator_hand`` (sensor_msgs/JointState, arm joint names + positions): where the operator's hand
@@ -33,6 +36,8 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 
 from h1_training.drivers import unitree_hg
+from h1_training.drivers.arm_gravity import ArmGravityModel, h1_2_arm_gravity
+from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, ParamsMixin, run_node
 from h1_training.params import ParamSpec
 from h1_training.robot_model import ARM_JOINT_NAMES
@@ -77,13 +82,17 @@ class H1Sim(ParamsMixin, Node):
                   0.0, 50.0),
         ParamSpec("command_timeout_s", 0.5, "motors go passive when no valid lowcmd arrives this long [s]",
                   0.01, 10.0),
+        ParamSpec("gravity", False, "load the arm joints with the H1-2 arms' gravity torque (off: the arms stay "
+                  "where they are left)"),
+        ParamSpec("hand_mass_kg", INSPIRE_RH56DFX_MASS_KG, "mass of each simulated hand in the gravity load [kg] "
+                  "(Inspire RH56DFX: 0.54; the arm node's model may be given another to test a mismatch)", 0.0, 3.0),
     )
 
     def __init__(self) -> None:
         super().__init__("h1_sim")
         p = self.declare_specs()
         self._lock = threading.Lock()
-        self.dyn = H1Dynamics(self._dynamics_config())
+        self.dyn = H1Dynamics(self._dynamics_config(), gravity=self._gravity_model())
         self.paused = False
         self._reset_counters()
         self.trace_file = unitree_hg.init_dds(p["dds_domain"], p["dds_interface"], label="h1_sim")
@@ -103,15 +112,23 @@ class H1Sim(ParamsMixin, Node):
         self.get_logger().info(
             f"h1_sim: simulated H1-2 on unitree DDS domain {domain} interface {p['dds_interface']!r}: "
             f"rt/lowstate at {p['state_rate_hz']:g} Hz, mode_machine {p['mode_machine']}"
+            + (f", arm gravity on (hands {p['hand_mass_kg']:g} kg)" if p["gravity"] else "")
             + ("" if self.state_writer.fast and self._sub.raw else " (SDK serializer: slower)"))
 
     def _dynamics_config(self) -> DynamicsConfig:
         return DynamicsConfig(**{k: float(self.p[k]) for k in _DYNAMICS_PARAMS})
 
+    def _gravity_model(self) -> ArmGravityModel | None:
+        return h1_2_arm_gravity(hand_mass_kg=float(self.p["hand_mass_kg"])) if self.p["gravity"] else None
+
     def on_params_changed(self, changed: dict) -> None:
         if any(k in changed for k in _DYNAMICS_PARAMS):
             with self._lock:
                 self.dyn.config = self._dynamics_config()
+        if "gravity" in changed or "hand_mass_kg" in changed:
+            model = self._gravity_model()  # built outside the lock (~1 ms)
+            with self._lock:
+                self.dyn.gravity = model
         if "status_rate_hz" in changed:
             self.destroy_timer(self._status_timer)
             self._status_timer = self.create_timer(1.0 / changed["status_rate_hz"], self._publish_status)
@@ -271,6 +288,7 @@ class H1Sim(ParamsMixin, Node):
                 "arm_kd_mean": f"{float(np.mean(self.dyn.cmd.kd[ARM])):.2f}",
                 "operator_hand": self.dyn.operator_target is not None,
                 "arm_q": " ".join(f"{v:.4f}" for v in self.dyn.arm_q),
+                "gravity": self.dyn.gravity is not None,
             }
         recent = times[times >= now - 2.0]
         if recent.size > 2:
