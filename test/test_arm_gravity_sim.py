@@ -259,9 +259,6 @@ def test_the_operator_hand_moves_the_arms_in_damping_under_gravity(sim):
         assert np.all(np.abs(short - expected[SHOULDER_PITCH]) < 0.05), (ff, short, expected[SHOULDER_PITCH])
 
 
-@pytest.mark.xfail(reason="arm_controller fades the feed-forward in over gain_ramp_s, but the PD's holding torque "
-                   "goes in one tick (the DAMPING setpoint follows the arm): the arm sinks during the ramp",
-                   strict=False)
 def test_entering_damping_with_feedforward_keeps_the_pose(sim):
     sim.param("h1_arm_node", "gravity_feedforward", True)  # default gain_ramp_s (0.5 s)
     sim.raise_and_hold()

@@ -198,10 +198,14 @@ class ArmController:
 
     def _start_ramp(self, now: float, kp_to: np.ndarray, kd_to: np.ndarray) -> None:
         self._kp_from, self._kd_from = self.gains(now)
-        self._gw_from = self._gravity_weight(now)
-        self._kp_to, self._kd_to = kp_to, kd_to
+        weight_now = self._gravity_weight(now)
         self._gw_to = (self.config.gravity_scale if self.config.gravity_feedforward
                        and self.mode in (Mode.DAMPING, Mode.ESTOP) else 0.0)
+        # Entering DAMPING/E-STOP the setpoint jumps to the measured pose, so the PD's holding torque is gone at
+        # once: the feed-forward takes over at full weight in the same tick (the total torque stays continuous).
+        # Leaving, kp ramps back in while the feed-forward fades out over the same ramp.
+        self._gw_from = max(weight_now, self._gw_to)
+        self._kp_to, self._kd_to = kp_to, kd_to
         self._ramp_t0 = now
 
     def _gravity_weight(self, now: float) -> float:
@@ -209,7 +213,7 @@ class ArmController:
         return self._gw_from + (self._gw_to - self._gw_from) * alpha
 
     def _gravity_torque(self, now: float) -> np.ndarray:
-        """The feed-forward torque now: fades in on entering DAMPING/E-STOP and out on leaving, never a step."""
+        """The feed-forward torque now: full from the first DAMPING/E-STOP tick, faded out on leaving."""
         weight = self._gravity_weight(now)
         if weight <= 0.0 or self.measured_q is None:
             return np.zeros(NUM_ARM_JOINTS)
