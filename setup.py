@@ -18,6 +18,7 @@ NODES = {
     "sim_operator": "h1_training.nodes.sim_operator_node:main",
     "hil_session": "h1_training.nodes.hil_session_node:main",
     "hil_console": "h1_training.nodes.hil_console_node:main",
+    "dataset_manager": "h1_training.nodes.dataset_manager_node:main",
     "model_comparison": "h1_training.nodes.model_comparison_node:main",
 }
 
