@@ -235,6 +235,8 @@ def test_lerobot_export_and_catalog(tmp_path):
     r = export_dataset(ds, "lerobot", out, workers=1)
     assert r.ok, r.message
     assert r.episodes == 2 and r.frames == 120 and (out / "meta" / "info.json").is_file()
+    assert json.loads((out / "h1_conversion.json").read_text())["out_dir"] == str(out)
+    assert [p.name for p in out.parent.iterdir()] == ["e1"]          # converted in a hidden folder, then renamed
 
     cat = Catalog([tmp_path / "data"])
     lr, hd = cat.refresh()

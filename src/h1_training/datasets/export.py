@@ -5,7 +5,7 @@
                (source, copied and skipped episodes with reasons). Copied into a hidden folder beside ``<out>``
                and renamed at the end: an interrupted export never leaves a half dataset under ``<out>``.
     "lerobot"  an HDF5 dataset's valid episodes converted with ``training.convert.convert_sessions`` (needs the
-               ``train`` extras); a LeRobot dataset is copied as it is.
+               ``train`` extras), also in a hidden folder renamed at the end; a LeRobot dataset is copied as it is.
 
 ``<out>`` must not exist, or be an empty folder. ``ExportJob`` runs one export at a time in a worker thread.
 """
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from h1_training.datasets.catalog import FORMAT_HDF5, FORMAT_LEROBOT, DatasetEntry, file_key
-from h1_training.training.convert import convert_sessions
+from h1_training.training.convert import PROVENANCE_FILE, convert_sessions
 
 FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5)
 MANIFEST = "h1_export.json"
@@ -78,6 +78,7 @@ def export_dataset(dataset: DatasetEntry, fmt: str, output: str | Path, *, worke
     if reason:
         return ExportResult(False, reason)
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         if dataset.format == FORMAT_LEROBOT:
             return _copy_tree(dataset, output, cancel)
         if fmt == FORMAT_HDF5:
@@ -158,16 +159,15 @@ def _convert(dataset: DatasetEntry, output: Path, workers: int) -> ExportResult:
         import lerobot  # noqa: F401 - fail early with the reason instead of deep inside the conversion
     except ImportError as exc:
         return ExportResult(False, f"lerobot export needs the train extras (pip install -e '.[train]'): {exc}")
-    existed = output.is_dir()
+    staging = _staging(output)  # hidden from the catalog until complete (it would list a half dataset)
     sources = [Path(e.path) for e in dataset.valid_episodes]
     try:
-        summary = convert_sessions(sources, output, workers=workers, progress=False)
-    except BaseException:
-        # the folder was empty or absent before (checked): what is there now is this run's half dataset
-        shutil.rmtree(output, ignore_errors=True)
-        if existed:
-            output.mkdir(exist_ok=True)
-        raise
+        summary = convert_sessions(sources, staging, workers=workers, progress=False)
+        if summary.episodes:
+            _publish(staging, output)
+            _point_provenance_at(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     skipped = [{"path": e.path, "reason": "; ".join(e.problems) or "invalid"} for e in dataset.episodes
                if not e.valid] + [asdict(s) for s in summary.skipped]
     if not summary.episodes:
@@ -179,6 +179,17 @@ def _convert(dataset: DatasetEntry, output: Path, workers: int) -> ExportResult:
         msg += f"; skipped {len(skipped)}: " + "; ".join(f"{Path(s['path']).name} ({s['reason']})"
                                                           for s in skipped[:5])
     return ExportResult(True, msg, str(output), summary.episodes, summary.frames, skipped)
+
+
+def _point_provenance_at(output: Path) -> None:
+    """The conversion summary names the folder it was written to (the staging one): name the final one."""
+    path = output / PROVENANCE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    data["out_dir"] = str(output)
+    path.write_text(json.dumps(data, indent=2))
 
 
 class ExportJob:
