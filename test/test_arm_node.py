@@ -195,17 +195,24 @@ def test_track_follows_a_trajectory(rig):
         q[joints] += 0.3 * math.sin(2 * math.pi * 0.5 * t) * np.array([-1, 1, -1, 1])  # peak 0.94 rad/s
         return q
 
-    rig.command(trajectory(time.time()))
-    assert rig.set_mode(MODE.MODE_TRACK).success
-    rig.stream(trajectory, 1.0)  # settle: gains ramp, catch up
-    rig.joints.clear()
-    rig.stream(trajectory, 2.5)
+    # This test is about tracking, not the watchdog (test_stale_commands_fall_back_to_hold): a loaded machine can
+    # starve this process's 50 Hz command stream for >100 ms, so give the watchdog room here, and restore it.
+    assert rig.probe.set_parameter("h1_arm_node", "watchdog_timeout_s", 0.5).successful
+    try:
+        rig.command(trajectory(time.time()))
+        assert rig.set_mode(MODE.MODE_TRACK).success
+        rig.stream(trajectory, 1.0)  # settle: gains ramp, catch up
+        rig.joints.clear()
+        rig.stream(trajectory, 2.5)
+        mode_after_stream = rig.mode.last().data
+    finally:
+        assert rig.probe.set_parameter("h1_arm_node", "watchdog_timeout_s", 0.1).successful
     errors = []
     for m in list(rig.joints.messages):
         t = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
         errors.append(np.max(np.abs(np.array(m.position)[joints] - trajectory(t)[joints])))
     assert len(errors) > 100
-    assert rig.mode.last().data == "TRACK"  # the watchdog never had to step in
+    assert mode_after_stream == "TRACK"  # the stream kept the arm in TRACK throughout
     # typical error is PD lag + one command period of interpolation (~0.04 rad at 0.94 rad/s); allow short
     # transients where this shared 2-core machine delays the 50 Hz command stream
     assert np.percentile(errors, 90) < 0.08, f"90th percentile tracking error {np.percentile(errors, 90):.3f} rad"
