@@ -206,7 +206,7 @@ def test_ab_comparison_against_the_policy_server(comparison, probe, procs) -> No
         if "COMPLETED" in out.message:
             break
     done = status.wait(where=lambda m: m.state == St.STATE_COMPLETED, timeout=10)
-    assert done.winner == b and done.p_value <= 0.01 and "sequential" in done.test_name
+    assert done.winner == b and done.p_value <= 0.01 and "SPRT" in done.test_name
     assert [x.trials for x in done.models] == [11, 11]  # stopped at pair 11, well before the planned 30
     deployed = status.wait(where=lambda m: "Deployed" in m.message, timeout=20)
     assert b in deployed.message
