@@ -28,7 +28,7 @@ from h1_training.policy.autotrain import SYNC_MARKER
 from h1_training.policy.client import PolicyClient, ServerUnavailable
 from h1_training.policy.scripted import REACH_TARGET_RAD, ScriptedPolicy
 from h1_training.policy.server import PolicyServer, ServerConfig
-from h1_training.procs import loopback_ros_env, resolve_executable
+from h1_training.procs import loopback_ros_env, resolve_executable, wait_until
 from h1_training.recording.layout import read_episode
 from h1_training.robot_model import ARM_HOME_RAD
 from h1_training.session.runner import PolicyLoop, load_training_config, resolve_settings
@@ -256,15 +256,6 @@ class Published:
         self.failures.append((time.monotonic(), reason))
 
 
-def _until(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise TimeoutError(what)
-
-
 def test_policy_loop_executes_the_servers_chunks_open_loop_at_the_control_rate():
     server = PolicyServer(ServerConfig(port=0))
     server.start_background()
@@ -274,9 +265,9 @@ def test_policy_loop_executes_the_servers_chunks_open_loop_at_the_control_rate()
                       rate_hz=50.0, replan_steps=10)
     try:
         loop.start()
-        _until(lambda: len(out.rows) >= 60, 10, "60 targets")
+        wait_until(lambda: len(out.rows) >= 60, 10, "60 targets")
         loop.set_proposal(True)
-        _until(lambda: sum(r[3] for r in out.rows) >= 10, 5, "10 proposals")
+        wait_until(lambda: sum(r[3] for r in out.rows) >= 10, 5, "10 proposals")
     finally:
         loop.stop()
         server.stop()
@@ -325,7 +316,7 @@ def test_policy_loop_stops_publishing_on_nan_actions_and_fails_to_start_without_
     loop = PolicyLoop(PolicyClient("127.0.0.1", wire_server.port), observe, out.publish, out.fail, rate_hz=50.0,
                       replan_steps=3)
     loop.start()
-    _until(lambda: out.failures, 5, "the NaN chunk to fail the loop")
+    wait_until(lambda: out.failures, 5, "the NaN chunk to fail the loop")
     loop.stop()
     t_fail, reason = out.failures[0]
     assert "not finite" in reason and len(out.failures) == 1

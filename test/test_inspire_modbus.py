@@ -9,6 +9,7 @@ import time
 import pytest
 
 from h1_training.drivers import inspire_modbus as im
+from h1_training.procs import wait_until
 from h1_training.robot_model import HAND_JOINT_NAMES
 
 
@@ -30,16 +31,6 @@ def read_angle_set(port: int) -> list[int]:
         return list(reply.registers)
     finally:
         client.close()
-
-
-def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def start_sim(procs, name: str, hands: str, left_port: int, right_port: int):
@@ -91,7 +82,7 @@ def test_states_commands_clamp_and_reject(procs, probe):
 
     cmd = probe.publisher(JointState, "hand_command", COMMAND_QOS)
     probe.wait_for_publisher("hand_states")
-    until(lambda: probe.node.count_subscribers("hand_command") > 0, 10, "hand_command subscriber")
+    wait_until(lambda: probe.node.count_subscribers("hand_command") > 0, 10, "hand_command subscriber")
 
     # close every finger: they travel at a finite speed (intermediate values, not a jump)
     raw.clear()
@@ -105,9 +96,9 @@ def test_states_commands_clamp_and_reject(procs, probe):
 
     # out-of-range commands are clamped to 0..1000 on the wire
     cmd.publish(JointState(position=[1.7] * 12))
-    until(lambda: read_angle_set(lp) == [1000] * 6 and read_angle_set(rp) == [1000] * 6, 5, "ANGLE_SET 1000")
+    wait_until(lambda: read_angle_set(lp) == [1000] * 6 and read_angle_set(rp) == [1000] * 6, 5, "ANGLE_SET 1000")
     cmd.publish(JointState(name=["left_hand_index"], position=[-3.0]))  # named subset: one finger
-    until(lambda: read_angle_set(lp) == [1000, 1000, 1000, 0, 1000, 1000], 5, "left index 0")
+    wait_until(lambda: read_angle_set(lp) == [1000, 1000, 1000, 0, 1000, 1000], 5, "left index 0")
     assert read_angle_set(rp) == [1000] * 6
     procs.wait_for_line("hand", lambda line: "clamped" in line, timeout=5)
 
@@ -185,9 +176,9 @@ def test_rtu_bus_two_hands_share_one_port():
     try:
         for w in workers.values():
             w.start()
-        until(lambda: all(w.latest() is not None for w in workers.values()), 10, "both hands read over RTU")
+        wait_until(lambda: all(w.latest() is not None for w in workers.values()), 10, "both hands read over RTU")
         workers["left"].set_target([0, im.KEEP, im.KEEP, im.KEEP, im.KEEP, im.KEEP])
-        until(lambda: workers["left"].latest().angle[0] < 50, 5, "left pinky closed")
+        wait_until(lambda: workers["left"].latest().angle[0] < 50, 5, "left pinky closed")
         assert left_model.angle_set.tolist() == [0, 1000, 1000, 1000, 1000, 1000]
         assert right_model.angle_set.tolist() == [1000] * 6 and workers["right"].latest().angle[0] == 1000
     finally:

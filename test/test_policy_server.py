@@ -27,6 +27,7 @@ from h1_training.policy.client import (
 )
 from h1_training.policy.scripted import REACH_TARGET_RAD
 from h1_training.policy.server import PolicyServer, ServerConfig
+from h1_training.procs import wait_until
 from h1_training.recording import layout
 from h1_training.robot_model import ARM_HOME_RAD
 
@@ -55,16 +56,6 @@ def _http(port: int, path: str, method: str = "GET", body=None, key: str | None 
         return code, json.loads(raw)
     except ValueError:
         return code, raw.decode()
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def _write_epoch(data_dir: Path, epoch: int, final_pose: np.ndarray, episodes: int = 2, frames: int = 12) -> Path:
@@ -207,7 +198,7 @@ def test_hot_swap_after_training_job_with_client_connected(server_factory, tmp_p
         status = _http(server.port, "/training_status")[1]
         return status if status["ready"] and status["epoch"] == 1 else None
 
-    status = _wait(swapped, 60, "the trained model to be served")
+    status = wait_until(swapped, 60, "the trained model to be served")
     code, done = _http(server.port, f"/jobs/{job['id']}")
     assert done["status"] == "succeeded" and done["model_id"] == status["model_id"] and done["served_epoch"] == 1
     assert status["last_job"]["id"] == job["id"] and status["policy_type"] == "scripted"
@@ -302,7 +293,7 @@ def test_auto_train_end_to_end(server_factory, tmp_path) -> None:
     time.sleep(0.3)
     assert get_training_status("127.0.0.1", server.port)["epoch"] == 0  # no marker yet: not complete
     (folder / SYNC_MARKER).touch()
-    status = _wait(lambda: (s := get_training_status("127.0.0.1", server.port))["epoch"] == 1 and s["ready"] and s,
+    status = wait_until(lambda: (s := get_training_status("127.0.0.1", server.port))["epoch"] == 1 and s["ready"] and s,
                    60, "auto-train to deploy epoch 1")
     assert status["auto_train"]["trained_epochs"] == [1]
     np.testing.assert_allclose(client.infer(_obs(goal + 0.02))["actions"][-1], goal, atol=1e-3)
@@ -338,7 +329,7 @@ def test_learned_policy_trains_over_http_and_is_hot_swapped(server_factory, tmp_
         seen_running.append(status["training"])
         return status if status["ready"] and status["epoch"] == 1 else None
 
-    status = _wait(swapped, 240, "the CNN-LSTM job to finish and be deployed")
+    status = wait_until(swapped, 240, "the CNN-LSTM job to finish and be deployed")
     done = _http(server.port, f"/jobs/{job['id']}")[1]
     assert done["status"] == "succeeded", done
     assert done["step"] == done["total_steps"] == 2 and done["loss"] is not None and done["convert"]["episodes"] == 2
@@ -366,13 +357,13 @@ def test_job_cancel_and_worker_failure(tmp_path, monkeypatch) -> None:
         data = _write_epoch(tmp_path / "data", 1, ARM_HOME_RAD, episodes=1)
         slow = jobs.submit(TrainRequest(policy_type="act", dataset=[str(data)], steps=9))
         queued = jobs.submit(TrainRequest(policy_type="act", dataset=[str(data)], steps=9))
-        _wait(lambda: slow.step == 1, 30, "the worker's first progress line")
+        wait_until(lambda: slow.step == 1, 30, "the worker's first progress line")
         assert slow.status == "running" and slow.loss == 0.5 and jobs.pending_deploy()
         assert jobs.cancel(queued.id).status == "cancelled"
         jobs.cancel(slow.id)
-        _wait(lambda: slow.status == "cancelled", 30, "the running job to be cancelled")
+        wait_until(lambda: slow.status == "cancelled", 30, "the running job to be cancelled")
         failing = jobs.submit(TrainRequest(policy_type="act", dataset=[str(data)], steps=9, extra={"x": "fail"}))
-        _wait(lambda: failing.status == "failed", 30, "the failing job")
+        wait_until(lambda: failing.status == "failed", 30, "the failing job")
         assert "exited with code 1" in failing.error and "out of memory" in failing.error
         assert not jobs.pending_deploy()
     finally:

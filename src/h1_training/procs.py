@@ -18,7 +18,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy (returned) or ``timeout`` passes (TimeoutError naming
+    ``what``): the one readiness wait of tests, benches and the probe, instead of fixed sleeps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
 
 
 def loopback_ros_env(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:

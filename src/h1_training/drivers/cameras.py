@@ -103,6 +103,24 @@ def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def decode_jpeg_rgb(data: bytes | bytearray | memoryview, size_wh: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A JPEG as HxWx3 uint8 RGB (the policies' colour order), resized to ``size_wh`` (W, H) when given;
+    ValueError when it does not decode."""
+    import cv2
+
+    buf = np.frombuffer(data, np.uint8)
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+    img = cv2.imdecode(buf, rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"undecodable JPEG ({buf.size} bytes)")
+    if rgb_flag is None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    w, h = size_wh
+    if w > 0 and h > 0 and img.shape[:2] != (h, w):
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return img
+
+
 def render_placeholder(camera: str, reason: str, width: int = 640, height: int = 480, quality: int = 85) -> bytes:
     """A frame nobody can mistake for a camera image: hatched grey, 'PLACEHOLDER', the camera and the reason."""
     import cv2

@@ -17,6 +17,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from h1_training.procs import wait_until
+
 
 class RosProbe:
     def __init__(self, name: str = "h1_probe") -> None:
@@ -52,28 +54,18 @@ class RosProbe:
         self.close()
 
     # --- graph ---------------------------------------------------------------------------------------
-    @staticmethod
-    def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
-
     def node_names(self) -> list[str]:
         return [n for n, _ in self.node.get_node_names_and_namespaces()]
 
     def wait_for_node(self, name: str, timeout: float = 20.0) -> None:
-        self._until(lambda: name.lstrip("/") in self.node_names(), timeout, f"node {name}")
+        wait_until(lambda: name.lstrip("/") in self.node_names(), timeout, f"node {name}")
 
     def wait_for_service(self, name: str, timeout: float = 20.0) -> None:
         names = lambda: [n for n, _ in self.node.get_service_names_and_types()]  # noqa: E731
-        self._until(lambda: name in names(), timeout, f"service {name}")
+        wait_until(lambda: name in names(), timeout, f"service {name}")
 
     def wait_for_publisher(self, topic: str, timeout: float = 20.0) -> None:
-        self._until(lambda: self.node.count_publishers(topic) > 0, timeout, f"a publisher on {topic}")
+        wait_until(lambda: self.node.count_publishers(topic) > 0, timeout, f"a publisher on {topic}")
 
     # --- topics --------------------------------------------------------------------------------------
     def capture(self, msg_type: Any, topic: str, qos: QoSProfile | int = 10, keep: int = 10000) -> Capture:
@@ -91,7 +83,7 @@ class RosProbe:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name} not available after {timeout:.1f}s")
             future = client.call_async(request if request is not None else srv_type.Request())
-            self._until(future.done, timeout, f"reply from {name}")
+            wait_until(future.done, timeout, f"reply from {name}")
             return future.result()
         finally:
             self.node.destroy_client(client)

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 import yaml
 
+from h1_training.drivers.cameras import decode_jpeg_rgb
 from h1_training.policy.client import PolicyClient, PolicyClientError, get_training_status
 from h1_training.policy.models.base import HDF5_TO_OBS_CAMERA
 from h1_training.policy.obs import check_result
@@ -201,23 +202,6 @@ def resolve_settings(params: dict[str, Any], config: dict[str, Any] | None = Non
 
 
 # --- observation -------------------------------------------------------------------------------------------
-def decode_jpeg_rgb(data: bytes | bytearray | memoryview, size_wh: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """A JPEG as HxWx3 uint8 RGB (the policy's colour order), resized to ``size_wh`` when given."""
-    import cv2
-
-    buf = np.frombuffer(data, np.uint8)
-    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
-    img = cv2.imdecode(buf, rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"undecodable JPEG ({buf.size} bytes)")
-    if rgb_flag is None:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    w, h = size_wh
-    if w > 0 and h > 0 and img.shape[:2] != (h, w):
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    return img
-
-
 class ObservationBuilder:
     """The policy server's observation (policy/obs.py) from the latest arm state and camera JPEGs.
 

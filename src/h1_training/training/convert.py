@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from h1_training.drivers.cameras import decode_jpeg_rgb
 from h1_training.policy.models.base import (
     ACTION_KEY,
     HDF5_TO_OBS_CAMERA,
@@ -135,21 +136,17 @@ def derive_actions(qpos: np.ndarray, action: np.ndarray, phase: list[str],
 
 
 def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
-    import cv2
-
     if len(data) < 4 or data[:2] != b"\xff\xd8":
         raise ValueError(f"camera {camera} frame {index}: not a JPEG ({len(data)} bytes)")
-    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"camera {camera} frame {index}: undecodable JPEG ({len(data)} bytes)")
-    if rgb_flag is None:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    resized = False
+    try:
+        img = decode_jpeg_rgb(data)
+    except ValueError as exc:
+        raise ValueError(f"camera {camera} frame {index}: {exc}") from exc
     if shape_hw is not None and img.shape[:2] != shape_hw:
-        img = cv2.resize(img, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA)
-        resized = True
-    return img, resized
+        import cv2
+
+        return cv2.resize(img, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_AREA), True
+    return img, False
 
 
 def _check_episode(ep: Episode, min_frames: int) -> str | None:
