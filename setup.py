@@ -1,26 +1,15 @@
 """ament_python package h1_training (also pip-installable into a plain venv, see scripts/setup_env.sh)."""
 
 from glob import glob
+import runpy
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "h1_training"
 
-# One console script per node (ros2 run h1_training <name>), plus the h1-training CLI.
-NODES = {
-    "h1_arm_node": "h1_training.nodes.arm_node:main",
-    "inspire_hand_node": "h1_training.nodes.hand_node:main",
-    "camera_node": "h1_training.nodes.camera_node:main",
-    "episode_recorder": "h1_training.nodes.recorder_node:main",
-    "h1_sim": "h1_training.sim.h1_sim:main",
-    "inspire_sim": "h1_training.sim.inspire_sim:main",
-    "camera_sim": "h1_training.sim.camera_sim:main",
-    "sim_operator": "h1_training.nodes.sim_operator_node:main",
-    "hil_session": "h1_training.nodes.hil_session_node:main",
-    "hil_console": "h1_training.nodes.hil_console_node:main",
-    "dataset_manager": "h1_training.nodes.dataset_manager_node:main",
-    "model_comparison": "h1_training.nodes.model_comparison_node:main",
-}
+# The executables live in one table (src/h1_training/executables.py), read here by path.
+EXECUTABLES = runpy.run_path(str(Path(__file__).parent / "src" / PACKAGE / "executables.py"))
 
 setup(
     name=PACKAGE,
@@ -64,7 +53,6 @@ setup(
     description="Human-in-the-loop training loop for the Unitree H1-2 with Inspire hands",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": ["h1-training = h1_training.cli:main"]
-        + [f"{name} = {target}" for name, target in NODES.items()],
+        "console_scripts": [f"{name} = {target}" for name, target in EXECUTABLES["ALL"].items()],
     },
 )

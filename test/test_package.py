@@ -41,7 +41,8 @@ def test_package_xml_declares_runtime_dependencies():
 
 
 def test_every_node_entry_point_resolves_to_a_module_file():
-    nodes = setup_py_value("NODES")
+    from h1_training.executables import NODES as nodes
+
     for exe, target in nodes.items():
         module = target.split(":")[0]
         path = ROOT / "src" / (module.replace(".", "/") + ".py")

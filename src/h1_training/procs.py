@@ -47,9 +47,15 @@ def loopback_ros_env(domain_id: int | None = None, base: dict[str, str] | None =
 def resolve_executable(name: str) -> list[str]:
     """Command line that runs console script ``name`` of this installation.
 
-    Looks beside the interpreter (venv bin/), then in lib/h1_training (ament layout), then on PATH, and
-    finally runs the entry point through this interpreter, so a venv that is not activated still works.
+    An executable of this package (``executables.ALL``) runs its entry point through this interpreter, so
+    the child runs the very code this process imports (a stale install or another checkout cannot slip in).
+    Other names: beside the interpreter (venv bin/), in lib/h1_training (ament layout), then on PATH.
     """
+    from h1_training.executables import ALL
+
+    if name in ALL:
+        module, _, func = ALL[name].partition(":")
+        return [sys.executable, "-c", f"import sys; from {module} import {func} as m; sys.exit(m())"]
     bindir = Path(sys.executable).parent
     for candidate in (bindir / name, bindir.parent / "lib" / "h1_training" / name):
         if candidate.is_file() and os.access(candidate, os.X_OK):
