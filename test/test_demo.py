@@ -11,12 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from h1_training.policy.autotrain import SYNC_MARKER
-from h1_training.policy.model_pool import STATE_FILE
 from h1_training.procs import resolve_executable
 from h1_training.recording.inspect import inspect_path
-from h1_training.recording.layout import read_episode
+from h1_training.recording.layout import SYNC_MARKER, read_episode
 from h1_training.robot_model import ARM_HOME_RAD
+from h1_training.serve.model_pool import STATE_FILE
 from h1_training.sim.operator_script import (
     MAX_KEY_TRIES,
     POLICY_MISS_RAD,

@@ -21,17 +21,16 @@ from std_msgs.msg import String
 from websockets.sync.server import serve as ws_serve
 
 from h1_training.bringup import load_profile
-from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
-from h1_training.nodes.hil_session_node import STATUS_QOS
+from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, STATUS_QOS
 from h1_training.policy import codec
-from h1_training.policy.autotrain import SYNC_MARKER
 from h1_training.policy.client import PolicyClient, ServerUnavailable
 from h1_training.policy.scripted import REACH_TARGET_RAD, ScriptedPolicy
-from h1_training.policy.server import PolicyServer, ServerConfig
 from h1_training.procs import loopback_ros_env, resolve_executable, wait_until
-from h1_training.recording.layout import read_episode
+from h1_training.recording.layout import SYNC_MARKER, read_episode
 from h1_training.robot_model import ARM_HOME_RAD
-from h1_training.session.runner import PolicyLoop, load_training_config, resolve_settings
+from h1_training.serve.server import PolicyServer, ServerConfig
+from h1_training.session.policy_loop import PolicyLoop
+from h1_training.session.settings import load_training_config, resolve_settings
 from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand
 

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -32,7 +31,7 @@ FEED = ["--width", "320", "--height", "240", "--fps", "15", "--frames", "8"]
 
 
 def start_feed(procs, modes: str = "TRACK"):
-    return procs.start("feed", [sys.executable, "-m", "h1_training.bench.feed", *FEED, "--modes", modes])
+    return procs.start("feed", [sys.executable, "-m", "h1_training.nodes.sim.bench_feed", *FEED, "--modes", modes])
 
 
 def start_recorder(procs, save_dir, *params: str, prefix: tuple[str, ...] = ()):
@@ -249,8 +248,8 @@ def test_disk_full_mid_episode_is_reported_and_nothing_is_lost(procs, probe, tmp
 
 def _missing_sim_modules() -> list[str]:
     from h1_training.bringup import load_profile
+    from h1_training.executables import NODES as scripts  # the package's own table, not a stale install's
 
-    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
     missing = []
     for node in load_profile("sim").nodes:
         target = scripts.get(node.executable, "")

@@ -3,7 +3,7 @@ and measure the achieved rate, the p99 sample period, missed ticks, the time fro
 complete, the file size and the recorder's CPU use (share of one core, psutil).
 
 The feed is the sim profile (emulators + real drivers, ``h1-training up sim``) when its executables exist and
-deliver; otherwise a synthetic publisher process (``h1_training.bench.feed``: the drivers' topics at their
+deliver; otherwise a synthetic publisher process (``h1_training.nodes.sim.bench_feed``: the drivers' topics at their
 rates). The ``feed`` key says which one was used and why.
 
     h1-training bench recorder --seconds 60 --json
@@ -57,7 +57,7 @@ def _start_sim(group, save_dir: Path) -> None:
 
 
 def _start_synthetic(group, save_dir: Path) -> None:
-    group.start("feed", [sys.executable, "-m", "h1_training.bench.feed", "--modes", "TRACK:20,DAMPING:10"])
+    group.start("feed", [sys.executable, "-m", "h1_training.nodes.sim.bench_feed", "--modes", "TRACK:20,DAMPING:10"])
     group.start_executable("episode_recorder", "episode_recorder", ["--ros-args", "-p", f"save_dir:={save_dir}"])
 
 
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
                 "cpu_pct": round(100.0 * cpu / (t1 - t0), 1),  # node + writer process, % of one core
                 "recorder_processes": len(family),
                 "seconds": args.seconds,
-                "feed": feed if feed == "sim" else "synthetic publishers (h1_training.bench.feed)"
+                "feed": feed if feed == "sim" else "synthetic publishers (h1_training.nodes.sim.bench_feed)"
                 + (f": {why}" if why else ""),
                 "targets": TARGETS,
             })

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace) -> dict:
     import logging
 
-    from h1_training.policy.server import PolicyServer, ServerConfig
+    from h1_training.serve.server import PolicyServer, ServerConfig
 
     logging.getLogger().setLevel(logging.WARNING)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]

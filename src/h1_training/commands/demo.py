@@ -128,10 +128,9 @@ def episode_distance(path: Path) -> dict[str, Any]:
 def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, Any]:
     """What the loop did, from its files: per epoch the episodes (validated), the synced files, the policy that
     drove, the model trained on the epoch and the epoch it was served as, and the reach-to-correction distance."""
-    from h1_training.policy.autotrain import SYNC_MARKER
-    from h1_training.policy.model_pool import STATE_FILE
     from h1_training.recording.inspect import inspect_path
-    from h1_training.recording.layout import session_dir
+    from h1_training.recording.layout import SYNC_MARKER, session_dir, session_epoch_of
+    from h1_training.serve.model_pool import STATE_FILE
     from h1_training.training.registry import ModelRegistry
 
     state_path = models_dir / STATE_FILE
@@ -143,8 +142,8 @@ def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, 
         if data_epoch is not None:
             trained[int(data_epoch)] = info
     epochs = []
-    for folder in sorted(robot_dir.glob("training_session_epoch*"), key=lambda p: int(p.name.rsplit("h", 1)[1])):
-        epoch = int(folder.name.rsplit("h", 1)[1])
+    folders = {e: f for f in robot_dir.iterdir() if (e := session_epoch_of(f)) is not None and f.is_dir()}
+    for epoch, folder in sorted(folders.items()):
         report = inspect_path(folder)
         episodes = []
         for ep in report.episodes:

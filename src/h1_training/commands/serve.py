@@ -1,7 +1,7 @@
 """The policy and training server (what the H1 seed runs as ``uv run scripts/serve_policy.py --port 8000``).
 
 openpi-compatible WebSocket inference, ``GET /healthz``, ``GET /training_status`` and a JSON API to train, follow
-jobs, list and deploy models — all on one port (see ``h1_training/policy/server.py`` for the protocol).
+jobs, list and deploy models — all on one port (see ``h1_training/serve/server.py`` for the protocol).
 
 Examples::
 
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from h1_training.policy.autotrain import AutoTrainConfig
-    from h1_training.policy.jobs import POLICY_TYPES
-    from h1_training.policy.server import PolicyServer, ServerConfig
+    from h1_training.serve.server import PolicyServer, ServerConfig
+    from h1_training.training.autotrain import AutoTrainConfig
+    from h1_training.training.jobs import POLICY_TYPES
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)

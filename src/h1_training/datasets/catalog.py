@@ -55,7 +55,6 @@ from h1_training.training.convert import PROVENANCE_FILE, read_provenance
 
 FORMAT_HDF5 = "hdf5"
 FORMAT_LEROBOT = "lerobot"
-SESSION_PREFIX = "training_session_epoch"
 LEROBOT_INFO = Path("meta") / "info.json"
 LEROBOT_EPISODES = Path("meta") / "episodes"
 NOT_ASSESSED = -1.0
@@ -271,7 +270,7 @@ def _model_versions(path: Path) -> str:
 
 
 def _is_session_dir(path: Path) -> bool:
-    return path.name.startswith(SESSION_PREFIX)
+    return path.name.startswith(L.SESSION_PREFIX)
 
 
 def _is_lerobot_dir(path: Path) -> bool:

@@ -24,16 +24,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from h1_training.drivers.inspire_modbus import (
-    STATUS_TEXT,
-    HandEndpoint,
-    HandWorker,
-    WorkerConfig,
-    describe_errors,
-    is_fresh,
-    make_links,
-    parse_hand_command,
-)
+from h1_training.drivers.inspire_link import HandEndpoint, make_links
+from h1_training.drivers.inspire_modbus import HandWorker, WorkerConfig, is_fresh
+from h1_training.drivers.inspire_registers import STATUS_TEXT, describe_errors, parse_hand_command
 from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, run_node
 from h1_training.params import ParamSpec
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX

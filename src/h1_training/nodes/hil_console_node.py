@@ -26,8 +26,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from h1_training.nodes.common import ParamsMixin
-from h1_training.nodes.hil_session_node import STATUS_QOS
+from h1_training.nodes.common import STATUS_QOS, ParamsMixin
 from h1_training.params import ParamSpec
 from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand

@@ -32,33 +32,21 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin
-from h1_training.nodes.polled import PolledSubscription
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin, PolledSubscription
 from h1_training.params import ParamSpec
 from h1_training.recording.layout import episode_index_of
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES
-from h1_training.session.runner import (
-    EffectError,
-    ObservationBuilder,
-    SessionRunner,
-    Snapshot,
-    load_training_config,
-    resolve_settings,
-)
+from h1_training.session.observation import ObservationBuilder
+from h1_training.session.runner import EffectError, SessionRunner, Snapshot
+from h1_training.session.settings import load_training_config, resolve_settings
 from h1_training.session.state_machine import ArmMode, Saved
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus, SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SaveEpisode, SessionCommand, SetArmMode, StartEpisode
-
-# The status keeps its last 10 messages for late subscribers (a console started mid-session sees the recent
-# lines), and a reliable depth of 10 so that quick transitions (SAVING -> DECIDING) all reach the subscribers.
-STATUS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 PARAMS = [
     ParamSpec("config", "", "the seed's training_config.yaml (policy_server.host/port/api_key, rsync.target, "
@@ -129,7 +117,7 @@ class HilSessionNode(ParamsMixin, Node):
                                                callback_group=self._clients_group)
         self.save_client = self.create_client(SaveEpisode, "episode_recorder/save",
                                               callback_group=self._clients_group)
-        # taken when an observation is built (2 Hz), not called back at 100 + 3x30 Hz (see nodes/polled.py)
+        # taken when an observation is built (2 Hz), not called back at 100 + 3x30 Hz (see PolledSubscription)
         self._joints = PolledSubscription(self, JointState, "joint_states", SENSOR_QOS)
         self._cams = {cam: PolledSubscription(self, CompressedImage, f"camera/{cam}/compressed", SENSOR_QOS)
                       for cam in CAMERA_NAMES}

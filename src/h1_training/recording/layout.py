@@ -126,11 +126,28 @@ COLUMNS: tuple[Column, ...] = (
     )
 )
 
+# --- on-disk names ------------------------------------------------------------------------------------------
+SESSION_PREFIX = "training_session_epoch"  # one folder per epoch: save_dir/training_session_epoch{E}/
+SYNC_MARKER = "SYNC_COMPLETE"              # written last by the robot's sync: the epoch folder is complete
+LABEL_NOTE_ATTR = "label_note"             # extra attr beside ATTR_SUCCESS (the contract allows extra attrs)
+
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
+_SESSION_RE = re.compile(rf"^{SESSION_PREFIX}(\d+)$")
 
 
 def session_dir(save_dir: str | Path, epoch: int) -> Path:
-    return Path(save_dir) / f"training_session_epoch{epoch}"
+    return Path(save_dir) / f"{SESSION_PREFIX}{epoch}"
+
+
+def session_epoch_of(path: str | Path) -> int | None:
+    """E of a ``training_session_epoch{E}`` folder, None for any other name."""
+    m = _SESSION_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def is_episode_name(name: str) -> bool:
+    """A saved episode's file name (``episode_{i}.hdf5``; not the ``.partial`` of one being recorded)."""
+    return _EPISODE_RE.match(name) is not None
 
 
 def episode_path(save_dir: str | Path, epoch: int, index: int) -> Path:
@@ -147,7 +164,7 @@ def find_partials(save_dir: str | Path) -> list[Path]:
     root = Path(save_dir)
     if not root.is_dir():
         return []
-    return sorted(root.glob(f"training_session_epoch*/episode_*.hdf5{PARTIAL_SUFFIX}"))
+    return sorted(root.glob(f"{SESSION_PREFIX}*/episode_*.hdf5{PARTIAL_SUFFIX}"))
 
 
 def episode_index_of(path: str | Path) -> int | None:
@@ -299,3 +316,26 @@ def write_episode(path: str | Path, ep: Episode) -> Path:
         f.attrs["human_frames"] = ep.human_frames
         f.attrs["format_version"] = FORMAT_VERSION
     return path
+
+
+def relabel(path: str | Path, success: int, note: str = "", under: str | Path | None = None) -> tuple[bool, str]:
+    """Label a saved episode: ATTR_SUCCESS (and the note, LABEL_NOTE_ATTR) in its HDF5 attrs.
+
+    ``under``: refuse a file outside that folder. Returns (ok, message); never raises for a bad path.
+    """
+    path = Path(path)
+    if under is not None:
+        try:
+            path.resolve().relative_to(Path(under).resolve())
+        except ValueError:
+            return False, f"{path} is not an episode under {under}"
+    if path.suffix != ".hdf5" or not path.is_file():
+        return False, f"no saved episode at {path}"
+    try:
+        with h5py.File(path, "r+") as f:
+            f.attrs[ATTR_SUCCESS] = int(success)
+            if note:
+                f.attrs[LABEL_NOTE_ATTR] = note
+    except OSError as exc:
+        return False, f"cannot label {path}: {exc}"
+    return True, f"labeled {path.name} {'success' if success else 'failure'}"

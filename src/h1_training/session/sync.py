@@ -9,7 +9,7 @@
 rsync daemon (``rsync://host[:port]/module/path/``, ``host::module/path``). The target folder must exist (as the
 seed's troubleshooting says); the epoch folder in it is created.
 
-What the GPU side's auto-train (``policy/autotrain.py``) counts as complete: ``episode_*.hdf5`` files, no
+What the GPU side's auto-train (``training/autotrain.py``) counts as complete: ``episode_*.hdf5`` files, no
 ``*.partial``/``*.tmp``/hidden file, and ``SYNC_MARKER`` in the folder. So the data run:
 
 - never sends the recorder's in-progress ``*.partial`` files, ``*.tmp`` or hidden files;
@@ -43,8 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from h1_training.policy.autotrain import SYNC_MARKER
-from h1_training.recording.layout import PARTIAL_SUFFIX, episode_index_of, session_dir
+from h1_training.recording.layout import PARTIAL_SUFFIX, SYNC_MARKER, episode_index_of, session_dir
 
 PARTIAL_DIR = ".rsync-partial"
 TargetKind = Literal["local", "ssh", "daemon"]

@@ -44,12 +44,12 @@ import numpy as np
 from h1_training.drivers.cameras import decode_jpeg_rgb
 from h1_training.policy.models.base import (
     ACTION_KEY,
-    HDF5_TO_OBS_CAMERA,
     INTERVENTION_KEY,
     STATE_KEY,
     ensure_offline_hub,
     image_key,
 )
+from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
 from h1_training.recording.layout import Episode, read_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 

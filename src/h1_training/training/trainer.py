@@ -36,6 +36,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -338,15 +339,93 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
     return registry.get(model_id)
 
 
+# --- command line (h1-training train) ------------------------------------------------------------------
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``h1-training train`` (and of this module run with ``-m``)."""
+    parser.add_argument("--policy", default="act", choices=sorted(POLICY_TYPES), help="policy type")
+    parser.add_argument("--dataset", required=True, type=Path, help="LeRobotDataset folder (h1-training convert)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="model registry folder")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=8, help="per process")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the policy's preset)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--human-weight", type=float, default=1.0,
+                        help="sampling weight of human-correction frames relative to policy frames")
+    parser.add_argument("--parent", default=None, help="fine-tune from this model (registry id or folder)")
+    parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="policy config option (repeatable)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--deploy", action="store_true", help="deploy the new model when training succeeds")
+    parser.add_argument("--json", action="store_true", help="print the ModelInfo as JSON")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``h1-training train`` and ``python -m h1_training.training.trainer``: train, register, report."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = TrainConfig(policy_type=args.policy, dataset_dir=args.dataset, output_root=args.models,
+                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          device=args.device, human_weight=args.human_weight, parent_model=args.parent,
+                          extra=dict(args.option), num_workers=args.num_workers)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    # under `accelerate launch` every process runs this; only rank 0 reports, deploys and prints
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    bar = tqdm(total=cfg.steps, unit="step", desc=f"train {cfg.policy_type}", dynamic_ncols=True,
+               disable=not main_process)
+
+    def show(p) -> None:
+        bar.n = p.step
+        bar.set_postfix(loss=f"{p.loss:.4f}", lr=f"{p.lr:.1e}", epoch=f"{p.epoch:.2f}")
+        bar.refresh()
+
+    try:
+        info = run_training(cfg, progress=show)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no model registered", file=sys.stderr)
+        return 130
+    except TrainingStopped as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    if not main_process:
+        return 0
+    if args.deploy:
+        ModelRegistry(Path(args.models)).deploy(info.id)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2, default=str))
+    else:
+        print(f"registered {info.id} (epoch {info.epoch}) in {args.models}: final loss "
+              f"{info.metrics.get('final_loss'):.4f}, {info.metrics.get('steps_per_s')} steps/s"
+              + (", deployed" if args.deploy else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m h1_training.training.trainer`` / ``accelerate launch -m h1_training.training.trainer``: the
     same options as ``h1-training train``."""
-    from h1_training.commands import train as train_command
-
     parser = argparse.ArgumentParser(prog="h1_training.training.trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    train_command.add_arguments(parser)
-    return train_command.run(parser.parse_args(argv))
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

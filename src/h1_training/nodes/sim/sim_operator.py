@@ -29,8 +29,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin
-from h1_training.nodes.hil_session_node import STATUS_QOS
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin
 from h1_training.params import ParamSpec
 from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES
 from h1_training.sim.operator_script import HOME_TOL_RAD, OperatorScript, SessionOperator, reset_target

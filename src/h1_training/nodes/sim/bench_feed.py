@@ -5,7 +5,7 @@ Publishes what the drivers publish, at their rates: ``joint_states`` (14 arm joi
 once at start-up), ``arm_command`` (50 Hz, with a model_version), ``arm/mode`` (latched; follows ``--modes``)
 and ``policy_proposal`` while the mode is DAMPING.
 
-    python -m h1_training.bench.feed --modes TRACK:5,DAMPING:5
+    python -m h1_training.nodes.sim.bench_feed --modes TRACK:5,DAMPING:5
 """
 
 from __future__ import annotations

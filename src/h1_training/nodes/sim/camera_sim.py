@@ -20,8 +20,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from h1_training.drivers.cameras import pack_image_message
-from h1_training.nodes.common import SENSOR_QOS, ParamsMixin, run_node
-from h1_training.nodes.polled import PolledSubscription
+from h1_training.nodes.common import SENSOR_QOS, ParamsMixin, PolledSubscription, run_node
 from h1_training.params import ParamSpec
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES
 from h1_training.sim.scene_render import SceneRenderer, SceneState

@@ -1,6 +1,6 @@
 """Training jobs of the policy server: a queue, one job at a time, each in its own worker process.
 
-A job runs ``python -m h1_training.policy.train_worker JOB_DIR`` (conversion of HDF5 sessions if needed, then
+A job runs ``python -m h1_training.training.train_worker JOB_DIR`` (conversion of HDF5 sessions if needed, then
 ``h1_training.training.trainer.run_training``). The worker prints one JSON object per line (progress, done, error);
 its stderr goes to ``JOB_DIR/worker.log``. A separate process keeps the inference loop responsive while torch
 trains, lets a crash or an out-of-memory kill end only the job, and makes cancel a signal (SIGTERM, then SIGKILL
@@ -136,7 +136,7 @@ class Job:
 
 class JobManager:
     def __init__(self, work_dir: Path, models_dir: Path, on_success: Callable[[Job], None] | None = None,
-                 python: str = sys.executable, worker_module: str = "h1_training.policy.train_worker") -> None:
+                 python: str = sys.executable, worker_module: str = "h1_training.training.train_worker") -> None:
         self.work_dir = Path(work_dir)
         self.models_dir = Path(models_dir)
         self.on_success = on_success

@@ -21,12 +21,12 @@ HTTP (same port; JSON unless noted):
     GET  /models                    models known (built-in + registry), which are loaded, the default
     GET  /models/<id>
     POST /models/<id>/deploy        make it the default model (hot swap; epoch + 1)
-    POST /train                     start a job; body: policy/jobs.py TrainRequest (policy_type, dataset, steps...)
+    POST /train                     start a job; body: training/jobs.py TrainRequest (policy_type, dataset, steps...)
     GET  /jobs, GET /jobs/<id>      step, total_steps, epoch, loss, lr, eta_s, status, model_id
     POST /jobs/<id>/cancel
 
 ``ready`` is true while the default model is loaded and no job that will replace it is queued or running;
-``epoch`` rises by one on every swap of the default model (see ``policy/model_pool.py``).
+``epoch`` rises by one on every swap of the default model (see ``serve/model_pool.py``).
 
 Security: binds 127.0.0.1 unless told otherwise; with an API key configured, every connection except /healthz
 must carry ``Authorization: Api-Key <key>`` (what openpi-client sends) or gets 401. WebSocket messages are limited
@@ -57,9 +57,9 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from h1_training.policy import codec
-from h1_training.policy.jobs import JobManager, TrainRequest
-from h1_training.policy.model_pool import ModelPool, UnknownModelError
 from h1_training.policy.obs import check_observation, check_result
+from h1_training.serve.model_pool import ModelPool, UnknownModelError
+from h1_training.training.jobs import JobManager, TrainRequest
 
 log = logging.getLogger("h1_training.serve")
 
@@ -205,7 +205,7 @@ class PolicyServer:
             self.jobs = JobManager(config.work_dir, config.models_dir, on_success=self._deploy_job_result)
         self.autotrain: Any | None = None
         if config.auto_train is not None:
-            from h1_training.policy.autotrain import AutoTrainer
+            from h1_training.training.autotrain import AutoTrainer
 
             if self.jobs is None or config.data_dir is None:
                 raise ValueError("auto-train needs a models dir and a data dir")

@@ -1,6 +1,6 @@
-"""One training job, run as ``python -m h1_training.policy.train_worker JOB_DIR`` by the server's JobManager.
+"""One training job, run as ``python -m h1_training.training.train_worker JOB_DIR`` by the server's JobManager.
 
-Reads ``JOB_DIR/request.json`` (written by ``policy/jobs.py``), converts HDF5 sessions to a LeRobotDataset when the
+Reads ``JOB_DIR/request.json`` (written by ``training/jobs.py``), converts HDF5 sessions to a LeRobotDataset when the
 dataset is not one already, trains with ``h1_training.training.trainer.run_training`` and prints one JSON object per
 line on stdout::
 
@@ -46,10 +46,12 @@ def is_lerobot_dataset(path: Path) -> bool:
 def session_folders(paths: list[Path]) -> list[Path]:
     """HDF5 session folders (or single episode files) named by the request; a data dir with
     ``training_session_epoch*`` folders expands to all of them."""
+    from h1_training.recording.layout import session_epoch_of
+
     out: list[Path] = []
     for p in paths:
         if p.is_dir() and not any(p.glob("episode_*.hdf5")):
-            out += sorted(q for q in p.glob("training_session_epoch*") if q.is_dir())
+            out += sorted(q for q in p.iterdir() if q.is_dir() and session_epoch_of(q) is not None)
         else:
             out.append(p)
     return out
@@ -66,7 +68,7 @@ def run(job_dir: Path) -> int:
     paths = [Path(p) for p in req["dataset"]]
 
     if req["policy_type"] == "scripted":
-        from h1_training.policy.scripted_fit import fit_scripted
+        from h1_training.training.scripted_fit import fit_scripted
 
         info = fit_scripted(session_folders(paths), models_dir, parent=req.get("parent_model"),
                             data_epoch=req.get("data_epoch"))
@@ -114,7 +116,7 @@ def run(job_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m h1_training.policy.train_worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m h1_training.training.train_worker JOB_DIR", file=sys.stderr)
         return 2
     global _events
     # Keep a private copy of stdout for the event lines and point fd 1 at stderr (the job's log), so that

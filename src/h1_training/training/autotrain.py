@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from h1_training.policy.jobs import TrainRequest
+from h1_training.recording.layout import SYNC_MARKER, is_episode_name, session_epoch_of
+from h1_training.training.jobs import TrainRequest
 
 log = logging.getLogger("h1_training.serve.autotrain")
 
-SYNC_MARKER = "SYNC_COMPLETE"
 STATE_FILE = "autotrain_state.json"
-_EPOCH_RE = re.compile(r"^training_session_epoch(\d+)$")
-_EPISODE_RE = re.compile(r"^episode_\d+\.hdf5$")
 
 
 @dataclass
@@ -82,11 +79,11 @@ def scan(data_dir: Path, cfg: AutoTrainConfig, now: float | None = None) -> list
     if not Path(data_dir).is_dir():
         return out
     for folder in Path(data_dir).iterdir():
-        m = _EPOCH_RE.match(folder.name)
-        if not m or not folder.is_dir():
+        epoch = session_epoch_of(folder)
+        if epoch is None or not folder.is_dir():
             continue
         files = [p for p in folder.iterdir() if p.is_file()]
-        episodes = sorted(p.name for p in files if _EPISODE_RE.match(p.name))
+        episodes = sorted(p.name for p in files if is_episode_name(p.name))
         busy = [p.name for p in files if p.name.startswith(".") or p.suffix in (".partial", ".tmp")
                 or ".partial" in p.name]
         newest = max((p.stat().st_mtime for p in files), default=0.0)
@@ -103,7 +100,7 @@ def scan(data_dir: Path, cfg: AutoTrainConfig, now: float | None = None) -> list
             complete, reason = True, f"unchanged for {now - newest:.0f} s"
         else:
             complete, reason = False, f"changed {now - newest:.0f} s ago (quiet period {cfg.quiet_s:.0f} s)"
-        out.append(EpochData(int(m.group(1)), folder, episodes, complete, reason))
+        out.append(EpochData(epoch, folder, episodes, complete, reason))
     return sorted(out, key=lambda e: e.epoch)
 
 
