@@ -101,9 +101,6 @@ def _cpu_seconds(proc) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import JointState
-    from std_srvs.srv import Trigger
 
     from h1_training.bringup import load_profile
     from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
@@ -136,9 +133,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 argv += ["-p", f"realtime_priority:={args.realtime_priority}"]
             group.start(node.name, argv, extra_env=node.env or None)
         probe = RosProbe(f"bench_hardware_{os.getpid()}")
-        joints = probe.capture(JointState, "joint_states", SENSOR_QOS, keep=100000)
-        sim_status = probe.capture(DiagnosticArray, "sim/h1_status", LATCHED_QOS, keep=100)
-        diagnostics = probe.capture(DiagnosticArray, "diagnostics", 50, keep=500)
+        joints = probe.capture("sensor_msgs/msg/JointState", "joint_states", SENSOR_QOS, keep=100000)
+        sim_status = probe.capture("diagnostic_msgs/msg/DiagnosticArray", "sim/h1_status", LATCHED_QOS, keep=100)
+        diagnostics = probe.capture("diagnostic_msgs/msg/DiagnosticArray", "diagnostics", 50, keep=500)
         try:
             joints.wait(10, timeout=30)
         except TimeoutError:
@@ -159,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         has_sim = any(n.executable == "h1_sim" for n in nodes if n.name not in missing)
         if has_sim:
             try:
-                probe.call(Trigger, "/sim/reset_counters", timeout=5.0)
+                probe.call("std_srvs/srv/Trigger", "/sim/reset_counters", timeout=5.0)
             except TimeoutError as exc:
                 result["notes"].append(f"h1_sim counters not reset: {exc}")
         t0 = time.monotonic()

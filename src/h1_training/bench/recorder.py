@@ -106,8 +106,6 @@ def run(args: argparse.Namespace) -> dict:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     from h1_training.nodes.common import LATCHED_QOS
     from h1_training.nodes.probe import RosProbe
-    from h1_training_interfaces.msg import RecorderStatus
-    from h1_training_interfaces.srv import SaveEpisode, StartEpisode
 
     feed = args.feed
     why = ""
@@ -122,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     save_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_"))
     figures: dict = {}
     with RosProbe("bench_recorder_probe") as probe:
-        status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
+        status = probe.capture("h1_training_interfaces/msg/RecorderStatus", "/episode_recorder/status", LATCHED_QOS)
         for attempt in ("first", "fallback"):
             group = ProcessGroup(env=loopback_ros_env(domain))
             try:
@@ -140,8 +138,8 @@ def run(args: argparse.Namespace) -> dict:
         try:
             rec = group.get("episode_recorder")
             proc = psutil.Process(rec.proc.pid)
-            reply = probe.call(StartEpisode, "/episode_recorder/start",
-                               StartEpisode.Request(epoch=0, episode_index=-1, prompt="bench"), timeout=15)
+            reply = probe.call("h1_training_interfaces/srv/StartEpisode", "/episode_recorder/start",
+                               {"epoch": 0, "episode_index": -1, "prompt": "bench"}, timeout=15)
             if not reply.success:
                 raise RuntimeError(f"start failed: {reply.message}")
             family = [proc] + proc.children(recursive=True)  # the node and its HDF5 writer process
@@ -149,8 +147,8 @@ def run(args: argparse.Namespace) -> dict:
             time.sleep(args.seconds)
             cpu1, t1 = _cpu(family), time.monotonic()
             s0 = time.monotonic()
-            saved = probe.call(SaveEpisode, "/episode_recorder/save", SaveEpisode.Request(success_label=-1),
-                               timeout=30)
+            saved = probe.call("h1_training_interfaces/srv/SaveEpisode", "/episode_recorder/save",
+                               {"success_label": -1}, timeout=30)
             save_s = time.monotonic() - s0
             if not saved.success:
                 raise RuntimeError(f"save failed: {saved.message}")

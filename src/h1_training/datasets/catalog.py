@@ -51,7 +51,6 @@ import h5py
 
 from h1_training.recording import layout as L
 from h1_training.recording.inspect import EpisodeReport, inspect_episode
-from h1_training.training.convert import PROVENANCE_FILE, read_provenance
 
 FORMAT_HDF5 = "hdf5"
 FORMAT_LEROBOT = "lerobot"
@@ -431,7 +430,7 @@ class Catalog:
         return ds
 
     def _lerobot_meta(self, folder: Path, stats: RefreshStats) -> dict:
-        meta_files = [folder / LEROBOT_INFO, folder / PROVENANCE_FILE]
+        meta_files = [folder / LEROBOT_INFO, folder / L.PROVENANCE_FILE]
         meta_files += sorted((folder / LEROBOT_EPISODES).rglob("*.parquet"))
         key = tuple((str(p), file_key(p)) for p in meta_files)
         cached = self._lerobot.get(str(folder))
@@ -448,7 +447,7 @@ class Catalog:
         meta["total_episodes"] = int(info.get("total_episodes") or 0)
         meta["total_frames"] = int(info.get("total_frames") or 0)
         meta["lengths"] = self._lerobot_lengths(meta_files[2:], meta)
-        meta["sources"] = list(read_provenance(folder).get("sources") or [])
+        meta["sources"] = list(L.read_provenance(folder).get("sources") or [])
         self._lerobot[str(folder)] = (key, meta)
         return meta
 

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from h1_training.datasets.catalog import FORMAT_HDF5, FORMAT_LEROBOT, DatasetEntry, file_key
-from h1_training.training.convert import PROVENANCE_FILE, convert_sessions
+from h1_training.recording.layout import PROVENANCE_FILE
+from h1_training.training.convert import convert_sessions
 
 FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5)
 MANIFEST = "h1_export.json"

@@ -16,6 +16,7 @@ Files live at ``save_dir/training_session_epoch{E}/episode_{i}.hdf5``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,7 @@ COLUMNS: tuple[Column, ...] = (
 SESSION_PREFIX = "training_session_epoch"  # one folder per epoch: save_dir/training_session_epoch{E}/
 SYNC_MARKER = "SYNC_COMPLETE"              # written last by the robot's sync: the epoch folder is complete
 LABEL_NOTE_ATTR = "label_note"             # extra attr beside ATTR_SUCCESS (the contract allows extra attrs)
+PROVENANCE_FILE = "h1_conversion.json"     # in a converted LeRobot dataset: the HDF5 sources and the summary
 
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
 _SESSION_RE = re.compile(rf"^{SESSION_PREFIX}(\d+)$")
@@ -339,3 +341,12 @@ def relabel(path: str | Path, success: int, note: str = "", under: str | Path | 
     except OSError as exc:
         return False, f"cannot label {path}: {exc}"
     return True, f"labeled {path.name} {'success' if success else 'failure'}"
+
+
+def read_provenance(dataset_dir: str | Path) -> dict:
+    """The conversion summary (PROVENANCE_FILE) of a LeRobot dataset folder; {} when there is none."""
+    path = Path(dataset_dir) / PROVENANCE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

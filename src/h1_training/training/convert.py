@@ -50,14 +50,13 @@ from h1_training.policy.models.base import (
     image_key,
 )
 from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
-from h1_training.recording.layout import Episode, read_episode
+from h1_training.recording.layout import PROVENANCE_FILE, Episode, read_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 
 log = logging.getLogger("h1_training.convert")
 
 DEFAULT_REPO_ID = "local/h1_training"
 DEFAULT_TASK = "manipulation"
-PROVENANCE_FILE = "h1_conversion.json"
 HUMAN = "human"
 _WINDOW = 32  # frames decoded ahead of the encoder (bounded memory: ~3 MB per frame at 640x480x3 cameras)
 
@@ -382,9 +381,3 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
     return summary
 
 
-def read_provenance(dataset_dir: Path) -> dict:
-    path = Path(dataset_dir) / PROVENANCE_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

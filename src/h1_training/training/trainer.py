@@ -181,7 +181,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
     from lerobot.datasets.utils import dataset_to_policy_features
     from lerobot.utils.random_utils import set_seed
 
-    from h1_training.training.convert import read_provenance
+    from h1_training.recording.layout import read_provenance
 
     warnings.filterwarnings("ignore", message=".*video decoding and encoding capabilities of torchvision.*")
     dataset_dir = Path(cfg.dataset_dir)
