@@ -1,13 +1,19 @@
-"""Run node executables as separate processes: used by ``h1-training up``, the tests and the benchmarks.
+"""Child processes, the one place that starts them (no rclpy).
 
-Each child gets its own process group (so nothing is orphaned), its output is prefixed with its name, and
-``stop()`` ends them in reverse start order: SIGINT, then SIGTERM, then SIGKILL, each with a timeout.
-Nothing is restarted silently: a child that exits is reported with its exit code.
+- :func:`run`: the one subprocess runner for jobs that end (rsync of the session sync, the HDF5 repair worker,
+  the training worker): own process group, output streamed line by line to a callback as it comes, a wall-clock
+  timeout, an idle (hang) timeout, a cancel event, and a group kill (every signal of ``stop_signals`` in turn)
+  that takes the child's own children (ssh, rsync's receiver) with it.
+- :class:`ProcessGroup`: long-running named children (``h1-training up``, the tests and the benchmarks), each
+  in its own process group, output prefixed with its name; ``stop()`` ends them in reverse start order: SIGINT,
+  then SIGTERM, then SIGKILL, each with a timeout. Nothing is restarted silently: a child that exits is
+  reported with its exit code.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -76,6 +82,101 @@ def executable_exists(name: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+Signals = Sequence[tuple[int, float]]  # (signal, seconds to wait for the exit before the next one)
+
+
+def kill_group(proc: subprocess.Popen, signals: Signals) -> None:
+    """Send each signal to the child's process group in turn until it exits (its own children go too)."""
+    for sig, wait in signals:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@dataclass
+class RunResult:
+    rc: int | None          # exit code; None when we stopped it (see ``stopped``)
+    stopped: str = ""       # "", "timeout" (wall clock), "idle" (no output for idle_timeout_s), "cancelled"
+    stderr: str = ""        # collected stderr (stderr="pipe")
+    seconds: float = 0.0
+
+
+def run(argv: Sequence[str], *, on_line: Callable[[str], None] | None = None, timeout_s: float | None = None,
+        idle_timeout_s: float | None = None, cancel: threading.Event | None = None,
+        stderr: str | IO[bytes] = "pipe", env: dict[str, str] | None = None, split_cr: bool = False,
+        stop_signals: Signals = ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)),
+        on_start: Callable[[subprocess.Popen], None] | None = None) -> RunResult:
+    """Run ``argv`` to its end in its own process group; the one subprocess runner (module docstring).
+
+    ``on_line`` gets every stdout line (decoded, without its end; with ``split_cr`` a carriage return ends a
+    line too: progress meters redraw with \\r) from a reader thread, as soon as it is read. ``stderr``:
+    "pipe" (collected into the result), "stdout" (merged into the lines) or a binary file to write to.
+    Stops the group with ``stop_signals`` on ``timeout_s`` (wall clock), ``idle_timeout_s`` (no stdout line
+    for that long: a hung child) or ``cancel``; a child that outlives the last signal is left to the OS.
+    ``on_start`` gets the Popen once started (an owner that must be able to stop the group from elsewhere
+    keeps it for ``kill_group``).
+    """
+    t0 = time.monotonic()
+    err_target: Any = subprocess.PIPE if stderr == "pipe" else subprocess.STDOUT if stderr == "stdout" else stderr
+    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_target,
+                            env=env, start_new_session=True)
+    if on_start is not None:
+        on_start(proc)
+    last_output = [time.monotonic()]
+    err_chunks: list[bytes] = []
+    splitter = re.compile(rb"[\r\n]" if split_cr else rb"\n")
+
+    def pump_out() -> None:
+        assert proc.stdout is not None
+        buf = b""
+        while chunk := proc.stdout.read1(65536):
+            last_output[0] = time.monotonic()
+            buf += chunk
+            *lines, buf = splitter.split(buf)
+            if on_line is not None:
+                for raw in lines:
+                    on_line(raw.decode(errors="replace"))
+        if buf and on_line is not None:
+            on_line(buf.decode(errors="replace"))
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        while chunk := proc.stderr.read1(65536):
+            err_chunks.append(chunk)
+
+    readers = [threading.Thread(target=pump_out, daemon=True)]
+    if proc.stderr is not None:
+        readers.append(threading.Thread(target=pump_err, daemon=True))
+    for t in readers:
+        t.start()
+    stopped = ""
+    while proc.poll() is None:
+        now = time.monotonic()
+        if cancel is not None and cancel.is_set():
+            stopped = "cancelled"
+        elif timeout_s is not None and now - t0 >= timeout_s:
+            stopped = "timeout"
+        elif idle_timeout_s is not None and now - last_output[0] > idle_timeout_s:
+            stopped = "idle"
+        if stopped:
+            kill_group(proc, stop_signals)
+            break
+        try:
+            proc.wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    for t in readers:
+        t.join(5.0)
+    return RunResult(None if stopped else proc.returncode, stopped,
+                     b"".join(err_chunks).decode(errors="replace"), time.monotonic() - t0)
 
 
 @dataclass
@@ -178,16 +279,7 @@ class ProcessGroup:
 
     def stop_one(self, child: Child, timeout: float = 5.0) -> int | None:
         if child.running:
-            for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
-                try:
-                    os.killpg(child.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    child.proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            kill_group(child.proc, ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)))
         else:
             # the leader exited; make sure nothing it spawned lingers in its group
             try:

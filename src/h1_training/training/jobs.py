@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from h1_training import procs
 from h1_training.policy.models import POLICY_TYPES as _LEARNED_TYPES  # a name table: no torch import
 
 log = logging.getLogger("h1_training.serve.jobs")
@@ -145,7 +146,8 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._queue: list[str] = []
         self._cond = threading.Condition()
-        self._proc: subprocess.Popen | None = None
+        self._stop_running = threading.Event()   # set: stop the running job's worker (cancel, close)
+        self._proc: subprocess.Popen | None = None  # the running worker (close kills its group if it lingers)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="train-jobs", daemon=True)
         self._thread.start()
@@ -194,8 +196,7 @@ class JobManager:
                 job.status, job.finished = "cancelled", time.time()
             elif job.status == "running":
                 job.cancel_requested = True
-                if self._proc is not None and self._proc.poll() is None:
-                    self._proc.send_signal(signal.SIGTERM)
+                self._stop_running.set()
             return job
 
     def close(self, timeout: float = 10.0) -> None:
@@ -204,15 +205,13 @@ class JobManager:
             for jid in list(self._queue):
                 self._jobs[jid].status = "cancelled"
             self._queue.clear()
-            proc = self._proc
+            self._stop_running.set()
             self._cond.notify_all()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         self._thread.join(timeout)
+        proc = self._proc
+        if self._thread.is_alive() and proc is not None:  # the worker ignored SIGTERM for `timeout` s
+            procs.kill_group(proc, ((signal.SIGKILL, 2.0),))
+            self._thread.join(2.0)
 
     # -- worker loop ----------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -224,6 +223,7 @@ class JobManager:
                     return
                 job = self._jobs[self._queue.pop(0)]
                 job.status, job.started = "running", time.time()
+                self._stop_running.clear()
             try:
                 self._run_job(job)
             except Exception as exc:  # never let one job take the queue down
@@ -239,31 +239,30 @@ class JobManager:
                 "work_dir": str(job_dir)}
         (job_dir / "request.json").write_text(json.dumps(spec, indent=2))
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
-        with open(job_dir / "worker.log", "ab") as errlog:
-            proc = subprocess.Popen([self.python, "-m", self.worker_module, str(job_dir)], stdout=subprocess.PIPE,
-                                    stderr=errlog, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-            with self._cond:
-                self._proc = proc
-            done: dict[str, Any] | None = None
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    log.warning("job %s: unparsable worker line %r", job.id, raw[:200])
-                    continue
-                done = self._apply(job, event) or done
+        done: dict[str, Any] = {}
+
+        def line(raw: str) -> None:
             try:
-                rc = proc.wait(timeout=_CANCEL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
-            with self._cond:
-                self._proc = None
+                event = json.loads(raw)
+            except ValueError:
+                log.warning("job %s: unparsable worker line %r", job.id, raw[:200])
+                return
+            if (finished := self._apply(job, event)) is not None:
+                done.update(finished)
+
+        # the worker's stderr goes to worker.log; a cancel sends SIGTERM to its group (the worker stops at the
+        # next step and registers nothing), SIGKILL after _CANCEL_GRACE_S
+        with open(job_dir / "worker.log", "ab") as errlog:
+            run = procs.run([self.python, "-m", self.worker_module, str(job_dir)], on_line=line, stderr=errlog,
+                            env=env, cancel=self._stop_running,
+                            stop_signals=((signal.SIGTERM, _CANCEL_GRACE_S), (signal.SIGKILL, 5.0)),
+                            on_start=lambda proc: setattr(self, "_proc", proc))
+        self._proc = None
+        rc = run.rc
         if job.cancel_requested:
             job.status = "cancelled"
             return
-        if rc != 0 or done is None:
+        if rc != 0 or not done:
             job.status = "failed"
             tail = (job_dir / "worker.log").read_text(errors="replace")[-2000:]
             job.error = job.error or f"worker exited with code {rc}; log tail:\n{tail}"
