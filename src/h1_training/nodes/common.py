@@ -1,10 +1,53 @@
-"""Shared rclpy glue for every node: declared parameters with descriptors, QoS profiles, main()."""
+"""Shared rclpy glue for every node: QoS profiles, parameters declared from config dataclasses, polled
+subscriptions, main().
+
+Parameters: declare them ONCE, on a config dataclass, never as a separate list
+------------------------------------------------------------------------------
+A node's parameters are the ``param(...)`` fields of one config dataclass (``h1_training.params``: type from the
+annotation and default, description, ``min``/``max`` or ``choices``, ``read_only``). Put the dataclass where its
+logic lives (plain module, no rclpy) when the logic takes it; a node-only one may sit in the node file. Fields
+of the logic's own config join in with ``nested(LogicConfig)`` (same names, flattened)::
+
+    # h1_training/workflow/manager.py (plain Python)
+    @dataclass
+    class WorkflowConfig:
+        poll_period_s: float = param(2.0, "how often the server's /training_status is asked [s]",
+                                     min=0.1, max=60.0)
+        gate: str = param("auto", "when a trained model goes live", choices=("auto", "manual"))
+        server_url: str = param("http://127.0.0.1:8000", "the policy server", read_only=True)
+
+    # h1_training/nodes/training_workflow_manager_node.py
+    @dataclass
+    class WorkflowNodeParams:
+        status_rate_hz: float = param(1.0, "status publish rate [Hz]", min=0.1, max=50.0)
+        workflow: WorkflowConfig = nested(WorkflowConfig)
+
+    class WorkflowManagerNode(ParamsMixin, Node):
+        PARAMS = WorkflowNodeParams
+
+        def __init__(self) -> None:
+            super().__init__("training_workflow_manager")
+            self.declare_specs()                 # declares every parameter with its descriptor (range, choices,
+            cfg = self.config                    #   read-only); self.config: a WorkflowNodeParams of the values,
+            self.manager = Manager(cfg.workflow) #   self.p: the same values as a dict by name
+
+        def on_params_changed(self, changed: dict) -> None:  # after an accepted `ros2 param set`
+            ...
+
+What you get: ``ros2 param describe`` shows the description and range; ``ros2 param set`` with a value of the
+wrong type, out of range, not among the choices, or refused by the dataclass's own ``__post_init__`` (cross-field
+rules) fails with the reason and changes nothing; integers given for float parameters are taken as floats;
+read-only ones refuse changes. The README's parameter tables are generated from the same declarations
+(``python scripts/param_tables.py --write``; ``test/test_param_tables.py`` fails when README and code disagree):
+a new node adds its executable to ``PARAM_TABLES`` in that script and a ``<!-- params:EXECUTABLE -->`` /
+``<!-- /params:EXECUTABLE -->`` pair to the README.
+"""
 
 from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import rclpy
@@ -21,7 +64,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from h1_training.params import ParamSpec, check_value
+from h1_training.params import ParamSpec, build, check_value, param_specs
 
 # Streams (joint states, images): best effort, keep last few.
 SENSOR_QOS = qos_profile_sensor_data
@@ -77,15 +120,17 @@ def _coerce_parameter(spec: ParamSpec, param: Parameter) -> Parameter:
 
 
 class ParamsMixin:
-    """Declare ``PARAMS`` on a Node; values land in ``self.p`` (a dict) and stay in sync on ``ros2 param set``.
+    """``PARAMS``: the node's config dataclass (module docstring). ``declare_specs()`` declares its parameters;
+    values land in ``self.p`` (a dict) and ``self.config`` (the dataclass) and stay in sync on ``ros2 param set``.
 
     Subclasses may override ``on_params_changed(changed: dict)`` for side effects (post-set).
     """
 
-    PARAMS: Sequence[ParamSpec] = ()
+    PARAMS: type | None = None
 
     def declare_specs(self: Any) -> dict[str, Any]:
-        self._specs = {s.name: s for s in self.PARAMS}
+        specs = param_specs(self.PARAMS) if self.PARAMS is not None else []
+        self._specs = {s.name: s for s in specs}
         self.p: dict[str, Any] = {}
         # `-p rate_hz:=50` or `ros2 param set ... 50` arrive as INTEGER; rclpy would refuse them for a DOUBLE
         # parameter ("Wrong parameter type"). Turn them into the float the operator meant, before rclpy's type
@@ -96,13 +141,14 @@ class ParamsMixin:
                 if name in self._specs:
                     overrides[name] = _coerce_parameter(self._specs[name], param)
         self.add_pre_set_parameters_callback(self._coerce_params)
-        for spec in self.PARAMS:
+        for spec in specs:
             value = self.declare_parameter(spec.name, spec.default, descriptor_for(spec)).value
             value = _coerce(spec, value)
             reason = check_value(spec, value)
             if reason:
                 raise ValueError(f"invalid parameter at start-up: {reason}")
             self.p[spec.name] = value
+        self.config = self._build(self.p)
         self.add_on_set_parameters_callback(self._check_params)
         self.add_post_set_parameters_callback(self._apply_params)
         return self.p
@@ -110,13 +156,31 @@ class ParamsMixin:
     def _coerce_params(self, params: list[Parameter]) -> list[Parameter]:
         return [_coerce_parameter(self._specs[p.name], p) if p.name in self._specs else p for p in params]
 
+    def _build(self: Any, values: dict[str, Any]) -> Any:
+        if self.PARAMS is None:
+            return None
+        try:
+            return build(self.PARAMS, values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid parameters at start-up: {exc}") from exc
+
     def _check_params(self, params: list) -> SetParametersResult:
+        new = dict(self.p)
         for param in params:
             spec = self._specs.get(param.name)
             if spec is None:
                 continue
-            reason = check_value(spec, _coerce(spec, param.value))
+            value = _coerce(spec, param.value)
+            reason = check_value(spec, value)
             if reason:
+                self.get_logger().warning(f"rejected parameter change: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+            new[param.name] = value
+        if self.PARAMS is not None and new != self.p:
+            try:  # the dataclass's own cross-field rules (__post_init__)
+                build(self.PARAMS, new)
+            except (TypeError, ValueError) as exc:
+                reason = f"rejected: {exc}"
                 self.get_logger().warning(f"rejected parameter change: {reason}")
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -129,6 +193,8 @@ class ParamsMixin:
                 self.p[param.name] = _coerce(spec, param.value)
                 changed[param.name] = self.p[param.name]
         if changed:
+            if self.PARAMS is not None:
+                self.config = build(self.PARAMS, self.p)
             self.on_params_changed(changed)
 
     def on_params_changed(self, changed: dict[str, Any]) -> None:  # pragma: no cover - default no-op

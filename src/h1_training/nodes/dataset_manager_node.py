@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,24 @@ from std_srvs.srv import Empty
 from h1_training.datasets.catalog import Catalog, DatasetEntry, EpisodeEntry
 from h1_training.datasets.export import ExportJob, ExportResult, check_request, default_output, export_dataset
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training_interfaces.msg import DatasetInfo, DatasetList, EpisodeInfo
 from h1_training_interfaces.srv import ExportDataset, GetEpisodeInfo
 
-PARAMS = [
-    ParamSpec("roots", ["data"], "folders scanned (6 levels deep) for training_session_epoch*/episode_*.hdf5 "
-              "sessions and LeRobot datasets (meta/info.json); relative to the working directory"),
-    ParamSpec("export_dir", "data/exports", "where /lerobot/export_dataset writes when output_path is empty "
-              "(<export_dir>/<dataset>_<format>_<time>)"),
-    ParamSpec("refresh_period_s", 10.0, "rescan the roots this often [s] (unchanged files cost a stat each); "
-              "0 = only at start-up and on /lerobot/refresh_datasets", min=0.0, max=86400.0),
-]
+
+@dataclass
+class DatasetManagerNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    roots: list[str] = param(["data"], "folders scanned (6 levels deep) for training_session_epoch*/episode_*.hdf5 "
+        "sessions and LeRobot datasets (meta/info.json); relative to the working directory")
+    export_dir: str = param("data/exports", "where /lerobot/export_dataset writes when output_path is empty "
+        "(<export_dir>/<dataset>_<format>_<time>)")
+    refresh_period_s: float = param(10.0, "rescan the roots this often [s] (unchanged files cost a stat each); "
+        "0 = only at start-up and on /lerobot/refresh_datasets", min=0.0, max=86400.0)
+
+
+PARAMS = DatasetManagerNodeParams
 
 
 def _time(ns: int) -> Time:

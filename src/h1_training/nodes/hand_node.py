@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -28,43 +29,48 @@ from h1_training.drivers.inspire_link import HandEndpoint, make_links
 from h1_training.drivers.inspire_modbus import HandWorker, WorkerConfig, is_fresh
 from h1_training.drivers.inspire_registers import STATUS_TEXT, describe_errors, parse_hand_command
 from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX
 
 HANDS = ("left", "right")
 
 
+@dataclass
+class HandNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    transport: str = param("tcp", "Modbus transport for both hands", choices=("tcp", "rtu"), read_only=True)
+    left_enabled: bool = param(True, "drive the left hand", read_only=True)
+    right_enabled: bool = param(True, "drive the right hand", read_only=True)
+    left_host: str = param("127.0.0.1", "left hand Modbus TCP host (robot: 192.168.123.211)", read_only=True)
+    left_port: int = param(6000, "left hand Modbus TCP port", min=1, max=65535, read_only=True)
+    left_unit: int = param(1, "left hand Modbus unit id (RTU default 2)", min=0, max=247, read_only=True)
+    left_serial_port: str = param("/dev/ttyUSB0", "left hand RS-485 port (transport rtu)", read_only=True)
+    right_host: str = param("127.0.0.1", "right hand Modbus TCP host (robot: 192.168.123.210)", read_only=True)
+    right_port: int = param(6000, "right hand Modbus TCP port", min=1, max=65535, read_only=True)
+    right_unit: int = param(1, "right hand Modbus unit id (RTU default 1)", min=0, max=247, read_only=True)
+    right_serial_port: str = param("/dev/ttyUSB0", "right hand RS-485 port (transport rtu)", read_only=True)
+    baudrate: int = param(115200, "RS-485 baud rate (transport rtu)", min=1200, max=4000000, read_only=True)
+    read_rate_hz: float = param(50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True)
+    write_rate_hz: float = param(50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]", min=1.0,
+        max=200.0, read_only=True)
+    status_rate_hz: float = param(10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
+        "[Hz]", min=0.1, max=200.0, read_only=True)
+    timeout_s: float = param(0.1, "Modbus request timeout [s]", min=0.01, max=5.0, read_only=True)
+    stale_after_s: float = param(0.25, "a hand reading older than this is stale (published as NaN) [s]", min=0.02,
+        max=10.0)
+    reconnect_initial_s: float = param(0.2, "first reconnect delay, doubled per failure [s]", min=0.01, max=60.0,
+        read_only=True)
+    reconnect_max_s: float = param(5.0, "longest reconnect delay [s]", min=0.05, max=600.0, read_only=True)
+    finger_speed: int = param(-1, "SPEED_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1, max=1000,
+        read_only=True)
+    finger_force: int = param(-1, "FORCE_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1, max=1000,
+        read_only=True)
+    diagnostics_rate_hz: float = param(1.0, "diagnostics publish rate [Hz]", min=0.1, max=10.0, read_only=True)
+
+
 class InspireHandNode(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("transport", "tcp", "Modbus transport for both hands", choices=("tcp", "rtu"), read_only=True),
-        ParamSpec("left_enabled", True, "drive the left hand", read_only=True),
-        ParamSpec("right_enabled", True, "drive the right hand", read_only=True),
-        ParamSpec("left_host", "127.0.0.1", "left hand Modbus TCP host (robot: 192.168.123.211)", read_only=True),
-        ParamSpec("left_port", 6000, "left hand Modbus TCP port", min=1, max=65535, read_only=True),
-        ParamSpec("left_unit", 1, "left hand Modbus unit id (RTU default 2)", min=0, max=247, read_only=True),
-        ParamSpec("left_serial_port", "/dev/ttyUSB0", "left hand RS-485 port (transport rtu)", read_only=True),
-        ParamSpec("right_host", "127.0.0.1", "right hand Modbus TCP host (robot: 192.168.123.210)", read_only=True),
-        ParamSpec("right_port", 6000, "right hand Modbus TCP port", min=1, max=65535, read_only=True),
-        ParamSpec("right_unit", 1, "right hand Modbus unit id (RTU default 1)", min=0, max=247, read_only=True),
-        ParamSpec("right_serial_port", "/dev/ttyUSB0", "right hand RS-485 port (transport rtu)", read_only=True),
-        ParamSpec("baudrate", 115200, "RS-485 baud rate (transport rtu)", min=1200, max=4000000, read_only=True),
-        ParamSpec("read_rate_hz", 50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True),
-        ParamSpec("write_rate_hz", 50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]",
-                  min=1.0, max=200.0, read_only=True),
-        ParamSpec("status_rate_hz", 10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
-                  "[Hz]", min=0.1, max=200.0, read_only=True),
-        ParamSpec("timeout_s", 0.1, "Modbus request timeout [s]", min=0.01, max=5.0, read_only=True),
-        ParamSpec("stale_after_s", 0.25, "a hand reading older than this is stale (published as NaN) [s]",
-                  min=0.02, max=10.0),
-        ParamSpec("reconnect_initial_s", 0.2, "first reconnect delay, doubled per failure [s]", min=0.01, max=60.0,
-                  read_only=True),
-        ParamSpec("reconnect_max_s", 5.0, "longest reconnect delay [s]", min=0.05, max=600.0, read_only=True),
-        ParamSpec("finger_speed", -1, "SPEED_SET written on connect, 0..1000 (-1: leave the hand's own)",
-                  min=-1, max=1000, read_only=True),
-        ParamSpec("finger_force", -1, "FORCE_SET written on connect, 0..1000 (-1: leave the hand's own)",
-                  min=-1, max=1000, read_only=True),
-        ParamSpec("diagnostics_rate_hz", 1.0, "diagnostics publish rate [Hz]", min=0.1, max=10.0, read_only=True),
-    )
+    PARAMS = HandNodeParams
 
     def __init__(self) -> None:
         super().__init__("inspire_hand_node")

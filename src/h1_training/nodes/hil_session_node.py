@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin, PolledSubscription
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.recording.layout import episode_index_of
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES
@@ -48,52 +49,56 @@ from h1_training.session.state_machine import ArmMode, Saved
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus, SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SaveEpisode, SessionCommand, SetArmMode, StartEpisode
 
-PARAMS = [
-    ParamSpec("config", "", "the seed's training_config.yaml (policy_server.host/port/api_key, rsync.target, "
-              "save_dir); parameters that are set win over it", read_only=True),
-    ParamSpec("policy_host", "", "policy server host (\"\" = config file, else 127.0.0.1)"),
-    ParamSpec("policy_port", 0, "policy server port (0 = config file, else 8000)", min=0, max=65535),
-    ParamSpec("api_key", "", "policy server API key (\"\" = config file, else $H1_POLICY_API_KEY)"),
-    ParamSpec("model", "", "pin a model id on the server (\"\" = the deployed default)"),
-    ParamSpec("save_dir", "", "the recorder's save_dir, synced from (\"\" = config file, else data/h1_data_auto); "
-              "the recorder's own file paths win when they differ"),
-    ParamSpec("rsync_target", "", "rsync destination of each epoch (\"\" = config file; empty there = no sync)"),
-    ParamSpec("sync_enabled", True, "false: never sync (the data stays in save_dir)"),
-    ParamSpec("prompt", "", "task text sent to the policy and stored with each episode"),
-    ParamSpec("ask_label", True, "after 's', ask whether the policy succeeded (LABELING) before damping"),
-    ParamSpec("last_seen_epoch", -1, "offer only weights with a newer epoch (resume a session)", min=-1,
-              read_only=True),
-    ParamSpec("poll_period_s", 1.0, "GET /training_status period while WAITING [s]", min=0.1, max=60.0),
-    ParamSpec("poll_timeout_s", 2.0, "timeout of one /training_status request [s]", min=0.1, max=30.0),
-    ParamSpec("control_rate_hz", 50.0, "rate the policy's action rows are published at [Hz] (the arm's command "
-              "watchdog needs one at least every 100 ms)", min=11.0, max=500.0),
-    ParamSpec("replan_steps", 25, "rows of a chunk executed before the next chunk is requested (0 = when the "
-              "chunk runs out)", min=0, max=10000),
-    ParamSpec("max_chunk_rows", 0, "execute at most this many rows of each chunk (0 = all)", min=0, max=10000),
-    ParamSpec("skip_elapsed_rows", True, "start a new chunk at the row for now (rows computed for the time the "
-              "server took are skipped)"),
-    ParamSpec("connect_timeout_s", 3.0, "WebSocket connect timeout per attempt [s]", min=0.1, max=60.0),
-    ParamSpec("connect_attempts", 2, "connect attempts before the policy counts as unreachable", min=1, max=10),
-    ParamSpec("inference_timeout_s", 2.0, "no reply to an inference within this: the policy fails [s]",
-              min=0.05, max=60.0),
-    ParamSpec("state_timeout_s", 0.5, "joint_states older than this: no observation, the policy fails [s]",
-              min=0.02, max=10.0),
-    ParamSpec("max_track_resumes", 3, "TRACK re-enabled after a command-watchdog HOLD at most this often per "
-              "episode while the policy is healthy (then the episode fails)", min=0, max=100),
-    ParamSpec("send_images", True, "send the three camera images with each observation"),
-    ParamSpec("image_width", 0, "resize images to this width before sending (0 = as the camera sends)",
-              min=0, max=4096),
-    ParamSpec("image_height", 0, "resize images to this height before sending (0 = as the camera sends)",
-              min=0, max=4096),
-    ParamSpec("service_timeout_s", 5.0, "timeout of arm/recorder service calls [s]", min=0.1, max=60.0),
-    ParamSpec("startup_timeout_s", 30.0, "wait this long for the arm and recorder services at start [s]",
-              min=0.0, max=600.0),
-    ParamSpec("status_rate_hz", 1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0),
-    ParamSpec("sync_attempts", 3, "rsync attempts per epoch", min=1, max=20),
-    ParamSpec("sync_io_timeout_s", 30.0, "rsync --timeout: no data moved this long [s]", min=1.0, max=3600.0),
-    ParamSpec("sync_attempt_timeout_s", 1800.0, "wall-clock limit of one rsync run [s]", min=1.0, max=86400.0),
-    ParamSpec("sync_bwlimit_kbps", 0, "rsync bandwidth limit [KB/s] (0 = none)", min=0, max=10_000_000),
-]
+
+@dataclass
+class HilSessionNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    config: str = param("", "the seed's training_config.yaml (policy_server.host/port/api_key, rsync.target, "
+        "save_dir); parameters that are set win over it", read_only=True)
+    policy_host: str = param("", "policy server host (\"\" = config file, else 127.0.0.1)")
+    policy_port: int = param(0, "policy server port (0 = config file, else 8000)", min=0, max=65535)
+    api_key: str = param("", "policy server API key (\"\" = config file, else $H1_POLICY_API_KEY)")
+    model: str = param("", "pin a model id on the server (\"\" = the deployed default)")
+    save_dir: str = param("", "the recorder's save_dir, synced from (\"\" = config file, else data/h1_data_auto); "
+        "the recorder's own file paths win when they differ")
+    rsync_target: str = param("", "rsync destination of each epoch (\"\" = config file; empty there = no sync)")
+    sync_enabled: bool = param(True, "false: never sync (the data stays in save_dir)")
+    prompt: str = param("", "task text sent to the policy and stored with each episode")
+    ask_label: bool = param(True, "after 's', ask whether the policy succeeded (LABELING) before damping")
+    last_seen_epoch: int = param(-1, "offer only weights with a newer epoch (resume a session)", min=-1, read_only=True)
+    poll_period_s: float = param(1.0, "GET /training_status period while WAITING [s]", min=0.1, max=60.0)
+    poll_timeout_s: float = param(2.0, "timeout of one /training_status request [s]", min=0.1, max=30.0)
+    control_rate_hz: float = param(50.0, "rate the policy's action rows are published at [Hz] (the arm's command "
+        "watchdog needs one at least every 100 ms)", min=11.0, max=500.0)
+    replan_steps: int = param(25, "rows of a chunk executed before the next chunk is requested (0 = when the "
+        "chunk runs out)", min=0, max=10000)
+    max_chunk_rows: int = param(0, "execute at most this many rows of each chunk (0 = all)", min=0, max=10000)
+    skip_elapsed_rows: bool = param(True, "start a new chunk at the row for now (rows computed for the time the "
+        "server took are skipped)")
+    connect_timeout_s: float = param(3.0, "WebSocket connect timeout per attempt [s]", min=0.1, max=60.0)
+    connect_attempts: int = param(2, "connect attempts before the policy counts as unreachable", min=1, max=10)
+    inference_timeout_s: float = param(2.0, "no reply to an inference within this: the policy fails [s]", min=0.05,
+        max=60.0)
+    state_timeout_s: float = param(0.5, "joint_states older than this: no observation, the policy fails [s]", min=0.02,
+        max=10.0)
+    max_track_resumes: int = param(3, "TRACK re-enabled after a command-watchdog HOLD at most this often per "
+        "episode while the policy is healthy (then the episode fails)", min=0, max=100)
+    send_images: bool = param(True, "send the three camera images with each observation")
+    image_width: int = param(0, "resize images to this width before sending (0 = as the camera sends)", min=0, max=4096)
+    image_height: int = param(0, "resize images to this height before sending (0 = as the camera sends)", min=0,
+        max=4096)
+    service_timeout_s: float = param(5.0, "timeout of arm/recorder service calls [s]", min=0.1, max=60.0)
+    startup_timeout_s: float = param(30.0, "wait this long for the arm and recorder services at start [s]", min=0.0,
+        max=600.0)
+    status_rate_hz: float = param(1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0)
+    sync_attempts: int = param(3, "rsync attempts per epoch", min=1, max=20)
+    sync_io_timeout_s: float = param(30.0, "rsync --timeout: no data moved this long [s]", min=1.0, max=3600.0)
+    sync_attempt_timeout_s: float = param(1800.0, "wall-clock limit of one rsync run [s]", min=1.0, max=86400.0)
+    sync_bwlimit_kbps: int = param(0, "rsync bandwidth limit [KB/s] (0 = none)", min=0, max=10_000_000)
+
+
+PARAMS = HilSessionNodeParams
 NODE_ONLY = {"config", "sync_enabled", "send_images", "image_width", "image_height", "service_timeout_s",
              "status_rate_hz"}
 ARM_MODE_NAMES = {getattr(SetArmMode.Request, f"MODE_{n}"): n for n in ("HOLD", "TRACK", "DAMPING", "ESTOP", "FAULT")}

@@ -29,6 +29,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rclpy.node import Node
@@ -38,25 +39,30 @@ from h1_training.evaluation.comparison import MODE_AB, MODE_DETAILED, Comparison
 from h1_training.evaluation.scheduler import TrialScheduler
 from h1_training.evaluation.stats import newcombe_difference_interval
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.policy.client import PolicyClientError, http_json
 from h1_training_interfaces.msg import ModelComparisonStatus, ModelMetrics
 from h1_training_interfaces.srv import CompareModels, RecordTrial
 
-PARAMS = [
-    ParamSpec("policy_host", "127.0.0.1", "policy server (h1-training serve) host: GET /models, deploy"),
-    ParamSpec("policy_port", 8000, "policy server port", min=1, max=65535),
-    ParamSpec("api_key", "", "policy server API key (\"\" = $H1_POLICY_API_KEY, else none)"),
-    ParamSpec("alpha", 0.05, "significance level when the request gives 0 (overall: the A/B test spends 1/5 "
-              "of it on the early-stopping rule)", min=0.001, max=0.2),
-    ParamSpec("trials_per_model", 100, "planned trials per model when the request gives 0 (the RoArm seed "
-              "runs 100)", min=1, max=100000),
-    ParamSpec("auto_deploy_winner", False, "deploy the winner on the policy server when the verdict is final "
-              "(false: only recommend it)"),
-    ParamSpec("seed", 0, "seed of the randomized, balanced trial order (next_model)", min=0, max=2**31 - 1),
-    ParamSpec("http_timeout_s", 5.0, "timeout of GET /models [s] (a deploy may take twice this)",
-              min=0.1, max=60.0),
-]
+
+@dataclass
+class ModelComparisonNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    policy_host: str = param("127.0.0.1", "policy server (h1-training serve) host: GET /models, deploy")
+    policy_port: int = param(8000, "policy server port", min=1, max=65535)
+    api_key: str = param("", "policy server API key (\"\" = $H1_POLICY_API_KEY, else none)")
+    alpha: float = param(0.05, "significance level when the request gives 0 (overall: the A/B test spends 1/5 "
+        "of it on the early-stopping rule)", min=0.001, max=0.2)
+    trials_per_model: int = param(100, "planned trials per model when the request gives 0 (the RoArm seed "
+        "runs 100)", min=1, max=100000)
+    auto_deploy_winner: bool = param(False, "deploy the winner on the policy server when the verdict is final "
+        "(false: only recommend it)")
+    seed: int = param(0, "seed of the randomized, balanced trial order (next_model)", min=0, max=2**31 - 1)
+    http_timeout_s: float = param(5.0, "timeout of GET /models [s] (a deploy may take twice this)", min=0.1, max=60.0)
+
+
+PARAMS = ModelComparisonNodeParams
 
 STATE_NAMES = {ModelComparisonStatus.STATE_IDLE: "IDLE", ModelComparisonStatus.STATE_RUNNING: "RUNNING",
                ModelComparisonStatus.STATE_COMPLETED: "COMPLETED", ModelComparisonStatus.STATE_CANCELLED: "CANCELLED"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
@@ -21,32 +22,34 @@ from sensor_msgs.msg import JointState
 
 from h1_training.drivers.cameras import pack_image_message
 from h1_training.nodes.common import SENSOR_QOS, ParamsMixin, PolledSubscription, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES
 from h1_training.sim.scene_render import SceneRenderer, SceneState
 
 LOOPBACK_PREFIXES = ("tcp://127.0.0.1:", "tcp://localhost:", "ipc://", "inproc://")
 
 
+@dataclass
+class CameraSimParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    head_bind: str = param("tcp://127.0.0.1:5555", "head camera (ego_cam) image server endpoint; '' = off",
+        read_only=True)
+    left_wrist_bind: str = param("tcp://127.0.0.1:5556", "left wrist image server endpoint; '' = off", read_only=True)
+    right_wrist_bind: str = param("tcp://127.0.0.1:5557", "right wrist image server endpoint; '' = off", read_only=True)
+    fps: float = param(30.0, "frame rate per camera [Hz]", min=1.0, max=120.0, read_only=True)
+    width: int = param(640, "image width [px]", min=64, max=1920, read_only=True)
+    height: int = param(480, "image height [px]", min=48, max=1080, read_only=True)
+    jpeg_quality: int = param(85, "JPEG quality of the served frames", min=1, max=100, read_only=True)
+    send_header: bool = param(True, "prefix each JPEG with the 'dI' timestamp/frame-id header")
+    object_x: float = param(0.55, "task object x (forward) [m]", min=-2.0, max=2.0)
+    object_y: float = param(0.0, "task object y (left) [m]", min=-2.0, max=2.0)
+    object_z: float = param(-0.06, "task object z (up, 0 = shoulder height; table top -0.10) [m]", min=-2.0, max=2.0)
+    stalled: str = param("", "comma-separated cameras that stop sending (fault injection), e.g. 'ego_cam'")
+
+
 class CameraSim(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("head_bind", "tcp://127.0.0.1:5555", "head camera (ego_cam) image server endpoint; '' = off",
-                  read_only=True),
-        ParamSpec("left_wrist_bind", "tcp://127.0.0.1:5556", "left wrist image server endpoint; '' = off",
-                  read_only=True),
-        ParamSpec("right_wrist_bind", "tcp://127.0.0.1:5557", "right wrist image server endpoint; '' = off",
-                  read_only=True),
-        ParamSpec("fps", 30.0, "frame rate per camera [Hz]", min=1.0, max=120.0, read_only=True),
-        ParamSpec("width", 640, "image width [px]", min=64, max=1920, read_only=True),
-        ParamSpec("height", 480, "image height [px]", min=48, max=1080, read_only=True),
-        ParamSpec("jpeg_quality", 85, "JPEG quality of the served frames", min=1, max=100, read_only=True),
-        ParamSpec("send_header", True, "prefix each JPEG with the 'dI' timestamp/frame-id header"),
-        ParamSpec("object_x", 0.55, "task object x (forward) [m]", min=-2.0, max=2.0),
-        ParamSpec("object_y", 0.0, "task object y (left) [m]", min=-2.0, max=2.0),
-        ParamSpec("object_z", -0.06, "task object z (up, 0 = shoulder height; table top -0.10) [m]",
-                  min=-2.0, max=2.0),
-        ParamSpec("stalled", "", "comma-separated cameras that stop sending (fault injection), e.g. 'ego_cam'"),
-    )
+    PARAMS = CameraSimParams
 
     def __init__(self) -> None:
         super().__init__("camera_sim")

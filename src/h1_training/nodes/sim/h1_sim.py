@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -39,7 +40,7 @@ from h1_training.drivers import unitree_hg
 from h1_training.drivers.arm_gravity import ArmGravityModel, h1_2_arm_gravity
 from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.sim.h1_dynamics import ARM, DynamicsConfig, H1Dynamics, MotorCommands
 
@@ -65,28 +66,33 @@ class _Ring:
         return self.values[:min(self.count, len(self.values))].copy()
 
 
+@dataclass
+class H1SimParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    dds_interface: str = param("lo", "network interface for unitree DDS (lo: loopback only)", read_only=True)
+    dds_domain: int = param(0, "unitree DDS domain (the arm driver must use the same; -1 = the same as "
+        "ROS_DOMAIN_ID)", min=-1, max=232, read_only=True)
+    state_rate_hz: float = param(500.0, "rt/lowstate publish rate [Hz] (the robot: 500)", min=20.0, max=1000.0)
+    mode_machine: int = param(4, "mode_machine reported in LowState_; LowCmd_ must echo it", min=0, max=255)
+    status_rate_hz: float = param(4.0, "sim/h1_status publish rate [Hz]", min=0.5, max=50.0)
+    operator_release_s: float = param(0.5, "the hand lets go when no sim/operator_hand arrives this long [s]", min=0.05,
+        max=10.0)
+    arm_inertia: float = param(0.15, "effective inertia per arm joint [kg m^2]", min=0.01, max=5.0)
+    viscous_friction: float = param(0.3, "joint viscous friction [Nm s/rad]", min=0.0, max=20.0)
+    operator_stiffness: float = param(40.0, "stiffness of the operator's pull [Nm/rad]", min=0.0, max=500.0)
+    operator_kp_threshold: float = param(1.0, "the hand moves only joints whose commanded kp is below this", min=0.0,
+        max=50.0)
+    command_timeout_s: float = param(0.5, "motors go passive when no valid lowcmd arrives this long [s]", min=0.01,
+        max=10.0)
+    gravity: bool = param(False, "load the arm joints with the H1-2 arms' gravity torque (off: the arms stay "
+        "where they are left)")
+    hand_mass_kg: float = param(INSPIRE_RH56DFX_MASS_KG, "mass of each simulated hand in the gravity load [kg] "
+        "(Inspire RH56DFX: 0.54; the arm node's model may be given another to test a mismatch)", min=0.0, max=3.0)
+
+
 class H1Sim(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("dds_interface", "lo", "network interface for unitree DDS (lo: loopback only)", read_only=True),
-        ParamSpec("dds_domain", 0, "unitree DDS domain (the arm driver must use the same; -1 = the same as "
-                  "ROS_DOMAIN_ID)", -1, 232, read_only=True),
-        ParamSpec("state_rate_hz", 500.0, "rt/lowstate publish rate [Hz] (the robot: 500)", 20.0, 1000.0),
-        ParamSpec("mode_machine", 4, "mode_machine reported in LowState_; LowCmd_ must echo it", 0, 255),
-        ParamSpec("status_rate_hz", 4.0, "sim/h1_status publish rate [Hz]", 0.5, 50.0),
-        ParamSpec("operator_release_s", 0.5, "the hand lets go when no sim/operator_hand arrives this long [s]",
-                  0.05, 10.0),
-        ParamSpec("arm_inertia", 0.15, "effective inertia per arm joint [kg m^2]", 0.01, 5.0),
-        ParamSpec("viscous_friction", 0.3, "joint viscous friction [Nm s/rad]", 0.0, 20.0),
-        ParamSpec("operator_stiffness", 40.0, "stiffness of the operator's pull [Nm/rad]", 0.0, 500.0),
-        ParamSpec("operator_kp_threshold", 1.0, "the hand moves only joints whose commanded kp is below this",
-                  0.0, 50.0),
-        ParamSpec("command_timeout_s", 0.5, "motors go passive when no valid lowcmd arrives this long [s]",
-                  0.01, 10.0),
-        ParamSpec("gravity", False, "load the arm joints with the H1-2 arms' gravity torque (off: the arms stay "
-                  "where they are left)"),
-        ParamSpec("hand_mass_kg", INSPIRE_RH56DFX_MASS_KG, "mass of each simulated hand in the gravity load [kg] "
-                  "(Inspire RH56DFX: 0.54; the arm node's model may be given another to test a mismatch)", 0.0, 3.0),
-    )
+    PARAMS = H1SimParams
 
     def __init__(self) -> None:
         super().__init__("h1_sim")

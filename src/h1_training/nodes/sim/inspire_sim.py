@@ -14,36 +14,40 @@ freezes with STATUS 7 until CLEAR_ERROR is written over Modbus; 0 clears).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from rclpy.node import Node
 
 from h1_training.nodes.common import ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.sim.inspire_model import InspireHandModel, InspireModbusServer
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+@dataclass
+class InspireSimParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    host: str = param("127.0.0.1", "address the Modbus servers bind (loopback unless you mean to expose them)",
+        read_only=True)
+    hands: str = param("left,right", "which hands this process serves", choices=("left,right", "left", "right"),
+        read_only=True)
+    left_port: int = param(6001, "left hand Modbus TCP port", min=1, max=65535, read_only=True)
+    right_port: int = param(6002, "right hand Modbus TCP port", min=1, max=65535, read_only=True)
+    left_unit: int = param(1, "left hand Modbus unit id", min=0, max=247, read_only=True)
+    right_unit: int = param(1, "right hand Modbus unit id", min=0, max=247, read_only=True)
+    max_speed: float = param(2000.0, "finger speed at SPEED_SET 1000 [register units/s] (full stroke 1000)", min=1.0,
+        max=100000.0)
+    left_contact_angle: int = param(-1, "object contact angle for the left hand, -1 = empty hand", min=-1, max=1000)
+    right_contact_angle: int = param(-1, "object contact angle for the right hand, -1 = empty hand", min=-1, max=1000)
+    left_inject_error: int = param(0, "ERROR bits to set on every left finger (1 stall, 2 over-temp, "
+        "4 over-current, 8 motor, 16 comms); 0 clears", min=0, max=255)
+    right_inject_error: int = param(0, "ERROR bits to set on every right finger; 0 clears", min=0, max=255)
+
+
 class InspireSim(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("host", "127.0.0.1", "address the Modbus servers bind (loopback unless you mean to expose them)",
-                  read_only=True),
-        ParamSpec("hands", "left,right", "which hands this process serves", choices=("left,right", "left", "right"),
-                  read_only=True),
-        ParamSpec("left_port", 6001, "left hand Modbus TCP port", min=1, max=65535, read_only=True),
-        ParamSpec("right_port", 6002, "right hand Modbus TCP port", min=1, max=65535, read_only=True),
-        ParamSpec("left_unit", 1, "left hand Modbus unit id", min=0, max=247, read_only=True),
-        ParamSpec("right_unit", 1, "right hand Modbus unit id", min=0, max=247, read_only=True),
-        ParamSpec("max_speed", 2000.0, "finger speed at SPEED_SET 1000 [register units/s] (full stroke 1000)",
-                  min=1.0, max=100000.0),
-        ParamSpec("left_contact_angle", -1, "object contact angle for the left hand, -1 = empty hand",
-                  min=-1, max=1000),
-        ParamSpec("right_contact_angle", -1, "object contact angle for the right hand, -1 = empty hand",
-                  min=-1, max=1000),
-        ParamSpec("left_inject_error", 0, "ERROR bits to set on every left finger (1 stall, 2 over-temp, "
-                  "4 over-current, 8 motor, 16 comms); 0 clears", min=0, max=255),
-        ParamSpec("right_inject_error", 0, "ERROR bits to set on every right finger; 0 clears", min=0, max=255),
-    )
+    PARAMS = InspireSimParams
 
     def __init__(self) -> None:
         super().__init__("inspire_sim")

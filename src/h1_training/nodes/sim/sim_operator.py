@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from rclpy.node import Node
@@ -30,38 +31,41 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES
 from h1_training.sim.operator_script import HOME_TOL_RAD, OperatorScript, SessionOperator, reset_target
 from h1_training_interfaces.msg import ArmCommand, SessionStatus
 from h1_training_interfaces.srv import SaveEpisode, SessionCommand, SetArmMode, StartEpisode
 
 
+@dataclass
+class SimOperatorParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    mode: str = param("direct", "direct: play session and operator (no hil_session); session: only the "
+        "operator of a running hil_session, through its command service", choices=("direct", "session"), read_only=True)
+    episodes: int = param(1, "direct: episodes to run before exiting; session: episodes per epoch", min=1, max=1000)
+    epochs: int = param(2, "session: epochs to run, then Ctrl+C", min=1, max=1000)
+    session: str = param("hil_session", "session: name of the hil_session node (command service, status)")
+    reset_home: bool = param(True, "session: put the arms back home by hand between episodes")
+    reset_seconds: float = param(2.0, "session: time to guide the arms home [s]", min=0.5, max=60.0)
+    wait_final_weights: bool = param(True, "session: after the last epoch, wait for the weights trained on it "
+        "(READY with a newer epoch) before Ctrl+C")
+    stall_timeout_s: float = param(120.0, "session: give up when waiting for weights or a sync takes longer [s]",
+        min=1.0, max=86400.0)
+    call_timeout_s: float = param(30.0, "session: how long to wait for the session's reply to a key [s]", min=1.0,
+        max=600.0)
+    epoch: int = param(1, "epoch folder the episodes are recorded into", min=0)
+    policy_seconds: float = param(6.0, "time under (scripted) policy control per episode [s]", min=0.5, max=600.0)
+    human_seconds: float = param(6.0, "time under operator (damping) control per episode [s]", min=0.5, max=600.0)
+    rate_hz: float = param(50.0, "command rate [Hz]", min=5.0, max=500.0)
+    prompt: str = param("pick up the object", "task text stored with each episode")
+    model_version: str = param("scripted-v0", "model version written with policy commands")
+    startup_timeout_s: float = param(60.0, "how long to wait for the arm and recorder [s]", min=1.0, max=600.0)
+
+
 class SimOperator(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("mode", "direct", "direct: play session and operator (no hil_session); session: only the "
-                  "operator of a running hil_session, through its command service", choices=("direct", "session"),
-                  read_only=True),
-        ParamSpec("episodes", 1, "direct: episodes to run before exiting; session: episodes per epoch", min=1,
-                  max=1000),
-        ParamSpec("epochs", 2, "session: epochs to run, then Ctrl+C", min=1, max=1000),
-        ParamSpec("session", "hil_session", "session: name of the hil_session node (command service, status)"),
-        ParamSpec("reset_home", True, "session: put the arms back home by hand between episodes"),
-        ParamSpec("reset_seconds", 2.0, "session: time to guide the arms home [s]", min=0.5, max=60.0),
-        ParamSpec("wait_final_weights", True, "session: after the last epoch, wait for the weights trained on it "
-                  "(READY with a newer epoch) before Ctrl+C"),
-        ParamSpec("stall_timeout_s", 120.0, "session: give up when waiting for weights or a sync takes longer [s]",
-                  min=1.0, max=86400.0),
-        ParamSpec("call_timeout_s", 30.0, "session: how long to wait for the session's reply to a key [s]",
-                  min=1.0, max=600.0),
-        ParamSpec("epoch", 1, "epoch folder the episodes are recorded into", min=0),
-        ParamSpec("policy_seconds", 6.0, "time under (scripted) policy control per episode [s]", min=0.5, max=600.0),
-        ParamSpec("human_seconds", 6.0, "time under operator (damping) control per episode [s]", min=0.5, max=600.0),
-        ParamSpec("rate_hz", 50.0, "command rate [Hz]", min=5.0, max=500.0),
-        ParamSpec("prompt", "pick up the object", "task text stored with each episode"),
-        ParamSpec("model_version", "scripted-v0", "model version written with policy commands"),
-        ParamSpec("startup_timeout_s", 60.0, "how long to wait for the arm and recorder [s]", min=1.0, max=600.0),
-    )
+    PARAMS = SimOperatorParams
 
     def __init__(self) -> None:
         super().__init__("sim_operator")
