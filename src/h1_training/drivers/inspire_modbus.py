@@ -47,6 +47,7 @@ from h1_training.drivers.inspire_registers import (
     clamp_raw,
     split_bytes,
 )
+from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_RAW_MAX
 
 
@@ -246,8 +247,7 @@ class HandWorker:
             pass
 
     def _run(self) -> None:
-        period = 1.0 / self.config.read_rate_hz
-        next_tick = time.monotonic()
+        ticker = Ticker(self.config.read_rate_hz)
         last_temp = 0.0
         last_status = 0.0
         last_write = 0.0
@@ -262,8 +262,15 @@ class HandWorker:
                     continue
                 connected = self._try_connect()
                 last_status = last_temp = 0.0  # fresh STATUS/ERROR/TEMP right after a (re)connect
-                next_tick = time.monotonic()
+                ticker.restart()  # tick 0 at once
                 continue
+            tick = ticker.wait(self._stop)
+            if tick is None:
+                break
+            if tick[1]:  # fell behind (slow link): the skipped ticks are not made up
+                with self._lock:
+                    self._health.loop_overruns += 1
+            now = time.monotonic()
             try:
                 previous = self._latest
                 fresh_status = previous is None or now - last_status >= self.config.status_period_s
@@ -310,14 +317,6 @@ class HandWorker:
                 connected = False
                 self._lost(f"unexpected {type(exc).__name__}: {exc}")
                 continue
-            next_tick += period
-            delay = next_tick - time.monotonic()
-            if delay < -period:  # fell behind (slow link): resynchronise instead of bursting
-                with self._lock:
-                    self._health.loop_overruns += 1
-                next_tick = time.monotonic()
-            elif delay > 0:
-                self._stop.wait(delay)
 
     def _try_connect(self) -> bool:
         try:

@@ -36,6 +36,7 @@ from h1_training.drivers.cameras import (
 )
 from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
 from h1_training.params import param
+from h1_training.rates import Ticker
 from h1_training.robot_model import CAMERA_NAMES
 from h1_training_interfaces.msg import CameraStatus
 
@@ -155,29 +156,26 @@ class CameraNode(ParamsMixin, Node):
 
     # --- health ---
     def _housekeeping(self) -> None:
-        jobs = [  # [period, next due, what]
-            [CHECK_PERIOD_S, 0.0, self._check],  # stall detection well within the 1 s the operator is promised
-            [1.0 / self.p["status_rate_hz"], 0.0, self._publish_status],
-            [1.0 / self.p["placeholder_rate_hz"], 0.0, self._publish_placeholders],
-        ]
-        start = time.monotonic()
-        for job in jobs:
-            job[1] = start + job[0]  # like a timer: the first run one period from now
+        now = time.monotonic_ns()
+        jobs = []  # (ticker, what): like timers, the first run one period from now; a late one is not repeated
+        for rate_hz, what in ((1.0 / CHECK_PERIOD_S, self._check),  # stall detection well within the 1 s promised
+                              (self.p["status_rate_hz"], self._publish_status),
+                              (self.p["placeholder_rate_hz"], self._publish_placeholders)):
+            ticker = Ticker(rate_hz, now)
+            ticker.claim(now)
+            jobs.append((ticker, what))
         while not self._stop.is_set():
-            now = time.monotonic()
-            for job in jobs:
-                if now < job[1]:
+            now = time.monotonic_ns()
+            for ticker, what in jobs:
+                if ticker.claim(now) is None:
                     continue
                 try:
-                    job[2]()
+                    what()
                 except Exception as exc:  # noqa: BLE001 - e.g. the context shutting down under us
                     if self._stop.is_set():
                         return
-                    self.get_logger().error(f"camera_node {job[2].__name__} failed: {exc}")
-                job[1] += job[0]
-                if job[1] < now:  # fell behind: resynchronise instead of bursting
-                    job[1] = now + job[0]
-            self._stop.wait(max(0.0, min(job[1] for job in jobs) - time.monotonic()))
+                    self.get_logger().error(f"camera_node {what.__name__} failed: {exc}")
+            self._stop.wait(max(0, min(ticker.due_ns() for ticker, _ in jobs) - time.monotonic_ns()) / 1e9)
 
     def _check(self) -> None:
         now = time.monotonic()

@@ -30,6 +30,7 @@ from h1_training.drivers.inspire_modbus import HandWorker, WorkerConfig, is_fres
 from h1_training.drivers.inspire_registers import STATUS_TEXT, describe_errors, parse_hand_command
 from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, run_node
 from h1_training.params import param
+from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX
 
 HANDS = ("left", "right")
@@ -139,21 +140,14 @@ class InspireHandNode(ParamsMixin, Node):
 
     # --- states ---
     def _publish_loop(self) -> None:
-        period = 1.0 / self.p["read_rate_hz"]
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
+        ticker = Ticker(self.p["read_rate_hz"])
+        while ticker.wait(self._stop) is not None:  # a late tick is skipped, never made up by a burst
             try:
                 self._publish_states()
             except Exception as exc:  # noqa: BLE001 - e.g. the context shutting down under us
                 if self._stop.is_set():
                     return
                 self.get_logger().error(f"hand_states not published: {exc}")
-            next_tick += period
-            delay = next_tick - time.monotonic()
-            if delay < -period:  # fell behind: resynchronise instead of bursting
-                next_tick = time.monotonic()
-            elif delay > 0:
-                self._stop.wait(delay)
 
     def _publish_states(self) -> None:
         now = time.time()

@@ -18,6 +18,7 @@ import numpy as np
 
 from h1_training.policy.client import PolicyClient, PolicyClientError
 from h1_training.policy.obs import check_result
+from h1_training.rates import Ticker
 
 
 @dataclass
@@ -67,15 +68,18 @@ class PolicyLoop:
         self._request = threading.Event()
         self._lock = threading.Lock()
         self._next: _Chunk | None = None
-        self._t0 = 0.0
+        self._ticker = Ticker(rate_hz, 0, clock=self._clock_ns)  # restarted at start()
         self._threads: list[threading.Thread] = []
 
     @property
     def running(self) -> bool:
         return bool(self._threads) and not self._stop.is_set()
 
+    def _clock_ns(self) -> int:
+        return int(round(self.clock() * 1e9))
+
     def _tick_now(self) -> int:
-        return int((self.clock() - self._t0) / self.period)
+        return self._ticker.tick_at(self._clock_ns())
 
     def _infer(self, tick0: int) -> _Chunk:
         obs = self.observe()
@@ -96,7 +100,7 @@ class PolicyLoop:
         start publishing. Raises PolicyClientError or ValueError (the client is closed then)."""
         try:
             self.client.connect()
-            self._t0 = self.clock()
+            self._ticker.restart()
             self._next = self._infer(0)
         except BaseException:
             self.client.close()
@@ -131,8 +135,9 @@ class PolicyLoop:
         chunk: _Chunk | None = None
         requested = False
         try:
-            while not self._stop.is_set():
-                k = self._tick_now()
+            # a late tick is skipped (on the time grid), never made up for by a burst
+            while (tick := self._ticker.wait(self._stop)) is not None:
+                k = tick[0]
                 with self._lock:
                     fresh, self._next = self._next, None
                 if fresh is not None:
@@ -154,11 +159,8 @@ class PolicyLoop:
                 self.publish(row, chunk.model_version, self.proposal)
                 self.stats.ticks += 1
                 self.stats.held_ticks += held
-                if self.clock() - (self._t0 + k * self.period) > self.period:
+                if tick[1] or self._tick_now() > k:  # woke or finished more than a period late
                     self.stats.late_ticks += 1
-                # the next tick on the time grid: a late tick is skipped, never made up for by a burst
-                next_k = max(k + 1, self._tick_now() + 1)
-                self._stop.wait(max(0.0, self._t0 + next_k * self.period - self.clock()))
         except Exception as exc:  # noqa: BLE001 - any error ends publishing and is reported
             self._fail(f"control loop error: {type(exc).__name__}: {exc}")
 

@@ -23,6 +23,7 @@ from sensor_msgs.msg import JointState
 from h1_training.drivers.cameras import pack_image_message
 from h1_training.nodes.common import SENSOR_QOS, ParamsMixin, PolledSubscription, run_node
 from h1_training.params import param
+from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES
 from h1_training.sim.scene_render import SceneRenderer, SceneState
 
@@ -149,9 +150,8 @@ class CameraSim(ParamsMixin, Node):
     def _loop(self) -> None:
         import zmq
 
-        period = 1.0 / self.p["fps"]
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
+        ticker = Ticker(self.p["fps"])
+        while ticker.wait(self._stop) is not None:  # fell behind: the late frames are skipped, not burst
             if (msg := self._arm_sub.take_latest()) is not None:
                 self._on_arm(msg)
             if (msg := self._hands_sub.take_latest()) is not None:
@@ -172,12 +172,6 @@ class CameraSim(ParamsMixin, Node):
                 except zmq.Again:
                     pass  # no room: the subscriber is slow; the next frame replaces this one
             self.frames += 1
-            next_tick += period
-            delay = next_tick - time.monotonic()
-            if delay < -period:
-                next_tick = time.monotonic()  # fell behind: skip, do not burst
-            elif delay > 0:
-                self._stop.wait(delay)
 
     def close(self) -> None:
         self._stop.set()

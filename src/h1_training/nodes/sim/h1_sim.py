@@ -41,6 +41,7 @@ from h1_training.drivers.arm_gravity import ArmGravityModel, h1_2_arm_gravity
 from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, ParamsMixin, run_node
 from h1_training.params import param
+from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.sim.h1_dynamics import ARM, DynamicsConfig, H1Dynamics, MotorCommands
 
@@ -204,9 +205,14 @@ class H1Sim(ParamsMixin, Node):
         self.lowstate_count += 1
 
     def _loop(self) -> None:
+        rate = self.p["state_rate_hz"]
+        ticker = Ticker(rate)
         last = time.monotonic()
-        next_t = last
         while not self._stop.is_set():
+            if self.p["state_rate_hz"] != rate:  # `ros2 param set`: a new grid at the new rate
+                rate = self.p["state_rate_hz"]
+                ticker.restart(rate)
+            ticker.wait()  # like the robot: a late lowstate is skipped, never sent in a burst
             now = time.monotonic()
             with self._lock:
                 if self.dyn.operator_target is not None and now - self._operator_t > self.p["operator_release_s"]:
@@ -216,12 +222,6 @@ class H1Sim(ParamsMixin, Node):
                 if not self.paused:
                     self._publish_lowstate()
             last = now
-            next_t += 1.0 / self.p["state_rate_hz"]
-            delay = next_t - time.monotonic()
-            if delay < -0.05:
-                next_t = time.monotonic()
-            elif delay > 0:
-                time.sleep(delay)
 
     # --- sim controls ----------------------------------------------------------------------------------------
     def _on_operator_hand(self, msg: JointState) -> None:

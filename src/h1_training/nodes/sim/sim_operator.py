@@ -32,6 +32,7 @@ from std_msgs.msg import String
 
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin
 from h1_training.params import param
+from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES
 from h1_training.sim.operator_script import HOME_TOL_RAD, OperatorScript, SessionOperator, reset_target
 from h1_training_interfaces.msg import ArmCommand, SessionStatus
@@ -157,9 +158,9 @@ class SimOperator(ParamsMixin, Node):
             return 1
         log.info(f"[operator] at the console: {plan.epochs} epoch(s) x {plan.episodes_per_epoch} episode(s), "
                  f"{plan.policy_s:g} s policy, {plan.human_s:g} s correction per episode")
-        period = 1.0 / p["rate_hz"]
-        next_tick = time.monotonic()
+        ticker = Ticker(p["rate_hz"])
         while True:
+            ticker.wait()
             now = time.monotonic()
             while self._statuses:
                 msg = self._statuses.popleft()
@@ -189,8 +190,6 @@ class SimOperator(ParamsMixin, Node):
                 labels = "".join("y" if x else "n" for x in plan.labels)
                 log.info(f"[operator] done: epochs {plan.epochs_done} finished, labels {labels} (y = reached)")
                 return 0
-            next_tick = max(next_tick + period, time.monotonic() - period)
-            time.sleep(max(0.0, next_tick - time.monotonic()))
 
     # --- direct mode: session and operator in one ----------------------------------------------------------
     def run_episodes(self) -> int:
@@ -215,11 +214,11 @@ class SimOperator(ParamsMixin, Node):
             raise RuntimeError(f"recorder refused to start: {start.message}")
         log.info(f"[EXECUTING] recording {start.file_path}; policy drives the arms for {script.policy_s:.1f}s")
         self._set_mode(SetArmMode.Request.MODE_TRACK, "TRACK")
-        period = 1.0 / self.p["rate_hz"]
+        ticker = Ticker(self.p["rate_hz"])
         t0 = time.monotonic()
         handover: np.ndarray | None = None
-        next_tick = t0
         while True:
+            ticker.wait()
             t = time.monotonic() - t0
             if t >= script.duration_s:
                 break
@@ -241,8 +240,6 @@ class SimOperator(ParamsMixin, Node):
                 hand = JointState(name=list(ARM_JOINT_NAMES), position=script.operator_target(t, handover).tolist())
                 hand.header.stamp = self.get_clock().now().to_msg()
                 self.hand_pub.publish(hand)
-            next_tick += period
-            time.sleep(max(0.0, next_tick - time.monotonic()))
         # Save first, HOLD after: the recorder labels every non-damping frame "policy" with the last arm_command
         # as its action, so a frame recorded in HOLD here would pair the end pose with a seconds-old policy target.
         saved = self._call(self.save_client, SaveEpisode.Request(discard=False, success_label=1), "save episode")
