@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -55,6 +54,7 @@ from h1_training.drivers.unitree_hg import resolve_domain
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
 from h1_training.params import param
 from h1_training.robot_model import ARM_JOINT_NAMES
+from h1_training.stamps import set_stamp
 from h1_training_interfaces.msg import ArmCommand
 from h1_training_interfaces.srv import SetArmMode
 
@@ -257,8 +257,7 @@ class ArmNode(ParamsMixin, Node):
         # next slot one period on; if we fell behind (a slow robot stream), restart from now
         self._next_state_pub = max(self._next_state_pub + period, t + 0.5 * period)
         msg = self._joint_msg  # only this thread touches it
-        msg.header.stamp = Time(sec=state.received_wall_ns // 1_000_000_000,
-                                nanosec=state.received_wall_ns % 1_000_000_000)
+        set_stamp(msg.header.stamp, ns=state.received_wall_ns)
         msg.position, msg.velocity, msg.effort = state.q.tolist(), state.dq.tolist(), state.tau.tolist()
         try:
             self.joint_pub.publish(msg)

@@ -38,6 +38,7 @@ from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_n
 from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import CAMERA_NAMES
+from h1_training.stamps import set_stamp
 from h1_training_interfaces.msg import CameraStatus
 
 QUALITY_SLACK = 2  # estimated quality can be off by one or two; do not re-encode for that
@@ -149,8 +150,7 @@ class CameraNode(ParamsMixin, Node):
             return
         self.monitor.frame(frame.camera, time.monotonic())
         msg = CompressedImage(format="jpeg", data=data)
-        sec = int(frame.stamp)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int((frame.stamp - sec) * 1e9)
+        set_stamp(msg.header.stamp, seconds=frame.stamp)
         msg.header.frame_id = frame.camera
         self.pubs[frame.camera].publish(msg)
 
@@ -207,8 +207,7 @@ class CameraNode(ParamsMixin, Node):
                 data = render_placeholder(h.camera, reason, self.p["width"], self.p["height"], self.p["jpeg_quality"])
                 cached = self._placeholder_cache[h.camera] = (reason, data)
             msg = CompressedImage(format="jpeg", data=cached[1])
-            sec = int(now)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int((now - sec) * 1e9)
+            set_stamp(msg.header.stamp, seconds=now)
             msg.header.frame_id = f"{h.camera}_placeholder"
             self.pubs[h.camera].publish(msg)
 

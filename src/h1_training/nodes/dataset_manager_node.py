@@ -31,6 +31,7 @@ from h1_training.datasets.catalog import Catalog, DatasetEntry, EpisodeEntry
 from h1_training.datasets.export import ExportJob, ExportResult, check_request, default_output, export_dataset
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
 from h1_training.params import param
+from h1_training.stamps import set_stamp
 from h1_training_interfaces.msg import DatasetInfo, DatasetList, EpisodeInfo
 from h1_training_interfaces.srv import ExportDataset, GetEpisodeInfo
 
@@ -51,7 +52,7 @@ PARAMS = DatasetManagerNodeParams
 
 
 def _time(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    return set_stamp(Time(), ns=ns)
 
 
 def dataset_msg(ds: DatasetEntry) -> DatasetInfo:

@@ -32,6 +32,7 @@ from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, run_n
 from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX
+from h1_training.stamps import set_stamp
 
 HANDS = ("left", "right")
 
@@ -166,10 +167,9 @@ class InspireHandNode(ParamsMixin, Node):
             force[sl] = reading.force
             newest = max(newest, reading.stamp)
         stamp = newest if newest > 0 else now
-        sec = int(stamp)
         msg, raw_msg = self._msg, self._raw_msg  # reused: publish() serializes before it returns
         msg.position = pos.tolist()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int((stamp - sec) * 1e9)
+        set_stamp(msg.header.stamp, seconds=stamp)
         raw_msg.position, raw_msg.effort = raw.tolist(), force.tolist()
         raw_msg.header = msg.header
         self.pub.publish(msg)

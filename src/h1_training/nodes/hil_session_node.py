@@ -46,6 +46,7 @@ from h1_training.session.observation import ObservationBuilder
 from h1_training.session.runner import EffectError, SessionRunner, Snapshot
 from h1_training.session.settings import load_training_config, resolve_settings
 from h1_training.session.state_machine import ArmMode, Saved
+from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus, SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SaveEpisode, SessionCommand, SetArmMode, StartEpisode
 
@@ -211,7 +212,7 @@ class HilSessionNode(ParamsMixin, Node):
                 q = self._arm_order(js.name, js.position)
             except ValueError as exc:
                 raise ValueError(f"joint_states: {exc}") from exc
-            builder.set_state(q, js.header.stamp.sec * 1_000_000_000 + js.header.stamp.nanosec)
+            builder.set_state(q, stamp_ns(js.header.stamp))
         for cam, sub in self._cams.items():
             img = sub.take_latest()
             if img is not None and len(img.data) > 4:

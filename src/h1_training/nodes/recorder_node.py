@@ -27,6 +27,7 @@ from h1_training.params import param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES, NUM_ARM_JOINTS
+from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus
 from h1_training_interfaces.srv import SaveEpisode, StartEpisode
 
@@ -70,7 +71,7 @@ PARAMS = RecorderNodeParams
 
 
 def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return stamp_ns(header.stamp)
 
 
 class EpisodeRecorderNode(ParamsMixin, Node):
