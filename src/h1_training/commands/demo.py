@@ -129,7 +129,7 @@ def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, 
     """What the loop did, from its files: per epoch the episodes (validated), the synced files, the policy that
     drove, the model trained on the epoch and the epoch it was served as, and the reach-to-correction distance."""
     from h1_training.recording.inspect import inspect_path
-    from h1_training.recording.layout import SYNC_MARKER, session_dir, session_epoch_of
+    from h1_training.recording.layout import EPISODE_GLOB, SYNC_MARKER, session_dir, session_epoch_of
     from h1_training.serve.model_pool import STATE_FILE
     from h1_training.training.registry import ModelRegistry
 
@@ -156,7 +156,7 @@ def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, 
             episodes.append(row)
         remote = session_dir(gpu_dir, epoch)
         synced = sorted(p.name for p in remote.iterdir() if p.is_file()) if remote.is_dir() else []
-        same = [f.name for f in sorted(folder.glob("episode_*.hdf5"))
+        same = [f.name for f in sorted(folder.glob(EPISODE_GLOB))
                 if (remote / f.name).is_file() and (remote / f.name).read_bytes() == f.read_bytes()]
         model = trained.get(epoch)
         swap = served.get(model.id) if model is not None else None
@@ -363,11 +363,12 @@ def run_direct(args: argparse.Namespace) -> int:
     from h1_training.bringup import load_profile
     from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
     from h1_training.recording.inspect import inspect_path
+    from h1_training.recording.layout import EPISODE_GLOB
 
     domain = args.domain if args.domain is not None else random.randint(100, 200)
     save_dir = Path(args.save_dir).resolve()
     save_dir.mkdir(parents=True, exist_ok=True)
-    before = set(save_dir.rglob("episode_*.hdf5"))
+    before = set(save_dir.rglob(EPISODE_GLOB))
     env = loopback_ros_env(domain)
     profile = load_profile("sim")
     group = ProcessGroup(env=env, echo=None if args.quiet else sys.stdout)
@@ -398,7 +399,7 @@ def run_direct(args: argparse.Namespace) -> int:
             code = operator.proc.returncode
     finally:
         group.stop()
-    new_files = sorted(set(save_dir.rglob("episode_*.hdf5")) - before)
+    new_files = sorted(set(save_dir.rglob(EPISODE_GLOB)) - before)
     print(f"[demo] {len(new_files)} new episode(s):", flush=True)
     valid = 0
     for path in new_files:

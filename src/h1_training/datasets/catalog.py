@@ -360,7 +360,7 @@ class Catalog:
                 out.append((folder, FORMAT_LEROBOT))
                 return
             if _is_session_dir(folder):
-                if any(folder.glob("episode_*.hdf5*")):
+                if any(folder.glob(L.EPISODE_GLOB + "*")):
                     out.append((folder, FORMAT_HDF5))
                 return
             if depth >= self.max_depth:
@@ -404,7 +404,7 @@ class Catalog:
         return dataclasses.replace(entry)
 
     def _hdf5_dataset(self, name: str, folder: Path, stats: RefreshStats, seen: set[str]) -> DatasetEntry:
-        files = sorted(folder.glob("episode_*.hdf5"), key=_episode_sort_key)
+        files = sorted(folder.glob(L.EPISODE_GLOB), key=_episode_sort_key)
         episodes = []
         for i, path in enumerate(files):
             seen.add(str(path))
@@ -414,8 +414,8 @@ class Catalog:
             name=name, path=str(folder), format=FORMAT_HDF5,
             created_ns=min((s.st_mtime_ns for s in stat_list), default=0),
             size_bytes=sum(s.st_size for s in stat_list), episodes=episodes,
-            partials=sorted(str(p) for p in folder.glob(f"episode_*.hdf5{L.PARTIAL_SUFFIX}")),
-            unrecoverable=sorted(str(p) for p in folder.glob("episode_*.unrecoverable")),
+            partials=sorted(str(p) for p in folder.glob(L.EPISODE_GLOB + L.PARTIAL_SUFFIX)),
+            unrecoverable=sorted(str(p) for p in folder.glob("episode_*" + L.UNRECOVERABLE_SUFFIX)),
         )
         rates = Counter(e.fps for e in ds.valid_episodes)
         if rates:

@@ -181,7 +181,7 @@ def inspect_path(target: str | Path, decode: str = "sample") -> FolderReport:
     if target.is_dir():
         files = sorted(target.rglob("*.hdf5"), key=lambda p: (str(p.parent), L.episode_index_of(p) or 0, p.name))
         partials = sorted(str(p) for p in target.rglob(f"*.hdf5{L.PARTIAL_SUFFIX}"))
-        bad = sorted(str(p) for p in target.rglob("*.unrecoverable"))
+        bad = sorted(str(p) for p in target.rglob("*" + L.UNRECOVERABLE_SUFFIX))
         return FolderReport([inspect_episode(p, decode) for p in files], partials, bad)
     if not target.exists():
         return FolderReport([EpisodeReport(str(target), False, ["no such file or folder"])], [], [])

@@ -133,6 +133,8 @@ SYNC_MARKER = "SYNC_COMPLETE"              # written last by the robot's sync: t
 LABEL_NOTE_ATTR = "label_note"             # extra attr beside ATTR_SUCCESS (the contract allows extra attrs)
 PROVENANCE_FILE = "h1_conversion.json"     # in a converted LeRobot dataset: the HDF5 sources and the summary
 
+UNRECOVERABLE_SUFFIX = ".unrecoverable"     # a damaged recording the repair kept (renamed, never deleted)
+EPISODE_GLOB = "episode_*.hdf5"             # saved episodes in a session folder (not the .partial ones)
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
 _SESSION_RE = re.compile(rf"^{SESSION_PREFIX}(\d+)$")
 
@@ -152,8 +154,18 @@ def is_episode_name(name: str) -> bool:
     return _EPISODE_RE.match(name) is not None
 
 
+def episode_name(index: int) -> str:
+    return f"episode_{index}.hdf5"
+
+
 def episode_path(save_dir: str | Path, epoch: int, index: int) -> Path:
-    return session_dir(save_dir, epoch) / f"episode_{index}.hdf5"
+    return session_dir(save_dir, epoch) / episode_name(index)
+
+
+def is_in_progress_name(name: str) -> bool:
+    """A file still being written: hidden (rsync's temporary ``.episode_3.hdf5.XXXX``), ``*.partial`` (a
+    recording) or ``*.tmp``."""
+    return name.startswith(".") or name.endswith((PARTIAL_SUFFIX, ".tmp")) or PARTIAL_SUFFIX in name
 
 
 def partial_path(final: str | Path) -> Path:
@@ -166,7 +178,7 @@ def find_partials(save_dir: str | Path) -> list[Path]:
     root = Path(save_dir)
     if not root.is_dir():
         return []
-    return sorted(root.glob(f"{SESSION_PREFIX}*/episode_*.hdf5{PARTIAL_SUFFIX}"))
+    return sorted(root.glob(f"{SESSION_PREFIX}*/{EPISODE_GLOB}{PARTIAL_SUFFIX}"))
 
 
 def episode_index_of(path: str | Path) -> int | None:

@@ -46,7 +46,7 @@ _EOF_RE = re.compile(r"stored[_ ]eof\s*=\s*(\d+)")
 _BLOCK = 50  # rows verified per progress report: a hang inside a block costs at most this many more
 _PROGRESS = "progress "
 _RESULT = "result "
-UNRECOVERABLE_SUFFIX = ".unrecoverable"
+UNRECOVERABLE_SUFFIX = L.UNRECOVERABLE_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from h1_training.recording.layout import SYNC_MARKER, is_episode_name, session_epoch_of
+from h1_training.recording.layout import SYNC_MARKER, is_episode_name, is_in_progress_name, session_epoch_of
 from h1_training.training.jobs import TrainRequest
 
 log = logging.getLogger("h1_training.serve.autotrain")
@@ -84,8 +84,7 @@ def scan(data_dir: Path, cfg: AutoTrainConfig, now: float | None = None) -> list
             continue
         files = [p for p in folder.iterdir() if p.is_file()]
         episodes = sorted(p.name for p in files if is_episode_name(p.name))
-        busy = [p.name for p in files if p.name.startswith(".") or p.suffix in (".partial", ".tmp")
-                or ".partial" in p.name]
+        busy = [p.name for p in files if is_in_progress_name(p.name)]
         newest = max((p.stat().st_mtime for p in files), default=0.0)
         marker = (folder / SYNC_MARKER).exists()
         if len(episodes) < cfg.min_episodes:

@@ -50,7 +50,7 @@ from h1_training.policy.models.base import (
     image_key,
 )
 from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
-from h1_training.recording.layout import PROVENANCE_FILE, Episode, read_episode
+from h1_training.recording.layout import EPISODE_GLOB, PROVENANCE_FILE, Episode, episode_index_of, read_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 
 log = logging.getLogger("h1_training.convert")
@@ -102,7 +102,7 @@ def find_episodes(paths: list[Path]) -> list[Path]:
         if p.is_file():
             found.append(p)
         elif p.is_dir():
-            found.extend(sorted(p.rglob("episode_*.hdf5"), key=_episode_sort_key))
+            found.extend(sorted(p.rglob(EPISODE_GLOB), key=_episode_sort_key))
         else:
             raise FileNotFoundError(f"{p} does not exist")
     seen: set[Path] = set()
@@ -110,8 +110,8 @@ def find_episodes(paths: list[Path]) -> list[Path]:
 
 
 def _episode_sort_key(path: Path) -> tuple:
-    stem = path.name[len("episode_"):-len(".hdf5")]
-    return (str(path.parent), int(stem) if stem.isdigit() else 1 << 30, path.name)
+    index = episode_index_of(path)
+    return (str(path.parent), index if index is not None else 1 << 30, path.name)
 
 
 def derive_actions(qpos: np.ndarray, action: np.ndarray, phase: list[str],

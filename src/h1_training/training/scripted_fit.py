@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
-from h1_training.recording.layout import read_episode
+from h1_training.recording.layout import EPISODE_GLOB, read_episode
 
 log = logging.getLogger("h1_training.training")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("h1_training.training")
 def episode_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
-        out += sorted(p.glob("episode_*.hdf5")) if p.is_dir() else [p]
+        out += sorted(p.glob(EPISODE_GLOB)) if p.is_dir() else [p]
     return out
 
 

@@ -46,11 +46,11 @@ def is_lerobot_dataset(path: Path) -> bool:
 def session_folders(paths: list[Path]) -> list[Path]:
     """HDF5 session folders (or single episode files) named by the request; a data dir with
     ``training_session_epoch*`` folders expands to all of them."""
-    from h1_training.recording.layout import session_epoch_of
+    from h1_training.recording.layout import EPISODE_GLOB, session_epoch_of
 
     out: list[Path] = []
     for p in paths:
-        if p.is_dir() and not any(p.glob("episode_*.hdf5")):
+        if p.is_dir() and not any(p.glob(EPISODE_GLOB)):
             out += sorted(q for q in p.iterdir() if q.is_dir() and session_epoch_of(q) is not None)
         else:
             out.append(p)
