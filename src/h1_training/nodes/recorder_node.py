@@ -23,7 +23,7 @@ from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import param
+from h1_training.params import nested, param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES, NUM_ARM_JOINTS
@@ -36,34 +36,16 @@ from h1_training_interfaces.srv import SaveEpisode, StartEpisode
 class RecorderNodeParams:
     """The parameters of this node: the one declaration (see nodes/common.py)."""
 
-    save_dir: str = param("data/h1_data", "folder holding training_session_epoch{E}/episode_{i}.hdf5 "
-        "(relative to the working directory)")
-    rate_hz: float = param(50.0, "sampling rate [Hz] (the H1 seed records at 50 Hz); applies at the next episode",
-        min=1.0, max=500.0)
-    stale_after_s: float = param(0.2, "an input older than this (since it arrived) is flagged stale per sample [s]",
-        min=0.02, max=10.0)
-    proposal_stale_s: float = param(0.5, "a policy proposal older than this is not stored for a human frame [s]",
-        min=0.02, max=10.0)
-    batch_frames: int = param(25, "samples appended to the file per write (a flush writes a smaller batch "
-        "sooner); fewer, larger writes cost less CPU", min=1, max=100)
-    flush_interval_s: float = param(0.5, "longest time between flushes to disk: what a crash may cost [s]", min=0.05,
-        max=1.0)
-    fsync: bool = param(True, "fsync at every flush so a power loss also costs at most flush_interval_s")
-    min_free_mb: float = param(200.0, "refuse to start, or stop and save, when the disk has less free space [MB]",
-        min=0.0, max=1e7)
-    max_backlog_s: float = param(5.0, "stop with an error when this much data waits for the disk [s]", min=0.5,
-        max=60.0)
     status_rate_hz: float = param(5.0, "status topic rate while idle or recording [Hz]", min=0.2, max=50.0)
     placeholder_width: int = param(640, "width of the flagged placeholder JPEG stored for a silent camera", min=16,
         max=4096)
     placeholder_height: int = param(480, "height of that placeholder JPEG", min=16, max=4096)
-    sampler_nice: int = param(-10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
-        "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19)
     process_nice: int = param(0, "nice value of the whole recorder process at start-up (its callbacks hold "
         "the interpreter lock the sampler needs); negative needs CAP_SYS_NICE", min=-20, max=19)
     gil_switch_ms: float = param(1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
         "the interpreter while callbacks run", min=0.1, max=10.0)
     repair_on_start: bool = param(True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up")
+    recorder: RecorderConfig = nested(RecorderConfig)  # save_dir, rate_hz, ... (recording/recorder.py)
 
 
 PARAMS = RecorderNodeParams
@@ -82,12 +64,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         p = self.declare_specs()
         self._status_pub = self.create_publisher(RecorderStatus, "episode_recorder/status", LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
-        config = RecorderConfig(
-            save_dir=p["save_dir"], rate_hz=p["rate_hz"], stale_after_s=p["stale_after_s"],
-            proposal_stale_s=p["proposal_stale_s"], batch_frames=p["batch_frames"],
-            flush_interval_s=p["flush_interval_s"], fsync=p["fsync"], min_free_mb=p["min_free_mb"],
-            max_backlog_s=p["max_backlog_s"], sampler_nice=p["sampler_nice"],
-        )
+        config = self.config.recorder
         sys.setswitchinterval(p["gil_switch_ms"] / 1000.0)
         if p["process_nice"]:
             try:
