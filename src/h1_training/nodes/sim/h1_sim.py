@@ -40,13 +40,12 @@ from h1_training.drivers import unitree_hg
 from h1_training.drivers.arm_gravity import ArmGravityModel, h1_2_arm_gravity
 from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, ParamsMixin, run_node
-from h1_training.params import param
+from h1_training.params import nested, param, param_specs
 from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.sim.h1_dynamics import ARM, DynamicsConfig, H1Dynamics, MotorCommands
 
-_DYNAMICS_PARAMS = ("arm_inertia", "viscous_friction", "operator_stiffness", "operator_kp_threshold",
-                    "command_timeout_s")
+_DYNAMICS_PARAMS = tuple(spec.name for spec in param_specs(DynamicsConfig))
 _PERIODS_KEPT = 20000  # lowcmd periods behind the p50/p99 figures
 _TIMES_KEPT = 2000  # lowcmd arrival times behind the rate figure (2 s window)
 
@@ -79,13 +78,7 @@ class H1SimParams:
     status_rate_hz: float = param(4.0, "sim/h1_status publish rate [Hz]", min=0.5, max=50.0)
     operator_release_s: float = param(0.5, "the hand lets go when no sim/operator_hand arrives this long [s]", min=0.05,
         max=10.0)
-    arm_inertia: float = param(0.15, "effective inertia per arm joint [kg m^2]", min=0.01, max=5.0)
-    viscous_friction: float = param(0.3, "joint viscous friction [Nm s/rad]", min=0.0, max=20.0)
-    operator_stiffness: float = param(40.0, "stiffness of the operator's pull [Nm/rad]", min=0.0, max=500.0)
-    operator_kp_threshold: float = param(1.0, "the hand moves only joints whose commanded kp is below this", min=0.0,
-        max=50.0)
-    command_timeout_s: float = param(0.5, "motors go passive when no valid lowcmd arrives this long [s]", min=0.01,
-        max=10.0)
+    dynamics: DynamicsConfig = nested(DynamicsConfig)  # arm_inertia, ... (sim/h1_dynamics.py)
     gravity: bool = param(False, "load the arm joints with the H1-2 arms' gravity torque (off: the arms stay "
         "where they are left)")
     hand_mass_kg: float = param(INSPIRE_RH56DFX_MASS_KG, "mass of each simulated hand in the gravity load [kg] "
