@@ -14,6 +14,7 @@ or ``gain_ramp_s`` + 0.5 s skips the rest of the ramp; with no fresh rt/lowstate
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -29,11 +30,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from h1_training.drivers.arm_controller import (
-    DAMPING_KD_RANGE,
-    GAIN_RAMP_RANGE,
-    GRAVITY_SCALE_RANGE,
     RESET_ESTOP,
-    STIFFNESS_SCALE_RANGE,
     ArmController,
     ControllerConfig,
     Mode,
@@ -52,7 +49,7 @@ from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
 from h1_training.drivers.unitree_hg import resolve_domain
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import param
+from h1_training.params import nested, param
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.stamps import set_stamp
 from h1_training_interfaces.msg import ArmCommand
@@ -112,16 +109,7 @@ class ArmNodeParams:
         min=VELOCITY_RANGE[0], max=VELOCITY_RANGE[1])
     joint_limit_margin_rad: float = param(0.05, "targets are clamped this far inside the URDF joint limits [rad]",
         min=MARGIN_RANGE[0], max=MARGIN_RANGE[1])
-    damping_kd: float = param(2.0, "kd of DAMPING and E-STOP (kp is 0) [Nm s/rad]", min=DAMPING_KD_RANGE[0],
-        max=DAMPING_KD_RANGE[1])
-    gain_ramp_s: float = param(0.5, "time over which kp/kd ramp on every mode change [s]", min=GAIN_RAMP_RANGE[0],
-        max=GAIN_RAMP_RANGE[1])
-    stiffness_scale: float = param(1.0, "scales HOLD/TRACK kp (use < 1 for a cautious first session)",
-        min=STIFFNESS_SCALE_RANGE[0], max=STIFFNESS_SCALE_RANGE[1])
-    gravity_feedforward: bool = param(False, "add the H1-2 arms' gravity torque (URDF model with the Inspire "
-        "hands) in DAMPING/E-STOP, faded in and out with the gain ramp")
-    gravity_scale: float = param(1.0, "fraction of the gravity torque fed forward (< 1: the arms still sink, "
-        "slowly)", min=GRAVITY_SCALE_RANGE[0], max=GRAVITY_SCALE_RANGE[1])
+    controller: ControllerConfig = nested(ControllerConfig)  # damping_kd ... gravity_scale (drivers/arm_controller.py)
     hand_mass_kg: float = param(INSPIRE_RH56DFX_MASS_KG, "mass of each hand in the gravity model [kg] (Inspire "
         "RH56DFX: 0.54)", min=0.0, max=3.0, read_only=True)
     start_mode: str = param("HOLD", "mode once the first lowstate arrives", choices=("HOLD", "DAMPING"), read_only=True)
@@ -142,10 +130,8 @@ class ArmNode(ParamsMixin, Node):
             command_timeout_s=p["watchdog_timeout_s"], state_timeout_s=p["lowstate_timeout_s"],
             max_tick_s=2.0 / p["command_rate_hz"]))
         self._events_gc = self.create_guard_condition(self._on_events)
-        self.controller = ArmController(safety, ControllerConfig(
-            damping_kd=p["damping_kd"], gain_ramp_s=p["gain_ramp_s"], stiffness_scale=p["stiffness_scale"],
-            gravity_feedforward=p["gravity_feedforward"], gravity_scale=p["gravity_scale"],
-            start_mode=Mode(p["start_mode"])),
+        self.controller = ArmController(safety, dataclasses.replace(self.config.controller,
+                                                                    start_mode=Mode(p["start_mode"])),
             gravity=h1_2_arm_gravity(hand_mass_kg=p["hand_mass_kg"]), on_event=self._events_gc.trigger)
         self.driver = UnitreeArmDriver(self.controller, ArmDriverConfig(
             interface=p["dds_interface"], domain=p["dds_domain"], command_rate_hz=p["command_rate_hz"],
