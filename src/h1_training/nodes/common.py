@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -199,6 +200,29 @@ class ParamsMixin:
 
     def on_params_changed(self, changed: dict[str, Any]) -> None:  # pragma: no cover - default no-op
         pass
+
+
+class ServiceCallError(RuntimeError):
+    """A service call that got no reply: server missing, timed out, or failed (the message says which)."""
+
+
+def call_service(client: Any, request: Any, timeout: float, what: str = "") -> Any:
+    """The one blocking service call: wait up to ``timeout`` for the server, send ``request``, wait up to
+    ``timeout`` for the reply (the pending request is dropped then) and return it. Call it from a thread other
+    than the one spinning the node's executor (a MultiThreadedExecutor, or a reentrant callback group).
+    Raises ServiceCallError naming ``what`` (default: the service)."""
+    what = what or client.srv_name
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise ServiceCallError(f"{what}: service {client.srv_name} not available after {timeout:g} s")
+    future = client.call_async(request)
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout):
+        client.remove_pending_request(future)
+        raise ServiceCallError(f"{what}: no reply from {client.srv_name} within {timeout:g} s")
+    if future.exception() is not None:
+        raise ServiceCallError(f"{what}: {future.exception()}")
+    return future.result()
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:

@@ -27,7 +27,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from h1_training.nodes.common import STATUS_QOS, ParamsMixin
+from h1_training.nodes.common import STATUS_QOS, ParamsMixin, ServiceCallError, call_service
 from h1_training.params import param
 from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand
@@ -92,14 +92,11 @@ class HilConsole(ParamsMixin, Node):
         if not client.wait_for_service(timeout_sec=2.0):
             self.say(f"  ! {client.srv_name} is not available: is hil_session running?")
             return None
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self.p["call_timeout_s"]):
-            client.remove_pending_request(future)
-            self.say(f"  ! no reply from {client.srv_name} within {self.p['call_timeout_s']:g} s")
+        try:
+            return call_service(client, request, self.p["call_timeout_s"])
+        except ServiceCallError as exc:
+            self.say(f"  ! {exc}")
             return None
-        return future.result()
 
     def send_key(self, key: str) -> None:
         reply = self._call(self.command_client, SessionCommand.Request(key=key))

@@ -37,7 +37,16 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin, PolledSubscription
+from h1_training.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    STATUS_QOS,
+    ParamsMixin,
+    PolledSubscription,
+    ServiceCallError,
+    call_service,
+)
 from h1_training.params import param
 from h1_training.recording.layout import episode_index_of
 from h1_training.recording.sampler import JointOrder
@@ -153,17 +162,10 @@ class HilSessionNode(ParamsMixin, Node):
     # --- SessionPorts ------------------------------------------------------------------------------------
     def _call(self, client: Any, request: Any, what: str, timeout: float | None = None) -> Any:
         timeout = self.p["service_timeout_s"] if timeout is None else timeout
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise EffectError(f"{what}: service {client.srv_name} not available")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
-            raise EffectError(f"{what}: no reply from {client.srv_name} within {timeout:g} s")
-        if future.exception() is not None:
-            raise EffectError(f"{what}: {future.exception()}")
-        return future.result()
+        try:
+            return call_service(client, request, timeout, what)
+        except ServiceCallError as exc:
+            raise EffectError(str(exc)) from exc
 
     def wait_ready(self, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from h1_training.nodes.common import ServiceCallError, call_service
 from h1_training.procs import wait_until
 
 
@@ -93,11 +94,9 @@ class RosProbe:
                 setattr(request, key, value)
         client = self.node.create_client(srv_type, name)
         try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} not available after {timeout:.1f}s")
-            future = client.call_async(request if request is not None else srv_type.Request())
-            wait_until(future.done, timeout, f"reply from {name}")
-            return future.result()
+            return call_service(client, request if request is not None else srv_type.Request(), timeout)
+        except ServiceCallError as exc:
+            raise TimeoutError(str(exc)) from exc
         finally:
             self.node.destroy_client(client)
 

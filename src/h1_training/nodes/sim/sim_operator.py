@@ -30,7 +30,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin, call_service
 from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES
@@ -99,15 +99,7 @@ class SimOperator(ParamsMixin, Node):
 
     # --- blocking helpers (run from the main thread while an executor spins in the background) ----------
     def _call(self, client, request, what: str, timeout: float = 10.0):
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"{what}: service {client.srv_name} not available after {timeout:.0f}s")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what}: no reply from {client.srv_name} in {timeout:.0f}s")
-            time.sleep(0.01)
-        return future.result()
+        return call_service(client, request, timeout, what)  # ServiceCallError is a RuntimeError
 
     def _set_mode(self, mode: int, name: str) -> None:
         reply = self._call(self.mode_client, SetArmMode.Request(mode=mode), f"set arm mode {name}")
