@@ -48,7 +48,7 @@ from h1_training.drivers.arm_safety import (
 from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
 from h1_training.drivers.unitree_hg import resolve_domain
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
 from h1_training.params import nested, param
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.stamps import set_stamp
@@ -212,20 +212,13 @@ class ArmNode(ParamsMixin, Node):
         self._publish_mode()
 
     def _log_events(self) -> None:
-        log = self.get_logger()
         if not self.context.ok():
             # shutting down: rclpy's logger would also try the dead /rosout publisher and print an rcl error
             for event in self.controller.drain_events():
                 print(f"[{event.level.upper()}] [{self.get_name()}]: {event.text}", file=sys.stderr, flush=True)
             return
         for event in self.controller.drain_events():
-            # one call site per severity: rclpy refuses a call site whose severity changes
-            if event.level == "error":
-                log.error(event.text)
-            elif event.level == "warn":
-                log.warning(event.text)
-            else:
-                log.info(event.text)
+            log_at(self, event.level, event.text)
 
     def _publish_mode(self) -> None:
         mode = self.controller.mode.value

@@ -34,7 +34,7 @@ from h1_training.drivers.cameras import (
     estimate_jpeg_quality,
     render_placeholder,
 )
-from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
 from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import CAMERA_NAMES
@@ -191,10 +191,7 @@ class CameraNode(ParamsMixin, Node):
             self._publish_status()
 
     def _announce(self, event: MonitorEvent) -> None:
-        if event.level == "warn":
-            self.get_logger().warning(event.message)
-        else:
-            self.get_logger().info(event.message)
+        log_at(self, event.level, event.message)
 
     def _publish_placeholders(self) -> None:
         with self._status_lock:

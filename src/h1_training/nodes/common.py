@@ -202,6 +202,18 @@ class ParamsMixin:
         pass
 
 
+def log_at(node: Node, level: str, text: str) -> None:
+    """The one severity logger: ``level`` "error", "warn" (or "warning"), anything else info. One call site
+    per severity, because rclpy refuses a call site whose severity changes between calls."""
+    logger = node.get_logger()
+    if level == "error":
+        logger.error(text)
+    elif level in ("warn", "warning"):
+        logger.warning(text)
+    else:
+        logger.info(text)
+
+
 class ServiceCallError(RuntimeError):
     """A service call that got no reply: server missing, timed out, or failed (the message says which)."""
 

@@ -28,7 +28,7 @@ from std_srvs.srv import Trigger
 from h1_training.drivers.inspire_link import HandEndpoint, make_links
 from h1_training.drivers.inspire_modbus import HandWorker, WorkerConfig, is_fresh
 from h1_training.drivers.inspire_registers import STATUS_TEXT, describe_errors, parse_hand_command
-from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
 from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX
@@ -130,14 +130,7 @@ class InspireHandNode(ParamsMixin, Node):
 
     # --- driver events (worker threads) ---
     def _on_driver_event(self, level: str, message: str) -> None:
-        # one call site per severity: rclpy refuses a call site whose severity changes between calls
-        log = self.get_logger()
-        if level == "error":
-            log.error(message)
-        elif level == "warn":
-            log.warning(message)
-        else:
-            log.info(message)
+        log_at(self, level, message)
 
     # --- states ---
     def _publish_loop(self) -> None:

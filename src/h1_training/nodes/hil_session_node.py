@@ -46,6 +46,7 @@ from h1_training.nodes.common import (
     PolledSubscription,
     ServiceCallError,
     call_service,
+    log_at,
 )
 from h1_training.params import param
 from h1_training.recording.layout import episode_index_of
@@ -250,14 +251,7 @@ class HilSessionNode(ParamsMixin, Node):
                 raise
 
     def log(self, level: str, text: str) -> None:
-        # one call site per severity: rclpy refuses a call site whose severity changes
-        logger = self.get_logger()
-        if level == "error":
-            logger.error(text)
-        elif level == "warn":
-            logger.warning(text)
-        else:
-            logger.info(text)
+        log_at(self, level, text)
 
     # --- ROS inputs --------------------------------------------------------------------------------------
     def _on_recorder_status(self, msg: RecorderStatus) -> None:

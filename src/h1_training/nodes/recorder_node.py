@@ -22,7 +22,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
 from h1_training.params import nested, param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
 from h1_training.recording.sampler import JointOrder
@@ -182,14 +182,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         self._diag_pub.publish(arr)
 
     def _log(self, level: str, text: str) -> None:
-        # one call site per severity: rclpy refuses a call site whose severity changes
-        logger = self.get_logger()
-        if level == "error":
-            logger.error(text)
-        elif level == "warn":
-            logger.warning(text)
-        else:
-            logger.info(text)
+        log_at(self, level, text)
 
     def on_params_changed(self, changed: dict[str, Any]) -> None:
         cfg = self.recorder.config
