@@ -197,9 +197,9 @@ def _as_sample(values: Sequence[float], name: str) -> np.ndarray:
     return arr
 
 
-def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> TestResult:
+def mann_whitney_u(a: Sequence[float], b: Sequence[float], method: str = "auto") -> TestResult:
     """Mann-Whitney U (Wilcoxon rank-sum), two-sided (``scipy.stats.mannwhitneyu``, method "auto": exact without
-    ties for small samples, else the tie-corrected normal approximation).
+    ties for small samples, else the tie-corrected normal approximation; ``method`` passes through).
 
     Rank based, so one stuck trial does not dominate, and it needs no distribution for a task-stage score.
     ``statistic`` is ``U_B`` (pairs with b > a, ties 1/2); ``effect`` is ``U_B / (n_A n_B) - 1/2`` (probability
@@ -211,7 +211,7 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> TestResult:
         return TestResult(name, 0.0, 1.0, defined=False, note="needs at least 2 values per arm")
     if np.all(np.concatenate([xa, xb]) == xa[0]):
         return TestResult(name, xa.size * xb.size / 2.0, 1.0, defined=False, note="all values are equal")
-    res = sps.mannwhitneyu(xb, xa, alternative="two-sided", method="auto")
+    res = sps.mannwhitneyu(xb, xa, alternative="two-sided", method=method)
     u_b = float(res.statistic)
     return TestResult(name, u_b, min(1.0, float(res.pvalue)), u_b / (xa.size * xb.size) - 0.5)
 
