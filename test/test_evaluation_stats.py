@@ -236,15 +236,6 @@ def test_chi_square_homogeneity_hand_example():
     assert chi_square_homogeneity([Arm("a", 0, 0), Arm("b", 2, 4)]).defined is False
 
 
-def test_chi_square_homogeneity_hand_example():
-    # 10/20, 15/20, 5/20: pooled 1/2, every expected count 10, X^2 = 4 * 25/10 = 10, dof 2: p = exp(-5).
-    r = chi_square_homogeneity([Arm("a", 10, 20), Arm("b", 15, 20), Arm("c", 5, 20)])
-    assert r.statistic == pytest.approx(10.0) and r.df == 2
-    assert r.p_value == pytest.approx(math.exp(-5.0), rel=1e-12)
-    assert chi_square_homogeneity([Arm("a", 3, 3), Arm("b", 4, 4)]).p_value == 1.0  # all successes
-    assert chi_square_homogeneity([Arm("a", 0, 0), Arm("b", 2, 4)]).defined is False
-
-
 def test_pairwise_families():
     arms = [Arm("base", 40, 100), Arm("v2", 60, 100), Arm("v3", 45, 100), Arm("v4", 75, 100)]
     vs_base = pairwise_comparisons(arms, baseline=0)

@@ -150,7 +150,8 @@ class ModelComparisonNode(ParamsMixin, Node):
             msg.difference_ci_low, msg.difference_ci_high = float(result.difference.low), float(result.difference.high)
         seq, plan = result.sequential, result.plan
         if seq is not None and plan is not None:
-            msg.e_value, msg.e_threshold, msg.futility_bound = float(seq.e_value), float(seq.threshold), float(seq.futility)
+            msg.e_value, msg.e_threshold = float(seq.e_value), float(seq.threshold)
+            msg.futility_bound = float(seq.futility)
             msg.stop_reason = result.stop_reason
             msg.expected_more_trials = int(result.expected_more_trials)
             msg.planned_rate_a, msg.planned_rate_b = float(plan.rate_a), float(plan.rate_b)
