@@ -487,3 +487,13 @@ def test_detailed_comparison_and_request_validation():
         Comparison(["a", "b"], MODE_AB, trials_per_model=-1)
     with pytest.raises(ValueError):
         Comparison(["a", "b"], MODE_AB, alpha=0.7)
+
+
+def test_bench_exit_status_follows_its_targets():
+    from h1_training.commands.bench import _exit_code
+
+    missed = {"all_targets_met": False, "targets": {"power_ge_0_8": False, "false_positive_rate_le_alpha": True}}
+    assert _exit_code("ab", missed, no_fail=False) == 1
+    assert _exit_code("ab", missed, no_fail=True) == 0
+    assert _exit_code("ab", {"all_targets_met": True, "targets": {}}, no_fail=False) == 0
+    assert _exit_code("serve", {"latency_p50_ms": 4.0}, no_fail=False) == 0  # benches without targets

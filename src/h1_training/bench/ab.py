@@ -15,7 +15,8 @@ settings; only the planned effect differs between scenarios).
   simulation would converge to, and the bench also simulates it as a check). Reported per scenario: ``fixed_n``,
   the sequential test's average trials (``asn_per_arm``), ``asn_reduction_pct`` (= 100 (1 - ASN / fixed_n)),
   ``power`` (B declared better within the cap) with its Monte Carlo standard error, and the same at half the
-  planned effect (no target there).
+  planned effect (no target there). Also ``fixed_n_same_alpha_split``: a one-sided Boschloo test at
+  ``planned_share * alpha`` (the alpha the sequential test spends on "B better"), and the saving against it.
 * H0 scenarios (50 % vs 50 %, 80 % vs 80%) under both plans: ``false_positive_rate`` (any winner; the largest
   of the four, with its standard error and Clopper-Pearson 95 % upper bound) and ``h0_asn_fraction_of_cap``.
 * Partial credit (``partial_credit``): the same test on task-stage scores (a pair is discordant when the scores
@@ -116,13 +117,17 @@ def run(args: argparse.Namespace) -> dict:
         half = simulate(plan, *_binary(rng, args.reps, cap, pa, pa + (pb - pa) / 2))
         asn = float(res["pairs"].mean())
         power = float(res["b_better"].mean())
+        # The same alpha split as the sequential test (planned_share of alpha on "B better"): one-sided Boschloo
+        n_split = boschloo_fixed_n(pa, pb, plan.planned_share * args.alpha, TARGET_POWER, "greater")
         out["scenarios"][name] = {
             "rate_a": pa, "rate_b": pb, "fixed_n": n_fixed,
+            "fixed_n_same_alpha_split": n_split,
             "fixed_power_exact": round(boschloo_power(n_fixed, pa, pb, args.alpha), 4),
             "fixed_power_simulated": round(fixed_sim_power, 4),
             "cap_per_arm": cap, "asn_per_arm": round(asn, 2),
             "asn_se": round(float(res["pairs"].std(ddof=1)) / math.sqrt(args.reps), 2),
             "asn_reduction_pct": round(100.0 * (1.0 - asn / n_fixed), 1),
+            "asn_reduction_pct_vs_same_alpha_split": round(100.0 * (1.0 - asn / n_split), 1),
             "power": round(power, 4), "power_se": round(_se(power, args.reps), 4),
             "futility_stop_rate": round(float(res["futility"].mean()), 4),
             "cap_reached_rate": round(float((~res["efficacy"] & ~res["futility"]).mean()), 4),

@@ -387,10 +387,10 @@ def _boundary_cache_path() -> Path:
 
 
 @lru_cache(maxsize=256)
-def boschloo_boundary(n: int, alpha: float = 0.05) -> tuple[int, ...]:
-    """The rejection region of the two-sided Boschloo test (scipy, default 32-point nuisance grid) at ``alpha``
-    with ``n`` trials per arm, as ``hi[s_A]`` = the smallest ``s_B`` that rejects in B's favour (``n + 1`` when
-    none does).
+def boschloo_boundary(n: int, alpha: float = 0.05, alternative: str = "two-sided") -> tuple[int, ...]:
+    """The rejection region of the Boschloo test (scipy, default 32-point nuisance grid) at ``alpha`` with ``n``
+    trials per arm, as ``hi[s_A]`` = the smallest ``s_B`` that rejects in B's favour (``n + 1`` when none does);
+    ``alternative`` "greater" gives the one-sided test for B better.
 
     The region is ``{s_B >= hi[s_A]}`` plus its mirror ``{s_A >= hi[s_B]}`` (A's favour; equal n makes the test
     symmetric in the arms), and ``hi`` never decreases with ``s_A`` (Fisher's p orders the tables
@@ -402,7 +402,9 @@ def boschloo_boundary(n: int, alpha: float = 0.05) -> tuple[int, ...]:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    key = f"{n}:{alpha:.6g}:scipy{scipy.__version__}"
+    if alternative not in ("two-sided", "greater"):
+        raise ValueError(f"alternative must be two-sided or greater, got {alternative!r}")
+    key = f"{n}:{alpha:.6g}:scipy{scipy.__version__}" + ("" if alternative == "two-sided" else f":{alternative}")
     path = _boundary_cache_path()
     try:
         stored = json.loads(path.read_text())
@@ -414,7 +416,7 @@ def boschloo_boundary(n: int, alpha: float = 0.05) -> tuple[int, ...]:
     sb = 1
     for sa in range(n + 1):
         sb = max(sb, sa + 1)
-        while sb <= n and boschloo_exact(sa, n, sb, n).p_value > alpha:
+        while sb <= n and boschloo_exact(sa, n, sb, n, alternative).p_value > alpha:
             sb += 1
         hi[sa] = sb
         if sb > n:
@@ -430,25 +432,29 @@ def boschloo_boundary(n: int, alpha: float = 0.05) -> tuple[int, ...]:
     return tuple(hi)
 
 
-def boschloo_power(n: int, rate_a: float, rate_b: float, alpha: float = 0.05) -> float:
-    """Exact probability that the two-sided Boschloo test at ``alpha`` with ``n`` trials per arm declares **B
-    better** when the true rates are ``rate_a``, ``rate_b``: the binomial probability of the rejection region
+def boschloo_power(n: int, rate_a: float, rate_b: float, alpha: float = 0.05,
+                   alternative: str = "two-sided") -> float:
+    """Exact probability that the Boschloo test at ``alpha`` with ``n`` trials per arm declares **B better**
+    when the true rates are ``rate_a``, ``rate_b``: the binomial probability of the rejection region
     (:func:`boschloo_boundary`) - what a simulation of infinitely many comparisons would measure."""
-    hi = np.asarray(boschloo_boundary(n, alpha))
+    hi = np.asarray(boschloo_boundary(n, alpha, alternative))
     pmf_a = sps.binom.pmf(np.arange(n + 1), n, rate_a)
     return float((pmf_a * sps.binom.sf(hi - 1, n, rate_b)).sum())
 
 
-def boschloo_fixed_n(rate_a: float, rate_b: float, alpha: float = 0.05, power: float = 0.8) -> int:
-    """The exact fixed-sample design: the smallest ``n`` per arm at which the two-sided Boschloo test reaches
+def boschloo_fixed_n(rate_a: float, rate_b: float, alpha: float = 0.05, power: float = 0.8,
+                     alternative: str = "two-sided") -> int:
+    """The exact fixed-sample design: the smallest ``n`` per arm at which the Boschloo test (two-sided, or
+    one-sided "greater") reaches
     ``power`` for B better at these rates (scanning up from just below the normal-approximation plan; exact
     power is saw-toothed in n, so the first n that reaches it is the one an experimenter would plan)."""
     _check_rate(rate_a, "rate_a")
     _check_rate(rate_b, "rate_b")
     if rate_b <= rate_a:
         raise ValueError(f"plan B better: rate_b must exceed rate_a, got {rate_a} and {rate_b}")
-    n = max(2, int(0.9 * required_trials_per_arm(rate_a, rate_b - rate_a, alpha, power)))
-    while boschloo_power(n, rate_a, rate_b, alpha) < power:
+    plan_alpha = alpha if alternative == "two-sided" else 2 * alpha
+    n = max(2, int(0.85 * required_trials_per_arm(rate_a, rate_b - rate_a, min(0.5, plan_alpha), power)))
+    while boschloo_power(n, rate_a, rate_b, alpha, alternative) < power:
         n += 1
     return n
 
