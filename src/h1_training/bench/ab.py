@@ -177,8 +177,24 @@ def _partial_credit(rng: np.random.Generator, plan, reps: int) -> dict:
     binary = simulate(plan, score_a == 1.0, score_b == 1.0)
     scored = simulate(plan, score_a, score_b)
     asn_bin, asn_score = float(binary["pairs"].mean()), float(scored["pairs"].mean())
+    # The score test planned for the stage model's own split of score-discordant pairs (what a plan from pilot
+    # scores would use) instead of the success plan's q1.
+    pa_, pb_ = np.asarray(STAGE_PROBS["A"]), np.asarray(STAGE_PROBS["B"])
+    b_higher = float(sum(pb_[j] * pa_[:j].sum() for j in range(5)))
+    a_higher = float(sum(pa_[j] * pb_[:j].sum() for j in range(5)))
+    q_score = b_higher / (b_higher + a_higher)
+    # a SequentialPlan whose discordant-pair probability is q_score: odds ratio q/(1-q) with rate_a 0.5
+    odds = q_score / (1 - q_score)
+    from h1_training.evaluation.stats import SequentialPlan
+
+    score_plan = SequentialPlan(0.5, odds / (1 + odds), plan.alpha, max_pairs=cap)
+    planned = simulate(score_plan, score_a, score_b)
+    asn_planned = float(planned["pairs"].mean())
     return {"model": "synthetic task stages 0-4 (score = stage / 4), success = stage 4; stage probabilities "
                      f"A {STAGE_PROBS['A']}, B {STAGE_PROBS['B']}",
             "binary_asn_per_arm": round(asn_bin, 2), "binary_power": round(float(binary["b_better"].mean()), 4),
             "score_asn_per_arm": round(asn_score, 2), "score_power": round(float(scored["b_better"].mean()), 4),
-            "score_saving_pct": round(100.0 * (1.0 - asn_score / asn_bin), 1)}
+            "score_saving_pct": round(100.0 * (1.0 - asn_score / asn_bin), 1),
+            "score_planned_q1": round(q_score, 3), "score_planned_asn_per_arm": round(asn_planned, 2),
+            "score_planned_power": round(float(planned["b_better"].mean()), 4),
+            "score_planned_saving_pct": round(100.0 * (1.0 - asn_planned / asn_bin), 1)}
