@@ -38,6 +38,9 @@ setup(
         "opencv-python-headless<4.13",  # the cv2 lerobot 0.4.4 pins; see DESIGN.md §3 on two OpenCVs
         "psutil",
         "tqdm",
+        # model comparison statistics (robot side: the model_comparison node): tests, intervals, Holm
+        "scipy>=1.11",  # boschloo_exact, binomtest(...).proportion_ci
+        "statsmodels>=0.14",
     ],
     extras_require={
         # robot laptop: unitree_sdk2py itself is installed with --no-deps by scripts/setup_env.sh
