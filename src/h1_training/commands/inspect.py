@@ -1,10 +1,11 @@
 """Check recorded episodes (any variant of the seed's HDF5) and report on them.
 
 For each episode: the variant it is in (ours, or e.g. "seed client layout, cam_head JPEG": every variant the seed
-wrote is read), what was derived because the file lacks it, frames, duration, achieved rate, missed ticks, policy/human split, success label, and
-camera problems (placeholder and stale shares, frames that do not decode, cameras not recorded). Files that cannot
-be used (truncated dataset, no head camera, unreadable) are INVALID with the reason and make the exit code 1. Unsaved ``*.hdf5.partial`` files (recording now, or left by a crash) are listed;
-``--repair`` turns those left by a crash into valid truncated episodes (what the recorder does at start-up).
+wrote is read), what was derived because the file lacks it, frames, duration, achieved rate, missed ticks,
+policy/human split, success label, and camera problems (placeholder and stale shares, frames that do not decode,
+cameras not recorded). Files that cannot be used (a truncated dataset, no head camera, unreadable) are INVALID with
+the reason and make the exit code 1. Unsaved ``*.hdf5.partial`` files (recording now, or left by a crash) are
+listed; ``--repair`` turns those left by a crash into valid truncated episodes (what the recorder does at start-up).
 
     h1-training inspect data/h1_data_sim
     h1-training inspect data/h1_data_sim/training_session_epoch1/episode_0.hdf5 --json
