@@ -45,11 +45,13 @@ def is_lerobot_dataset(path: Path) -> bool:
 
 def session_folders(paths: list[Path]) -> list[Path]:
     """HDF5 session folders (or single episode files) named by the request; a data dir with
-    ``training_session_epoch*`` folders expands to all of them."""
+    ``training_session_epoch*`` folders expands to all of them (any other folder, e.g. a seed client's
+    ``<task>/epoch_N/raw`` tree, is searched for episodes by the converter)."""
     out: list[Path] = []
     for p in paths:
-        if p.is_dir() and not any(p.glob("episode_*.hdf5")):
-            out += sorted(q for q in p.glob("training_session_epoch*") if q.is_dir())
+        sessions = sorted(q for q in p.glob("training_session_epoch*") if q.is_dir()) if p.is_dir() else []
+        if p.is_dir() and not any(p.glob("episode_*.hdf5")) and sessions:
+            out += sessions
         else:
             out.append(p)
     return out
