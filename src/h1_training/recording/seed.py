@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -350,12 +351,15 @@ def write_seed_episode(ep: EpisodeView, final: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def export_seed(episodes: list[Path], dst: str | Path, log: Callable[[str], None] = lambda _m: None) -> SeedReport:
+def export_seed(episodes: list[Path], dst: str | Path, log: Callable[[str], None] = lambda _m: None,
+                cancel: threading.Event | None = None) -> SeedReport:
     """Write each of ``episodes`` (any variant) as ``dst/<its folder name>/<its file name>`` in the seed converter's
-    variant. ``dst`` must not hold those files already (nothing is replaced)."""
+    variant. ``dst`` must not hold those files already (nothing is replaced). ``cancel`` stops between files."""
     dst = Path(dst)
     report = SeedReport()
     for path in episodes:
+        if cancel is not None and cancel.is_set():
+            break
         path = Path(path)
         final = dst / path.parent.name / path.name
         try:
