@@ -203,7 +203,8 @@ class Variant:
             parts.append(f"{self.head_key} {'JPEG' if enc.get(head) == JPEG else 'raw RGB'}")
         wrist = [c for c in CAMERA_NAMES[1:] if c in enc]
         if wrist and any(enc[c] != enc.get(head) for c in wrist):
-            parts.append("wrists " + "/".join("JPEG" if enc[c] == JPEG else "raw RGB" for c in wrist))
+            kinds = dict.fromkeys("JPEG" if enc[c] == JPEG else "raw RGB" for c in wrist)
+            parts.append("wrists " + "/".join(kinds))
         if self.missing_cameras and self.head_key:
             missing = [c for c in self.missing_cameras if c != head]
             if len(missing) == len(CAMERA_NAMES) - 1:
