@@ -112,9 +112,9 @@ def episode_distance(path: Path) -> dict[str, Any]:
     policy frame vs the last frame (the operator's hand held the arms at the corrected pose until the save)."""
     import numpy as np
 
-    from h1_training.recording.layout import read_episode
+    from h1_training.recording.reader import load_episode
 
-    ep = read_episode(path, with_images=False)
+    ep = load_episode(path, with_images=False)
     phase = np.asarray(ep.phase)
     policy = np.flatnonzero(phase == "policy")
     models = sorted({m for m, p in zip(ep.model_version or [], ep.phase) if p == "policy" and m})

@@ -6,6 +6,10 @@
                and renamed at the end: an interrupted export never leaves a half dataset under ``<out>``.
     "lerobot"  an HDF5 dataset's valid episodes converted with ``training.convert.convert_sessions`` (needs the
                ``train`` extras), also in a hidden folder renamed at the end; a LeRobot dataset is copied as it is.
+    "seed"     an HDF5 dataset's valid episodes in the variant the seed's ``convert_h1_data_to_lerobot.py`` reads
+               (``ego_cam`` as raw RGB arrays; ``recording.seed.write_seed_episode``), as
+               ``<out>/<session folder>/episode_<i>.hdf5`` plus ``seed_export.json``, every frame verified; also
+               staged in a hidden folder renamed at the end.
 
 ``<out>`` must not exist, or be an empty folder. ``ExportJob`` runs one export at a time in a worker thread.
 """
@@ -24,9 +28,11 @@ from pathlib import Path
 
 from h1_training.datasets.catalog import FORMAT_HDF5, FORMAT_LEROBOT, DatasetEntry, file_key
 from h1_training.recording.layout import PROVENANCE_FILE
+from h1_training.recording.seed import export_seed
 from h1_training.training.convert import convert_sessions
 
-FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5)
+FORMAT_SEED = "seed"
+FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5, FORMAT_SEED)
 MANIFEST = "h1_export.json"
 
 
@@ -55,8 +61,8 @@ def check_request(dataset: DatasetEntry, fmt: str, output: Path) -> str | None:
     """Why this export cannot run (None when it can); checked before any file is written."""
     if fmt not in FORMATS:
         return f"format must be one of {', '.join(FORMATS)}; got {fmt!r}"
-    if fmt == FORMAT_HDF5 and dataset.format != FORMAT_HDF5:
-        return f"{dataset.name} is a LeRobot dataset; it can be exported as lerobot (a copy), not as hdf5"
+    if fmt in (FORMAT_HDF5, FORMAT_SEED) and dataset.format != FORMAT_HDF5:
+        return f"{dataset.name} is a LeRobot dataset; it can be exported as lerobot (a copy), not as {fmt}"
     if dataset.format == FORMAT_HDF5 and not dataset.valid_episodes:
         return f"{dataset.name} has no valid episode to export ({len(dataset.episodes)} file(s), all invalid)"
     if output.is_symlink() or output.is_file():
@@ -84,6 +90,8 @@ def export_dataset(dataset: DatasetEntry, fmt: str, output: str | Path, *, worke
             return _copy_tree(dataset, output, cancel)
         if fmt == FORMAT_HDF5:
             return _copy_hdf5(dataset, output, cancel, log)
+        if fmt == FORMAT_SEED:
+            return _export_seed(dataset, output, cancel, log)
         return _convert(dataset, output, workers)
     except ExportCancelled:
         return ExportResult(False, "export cancelled (node stopping); nothing was left under the output path")
@@ -139,6 +147,38 @@ def _copy_hdf5(dataset: DatasetEntry, output: Path, cancel: threading.Event | No
         msg += f"; skipped {len(skipped)}: " + "; ".join(f"{Path(s['path']).name} ({s['reason']})"
                                                           for s in skipped[:5])
     return ExportResult(True, msg, str(output), len(copied), frames, skipped)
+
+
+def _export_seed(dataset: DatasetEntry, output: Path, cancel: threading.Event | None,
+                 log: Callable[[str], None]) -> ExportResult:
+    staging = _staging(output)
+    skipped = [{"path": e.path, "reason": "; ".join(e.problems) or "invalid"} for e in dataset.episodes
+               if not e.valid]
+    sources = []
+    for ep in dataset.valid_episodes:
+        if file_key(Path(ep.path)) != ep.stat_key:
+            skipped.append({"path": ep.path, "reason": "changed or removed since the last refresh"})
+        else:
+            sources.append(Path(ep.path))
+    try:
+        staging.mkdir(parents=True)
+        report = export_seed(sources, staging, log=log, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            raise ExportCancelled()
+        skipped += [{"path": p, "reason": why} for p, why in report.skipped.items()]
+        if not report.done:
+            raise OSError("no episode could be exported: " + "; ".join(s["reason"] for s in skipped[:3]))
+        _publish(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    frames = sum(d.frames for d in report.done)
+    msg = (f"exported {len(report.done)} of {len(dataset.episodes)} episode(s), {frames} frames, in the seed "
+           f"converter's variant (ego_cam raw RGB) to {output}")
+    if skipped:
+        msg += f"; skipped {len(skipped)}: " + "; ".join(f"{Path(s['path']).name} ({s['reason']})"
+                                                          for s in skipped[:5])
+    return ExportResult(True, msg, str(output), len(report.done), frames, skipped)
 
 
 def _copy_tree(dataset: DatasetEntry, output: Path, cancel: threading.Event | None) -> ExportResult:

@@ -69,6 +69,26 @@ ATTR_FORMAT_VERSION = "format_version"
 ATTR_STALE_AFTER_S = "stale_after_s"
 FORMAT_VERSION = 1
 
+# --- the seed's other on-disk variants (read by recording/reader.py, never written by the recorder) --------------
+# ThomasChen98/openpi (auto_training) examples/h1_control_client/: the recording client passes its images as
+# "cam_head", "cam_left_wrist", "cam_right_wrist" to utils/episode_writer_hdf5.py (JPEG, vlen uint8, quality 85,
+# images 224x224), "phase" as fixed-length bytes ('S10'), attrs episode_length, fps, timestamp, advantage,
+# policy_frames, human_frames (older versions: no phase, no advantage, no frame counts); qpos/action are [T, 26]
+# when it records the hands (include_hands: 14 arm joints + 12 hand values). convert_humanoid_everyday_to_hdf5.py
+# stores "ego_cam" as raw RGB [T, H, W, 3] uint8 (no wrist cameras, no phase) with attrs fps, num_frames, source,
+# arm_dof. Its convert_h1_data_to_lerobot.py reads "cam_head" (JPEG or raw) or else "ego_cam" as raw arrays.
+SEED_HEAD_CAMERA = "cam_head"                       # the seed client's name of the head camera (ours: ego_cam)
+HEAD_CAMERA_NAMES = (CAMERA_NAMES[0], SEED_HEAD_CAMERA)
+SEED_ATTR_ADVANTAGE = "advantage"                   # bool: the operator's good/bad label (seed client)
+SEED_ATTR_NUM_FRAMES = "num_frames"                 # int: the frame count (Humanoid Everyday converter)
+SEED_ATTR_SOURCE = "source"                         # str: e.g. "humanoid_everyday"
+SEED_PHASE_DTYPE = "S10"                            # the seed client's fixed-length phase strings
+# What an import from a seed variant adds beside the contract (additive, like EXTRA_*).
+EXTRA_SEED_QPOS_HANDS = "seed/qpos_hands"           # [T, 12] float32: qpos columns 14..25 as recorded (seed units)
+EXTRA_SEED_ACTION_HANDS = "seed/action_hands"       # [T, 12] float32: action columns 14..25 as recorded
+ATTR_SEED_SOURCE = "seed_source"                    # str: the file an imported episode came from
+ATTR_SEED_VARIANT = "seed_variant"                  # str: the variant it was in (reader.Variant.describe())
+
 # An episode being recorded lives under a temporary name beside its final one and is renamed on save.
 PARTIAL_SUFFIX = ".partial"
 

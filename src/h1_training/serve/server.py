@@ -81,7 +81,7 @@ class ServerConfig:
     max_message_bytes: int = 32 * 1024 * 1024
     max_http_body_bytes: int = 1024 * 1024
     infer_threads: int = 4
-    auto_train: Any | None = None            # policy.autotrain.AutoTrainConfig to watch data_dir
+    auto_train: Any | None = None            # training.autotrain.AutoTrainConfig to watch data_dir
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

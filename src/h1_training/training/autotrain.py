@@ -13,6 +13,11 @@ An epoch folder is **complete** when all of these hold:
    arrived: rsync the episodes, then the marker), or — unless ``require_marker`` — no file in it has changed for
    ``quiet_s`` seconds.
 
+Before a job is submitted, the episodes of a complete epoch are opened through ``recording.reader`` (shapes and
+attrs, cached by file mtime and size): any variant of the seed's HDF5 counts, and an epoch whose files are all
+unusable (truncated, no head camera, not HDF5) waits with the reason in the status instead of starting a job that
+would convert nothing.
+
 Each complete epoch E is trained once (remembered in ``work_dir/autotrain_state.json``, with the file list it saw).
 The job trains on every complete epoch up to E (data aggregation, as HG-DAgger/Sirius do with human corrections),
 fine-tunes the current default model when it has the same policy type, and is deployed when it finishes, so
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from h1_training.recording.layout import SYNC_MARKER, is_episode_name, is_in_progress_name, session_epoch_of
+from h1_training.recording.reader import check_files
 from h1_training.training.jobs import TrainRequest
 
 log = logging.getLogger("h1_training.serve.autotrain")
@@ -67,6 +73,8 @@ class EpochData:
     episodes: list[str]
     complete: bool
     reason: str                       # why (in)complete, for the operator
+    usable: list[str] | None = None   # episodes the reader can use (checked once complete), None: not checked
+    unusable: dict[str, str] = field(default_factory=dict)  # episode name -> why not
 
     def signature(self) -> list[str]:
         return sorted(self.episodes)
@@ -116,6 +124,7 @@ class AutoTrainer:
         self.current_job: str | None = None
         self.last_scan: list[EpochData] = []
         self.last_error: str | None = None
+        self._checked: dict[str, tuple[tuple[int, int], str | None]] = {}  # path -> ((mtime_ns, size), problem)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -157,6 +166,27 @@ class AutoTrainer:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             self._stop.wait(self.cfg.scan_interval_s)
 
+    def _check_usable(self, epoch: EpochData) -> None:
+        """Fill ``epoch.usable`` / ``unusable`` through the reader; a file is re-read only when it changed."""
+        epoch.usable, epoch.unusable = [], {}
+        for name in epoch.episodes:
+            path = epoch.path / name
+            try:
+                st = path.stat()
+            except OSError as exc:
+                epoch.unusable[name] = f"gone: {exc.strerror}"
+                continue
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self._checked.get(str(path))
+            if cached is None or cached[0] != key:
+                found = check_files([path])
+                cached = (key, None if found.usable else found.unusable.get(str(path), "unusable"))
+                self._checked[str(path)] = cached
+            if cached[1] is None:
+                epoch.usable.append(name)
+            else:
+                epoch.unusable[name] = cached[1]
+
     def tick(self, now: float | None = None) -> str | None:
         """One scan; submits a job for the oldest complete, untrained epoch. Returns the job id, if any."""
         if self.current_job is not None:
@@ -167,9 +197,17 @@ class AutoTrainer:
         self.last_scan = scan(self.data_dir, self.cfg, now)
         complete = [e for e in self.last_scan if e.complete]
         todo = [e for e in complete if str(e.epoch) not in self.trained]
-        if not todo:
+        ready = []
+        for e in todo:
+            self._check_usable(e)
+            if len(e.usable or []) >= self.cfg.min_episodes:
+                ready.append(e)
+            else:
+                e.reason += (f"; but {len(e.usable or [])} usable episode(s), need {self.cfg.min_episodes}: "
+                             + "; ".join(f"{n} ({why})" for n, why in list(e.unusable.items())[:3]))
+        if not ready:
             return None
-        target = todo[0]
+        target = ready[0]
         included = [e for e in complete if e.epoch <= target.epoch] if self.cfg.aggregate else [target]
         default = self.pool.default_model
         parent = default.model_id if default.info.get("policy_type") == self.cfg.policy_type else None
@@ -193,7 +231,7 @@ class AutoTrainer:
             "data_dir": str(self.data_dir),
             "trained_epochs": sorted(int(e) for e in self.trained),
             "current_job": self.current_job,
-            "epochs": [{"epoch": e.epoch, "episodes": len(e.episodes), "complete": e.complete, "reason": e.reason}
-                       for e in self.last_scan],
+            "epochs": [{"epoch": e.epoch, "episodes": len(e.episodes), "complete": e.complete, "reason": e.reason,
+                        "unusable": e.unusable} for e in self.last_scan],
             "last_error": self.last_error,
         }

@@ -1,4 +1,5 @@
-"""Seed-format HDF5 episodes -> a LeRobotDataset (v3 layout of lerobot 0.4.4).
+"""HDF5 episodes (any variant of the seed's, read through ``recording.reader``) -> a LeRobotDataset (v3 layout of
+lerobot 0.4.4).
 
     from h1_training.training.convert import convert_sessions
     summary = convert_sessions([Path("data/h1_data_auto/training_session_epoch3")], Path("data/lerobot/epoch3"))
@@ -23,6 +24,10 @@ Choices and why:
   copying ~1 MB frames between processes; the next episode is read from disk while the current one is encoded.
 - A bad episode (unreadable, contract broken, truncated, undecodable JPEG, non-finite values, wrong rate) is skipped
   and the reason is kept in the summary; the run goes on.
+- Every variant the seed wrote converts (``recording.reader``): the head camera as ``cam_head`` or ``ego_cam``, JPEG
+  or raw RGB frames, with or without phase. A camera the file did not record (the seed's Humanoid Everyday converter
+  keeps only the head camera) gets black frames, as the seed's own converter does, and is listed in the summary
+  (``filled_cameras``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 
-from h1_training.drivers.cameras import decode_jpeg_rgb
 from h1_training.policy.models.base import (
     ACTION_KEY,
     INTERVENTION_KEY,
@@ -50,7 +54,8 @@ from h1_training.policy.models.base import (
     image_key,
 )
 from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
-from h1_training.recording.layout import EPISODE_GLOB, PROVENANCE_FILE, Episode, episode_index_of, read_episode
+from h1_training.recording.layout import EPISODE_GLOB, PROVENANCE_FILE, episode_index_of
+from h1_training.recording.reader import EpisodeView, open_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 
 log = logging.getLogger("h1_training.convert")
@@ -80,6 +85,8 @@ class ConvertSummary:
     human_frames: int = 0
     derived_frames: int = 0                # action targets derived from qpos (human frames + empty policy rows)
     resized_frames: int = 0                # camera frames resized to the dataset's image shape
+    filled_cameras: dict[str, list[str]] = field(default_factory=dict)  # episode -> cameras given black frames
+    variants: dict[str, int] = field(default_factory=dict)  # reader.Variant.describe() -> converted episodes
     skipped: list[SkippedEpisode] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -134,13 +141,7 @@ def derive_actions(qpos: np.ndarray, action: np.ndarray, phase: list[str],
     return out, human.astype(np.int64), derived
 
 
-def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
-    if len(data) < 4 or data[:2] != b"\xff\xd8":
-        raise ValueError(f"camera {camera} frame {index}: not a JPEG ({len(data)} bytes)")
-    try:
-        img = decode_jpeg_rgb(data)
-    except ValueError as exc:
-        raise ValueError(f"camera {camera} frame {index}: {exc}") from exc
+def _fit(img: np.ndarray, shape_hw: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
     if shape_hw is not None and img.shape[:2] != shape_hw:
         import cv2
 
@@ -148,7 +149,21 @@ def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int]
     return img, False
 
 
-def _check_episode(ep: Episode, min_frames: int) -> str | None:
+def _open_episode(path: Path) -> EpisodeView:
+    """Open an episode for conversion (JPEG rows read into memory); ValueError with the reasons when unusable."""
+    ep = open_episode(path)
+    try:
+        if ep.problems:
+            raise ValueError("; ".join(ep.problems))
+        for cam in ep.cameras.values():
+            cam.preload()
+        return ep
+    except BaseException:
+        ep.close()
+        raise
+
+
+def _check_episode(ep: EpisodeView, min_frames: int) -> str | None:
     if ep.length < min_frames:
         return f"too short: {ep.length} frames (need >= {min_frames})"
     if not np.all(np.isfinite(ep.qpos)):
@@ -157,11 +172,8 @@ def _check_episode(ep: Episode, min_frames: int) -> str | None:
         return "action contains NaN or inf"
     if not (ep.fps and np.isfinite(ep.fps) and ep.fps > 0):
         return f"invalid fps attribute {ep.fps!r}"
-    for cam in HDF5_TO_OBS_CAMERA:
-        n = len(ep.images.get(cam, []))
-        if n != ep.length:
-            return f"camera {cam} holds {n} frames for {ep.length} samples"
-        empty = sum(1 for b in ep.images[cam] if len(b) == 0)
+    for cam, frames in ep.cameras.items():
+        empty = frames.empty_frames()
         if empty:
             return f"camera {cam} has {empty} empty frame(s) (truncated recording)"
     return None
@@ -216,12 +228,11 @@ class _Converter:
         if self.ds is not None:
             self.ds.finalize()
 
-    def _create(self, ep: Episode) -> None:
+    def _create(self, ep: EpisodeView) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         if self.resize_hw is None:
-            first, _ = _decode_jpeg(ep.images["ego_cam"][0], "ego_cam", 0, None)
-            self.resize_hw = first.shape[:2]
+            self.resize_hw = ep.cameras["ego_cam"].rgb(0).shape[:2]
         shape = (int(self.resize_hw[0]), int(self.resize_hw[1]), 3)
         fps = int(round(ep.fps))
         self.ds = LeRobotDataset.create(
@@ -233,17 +244,21 @@ class _Converter:
         self.summary.recorded_fps = float(ep.fps)
         self.summary.image_shape = list(shape)
 
-    def _decode_frame(self, ep: Episode, i: int) -> dict[str, np.ndarray]:
+    def _decode_frame(self, ep: EpisodeView, i: int) -> dict[str, np.ndarray]:
         out = {}
         for cam, name in HDF5_TO_OBS_CAMERA.items():
-            img, resized = _decode_jpeg(ep.images[cam][i], cam, i, self.resize_hw)
+            frames = ep.cameras.get(cam)
+            if frames is None:  # not recorded in this file: black, as the seed's converter pads a missing camera
+                out[image_key(name)] = np.zeros((*self.resize_hw, 3), np.uint8)
+                continue
+            img, resized = _fit(frames.rgb(i), self.resize_hw)
             if resized:
                 with self._resized_lock:
                     self.summary.resized_frames += 1
             out[image_key(name)] = img
         return out
 
-    def _decoded(self, ep: Episode) -> Iterator[dict[str, np.ndarray]]:
+    def _decoded(self, ep: EpisodeView) -> Iterator[dict[str, np.ndarray]]:
         """Frames in order, decoded up to one window ahead."""
         pending: list[Future] = []
         nxt = 0
@@ -253,7 +268,7 @@ class _Converter:
                 nxt += 1
             yield pending.pop(0).result()
 
-    def _write(self, ep: Episode, bar) -> None:
+    def _write(self, ep: EpisodeView, bar) -> None:
         actions, intervention, derived = derive_actions(ep.qpos, ep.action, ep.phase, self.lookahead)
         task = str(ep.attrs.get("prompt") or self.task)
         qpos = ep.qpos.astype(np.float32)
@@ -278,6 +293,10 @@ class _Converter:
         s.frames += ep.length
         s.human_frames += int(intervention.sum())
         s.derived_frames += int(derived.sum())
+        desc = ep.variant.describe()
+        s.variants[desc] = s.variants.get(desc, 0) + 1
+        if ep.missing_cameras:
+            s.filled_cameras[str(ep.path)] = list(ep.missing_cameras)
 
     def run(self, episodes: list[Path]) -> ConvertSummary:
         bar = None
@@ -285,11 +304,12 @@ class _Converter:
             from tqdm import tqdm
 
             bar = tqdm(total=_count_frames(episodes), unit="frame", desc="convert", dynamic_ncols=True)
-        futures = [self.reader.submit(read_episode, episodes[0])] if episodes else []
+        futures = [self.reader.submit(_open_episode, episodes[0])] if episodes else []
         try:
             for n, path in enumerate(episodes):
                 if n + 1 < len(episodes):  # read the next file while this one is encoded
-                    futures.append(self.reader.submit(read_episode, episodes[n + 1]))
+                    futures.append(self.reader.submit(_open_episode, episodes[n + 1]))
+                ep = None
                 try:
                     ep = futures[n].result()
                     futures[n] = None  # free the JPEG bytes once converted
@@ -306,24 +326,28 @@ class _Converter:
                     reason = str(exc).replace(f"{path}: ", "")
                     log.warning("skipping %s: %s", path, reason)
                     self.summary.skipped.append(SkippedEpisode(str(path), reason))
+                finally:
+                    if ep is not None:
+                        ep.close()
                 if bar is not None:
                     bar.set_postfix(episodes=self.summary.episodes, skipped=len(self.summary.skipped))
         finally:
             if bar is not None:
                 bar.close()
+            for fut in futures:  # episodes opened ahead of a failure that ended the run
+                if fut is not None and fut.done() and fut.exception() is None:
+                    fut.result().close()
         return self.summary
 
 
 def _count_frames(episodes: list[Path]) -> int:
-    """Frames announced by the files (attrs only; a damaged file counts 0), for the progress bar."""
-    import h5py
-
+    """Frames the files hold (shapes only; a damaged file counts 0), for the progress bar."""
     total = 0
     for p in episodes:
         try:
-            with h5py.File(p, "r") as f:
-                total += int(f.attrs.get("episode_length", 0))
-        except (OSError, ValueError, TypeError):
+            with open_episode(p) as ep:
+                total += ep.length
+        except ValueError:
             pass
     return total
 

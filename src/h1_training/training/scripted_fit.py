@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
-from h1_training.recording.layout import EPISODE_GLOB, read_episode
+from h1_training.recording.layout import EPISODE_GLOB
+from h1_training.recording.reader import load_episode
 
 log = logging.getLogger("h1_training.training")
 
@@ -24,7 +25,7 @@ log = logging.getLogger("h1_training.training")
 def episode_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
-        out += sorted(p.glob(EPISODE_GLOB)) if p.is_dir() else [p]
+        out += sorted(p.rglob(EPISODE_GLOB)) if p.is_dir() else [p]
     return out
 
 
@@ -38,7 +39,7 @@ def fit_scripted(paths: list[Path], models_dir: Path, parent: str | None = None,
     files = episode_files(paths)
     for f in files:
         try:
-            ep = read_episode(f, with_images=False)
+            ep = load_episode(f, with_images=False)
         except ValueError as exc:
             skipped[str(f)] = str(exc)
             continue

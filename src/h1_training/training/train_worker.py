@@ -45,13 +45,16 @@ def is_lerobot_dataset(path: Path) -> bool:
 
 def session_folders(paths: list[Path]) -> list[Path]:
     """HDF5 session folders (or single episode files) named by the request; a data dir with
-    ``training_session_epoch*`` folders expands to all of them."""
+    ``training_session_epoch*`` folders expands to all of them (any other folder, e.g. a seed client's
+    ``<task>/epoch_N/raw`` tree, is searched for episodes by the converter)."""
     from h1_training.recording.layout import EPISODE_GLOB, session_epoch_of
 
     out: list[Path] = []
     for p in paths:
-        if p.is_dir() and not any(p.glob(EPISODE_GLOB)):
-            out += sorted(q for q in p.iterdir() if q.is_dir() and session_epoch_of(q) is not None)
+        sessions = (sorted(q for q in p.iterdir() if q.is_dir() and session_epoch_of(q) is not None)
+                    if p.is_dir() else [])
+        if p.is_dir() and not any(p.glob(EPISODE_GLOB)) and sessions:
+            out += sessions
         else:
             out.append(p)
     return out
