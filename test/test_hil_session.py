@@ -20,7 +20,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from websockets.sync.server import serve as ws_serve
 
-from h1_training.bringup import load_profile
+from h1_training.bringup import load_profile, start_profile
 from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
 from h1_training.nodes.hil_session_node import STATUS_QOS
 from h1_training.policy import codec
@@ -41,9 +41,7 @@ SEED_ORDER = ["WAITING", "READY", "EXECUTING", "LABELING", "DAMPING", "SAVING", 
 
 
 def start_sim(procs, save_dir: Path) -> None:
-    for node in load_profile("sim").nodes:
-        extra = ["-p", f"save_dir:={save_dir}"] if node.executable == "episode_recorder" else []
-        procs.start_executable(node.name, node.executable, node.argv_tail() + extra)
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={save_dir}"]})
 
 
 @pytest.fixture

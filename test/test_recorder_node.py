@@ -265,12 +265,10 @@ def test_records_from_the_simulated_robot_stack(procs, probe, tmp_path):
     missing = _missing_sim_modules()
     if missing:
         pytest.skip(f"sim profile executables not available yet: {', '.join(missing)}")
-    from h1_training.bringup import load_profile
+    from h1_training.bringup import load_profile, start_profile
 
     status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
-    for node in load_profile("sim").nodes:
-        extra = ["-p", f"save_dir:={tmp_path}"] if node.executable == "episode_recorder" else []
-        procs.start_executable(node.name, node.executable, node.argv_tail() + extra)
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={tmp_path}"]})
     probe.wait_for_service("/episode_recorder/start", timeout=60)
     status.wait(where=lambda m: not [s for s in m.stale_sources if s != "arm/mode"], timeout=60)
     r = start(probe, epoch=1)

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 
-from h1_training.bringup import load_profile
+from h1_training.bringup import load_profile, start_profile
 from h1_training.recording.layout import read_episode
 from h1_training.sim.operator_script import POLICY_MISS_RAD, REACH_RAD
 
 
 def start_sim(procs, save_dir):
-    for node in load_profile("sim").nodes:
-        extra = ["-p", f"save_dir:={save_dir}"] if node.executable == "episode_recorder" else []
-        procs.start_executable(node.name, node.executable, node.argv_tail() + extra)
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={save_dir}"]})
 
 
 @pytest.fixture
@@ -33,6 +31,7 @@ def test_scripted_hil_episode_end_to_end(sim_stack, procs):
     operator = procs.start_executable(
         "sim_operator", "sim_operator",
         ["--ros-args", "-p", "episodes:=1", "-p", "policy_seconds:=3.0", "-p", "human_seconds:=3.0"],
+        expect_exit=True,
     )
     operator.proc.wait(timeout=120)
     assert operator.proc.returncode == 0, operator.output()
