@@ -111,7 +111,7 @@ def measure(path: str) -> dict:
 def run(args: argparse.Namespace) -> dict:
     import psutil
 
-    from h1_training.bench.report import evaluate, peak_rss_mb
+    from h1_training.bench.report import evaluate, peak_rss_mb, process_role
     from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env
 
     domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
@@ -170,8 +170,9 @@ def run(args: argparse.Namespace) -> dict:
             cpu = cpu1 - cpu0
             # peak memory before the writer exits (it ends with the node): VmHWM of each live process
             rss = {"node": peak_rss_mb(proc.pid)}
-            for i, child in enumerate(family[1:]):
-                rss["writer" if i == 0 else f"writer_{i}"] = peak_rss_mb(child.pid)
+            for child in family[1:]:  # spawn context: the writer, and multiprocessing's resource tracker
+                role = {"spawned": "writer"}.get(process_role(child), process_role(child))
+                rss[role if role not in rss else f"{role}_{child.pid}"] = peak_rss_mb(child.pid)
             figures = measure(saved.file_path)
             figures.update({
                 "save_s": round(save_s, 3),

@@ -8,6 +8,7 @@ that is missing (not measured) misses its target. ``h1-training bench`` exits no
 
 from __future__ import annotations
 
+import numbers
 import os
 import platform
 import resource
@@ -39,12 +40,13 @@ class Target:
 
     def met(self, figures: dict[str, Any]) -> bool:
         value = lookup(figures, self.figure)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            return False
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value:
+            return False  # not measured (None), or NaN: a target is met only by a figure
+        value = float(value)
         if self.op == "within":
-            return abs(value - self.limit) <= self.tol
-        return {"<=": value <= self.limit, ">=": value >= self.limit, "<": value < self.limit,
-                ">": value > self.limit, "==": value == self.limit}[self.op]
+            return bool(abs(value - self.limit) <= self.tol)
+        return bool({"<=": value <= self.limit, ">=": value >= self.limit, "<": value < self.limit,
+                     ">": value > self.limit, "==": value == self.limit}[self.op])
 
 
 def lookup(figures: dict[str, Any], dotted: str) -> Any:
@@ -137,20 +139,18 @@ def self_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
-def peak_rss_tree_mb(pid: int) -> dict[str, float | None]:
-    """``{"<name> <pid>": peak MB}`` for a live process and its live descendants (e.g. a node and its writer)."""
+def process_role(proc) -> str:
+    """What a Python child is, from its command line: multiprocessing's ``resource_tracker``, a ``spawn``ed
+    worker (the recorder's HDF5 writer), else its executable name."""
     import psutil
 
-    out: dict[str, float | None] = {}
     try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
+        cmd = " ".join(proc.cmdline())
+        name = proc.name()
     except psutil.Error:
-        return out
-    for p in procs:
-        try:
-            label = f"{p.name()} {p.pid}"
-        except psutil.Error:
-            label = str(p.pid)
-        out[label] = peak_rss_mb(p.pid)
-    return out
+        return "gone"
+    if "resource_tracker" in cmd:
+        return "resource_tracker"
+    if "spawn_main" in cmd:
+        return "spawned"
+    return name
