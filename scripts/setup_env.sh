@@ -106,9 +106,10 @@ if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ]; then
   h=$(hash_of foxglove_panels/package.json foxglove_panels/package-lock.json)
   if ! fresh npm "$h" || [ ! -d foxglove_panels/node_modules ]; then
     say "installing Foxglove panel npm packages"
-    # npm install, not npm ci: the lock file written here leaves out other platforms' optional packages
-    # (rollup's), which `npm ci` refuses as "out of sync"; install still follows the locked versions.
-    (cd foxglove_panels && npm install --no-audit --no-fund --loglevel=error)
+    # npm ci: installs exactly the lock file and never rewrites it (`make test` leaves the work tree clean). The
+    # lock lists every platform's optional packages (rollup's); regenerate it with
+    # `npm install --package-lock-only` in a checkout without node_modules, or npm leaves them out.
+    (cd foxglove_panels && npm ci --no-audit --no-fund --loglevel=error)
     stamp npm "$h"
   fi
 fi
