@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sensor_msgs.msg import JointState
     from std_srvs.srv import Trigger
 
-    from h1_training.bench.report import Target, evaluate
+    from h1_training.bench.report import Target, evaluate, peak_rss_mb
     from h1_training.bringup import load_profile, plan_ports
     from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
     from h1_training.nodes.probe import RosProbe
@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.monotonic()
         cpu1 = {name: _cpu_seconds(p) for name, p in procs.items()}
         wall = t1 - t0
+        result["peak_rss_mb"] = {name: peak_rss_mb(p.pid) for name, p in procs.items()}
 
         cpu = {name: round((cpu1[name] - cpu0[name]) / wall * 100, 1)
                for name in procs if cpu0[name] is not None and cpu1[name] is not None}
