@@ -197,15 +197,18 @@ def test_kill9_of_the_node_alone_its_writer_saves_what_it_received(procs, probe,
         assert (kill_wall_ns - f["timestamps/wall_ns"][-1]) / 1e9 <= 0.2  # nothing it had received was lost
 
 
-def test_sigint_mid_episode_saves_it(procs, probe, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stop_signal_mid_episode_saves_it(procs, probe, tmp_path, sig):
+    """Ctrl+C in its terminal, or SIGTERM from `h1-training up`, systemd or docker stop: the episode is closed and
+    valid, not left for repair."""
     status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
     start_feed(procs)
     rec = start_recorder(procs, tmp_path)
     ready(probe, status)
-    r = start(probe, epoch=3, prompt="sigint")
+    r = start(probe, epoch=3, prompt="stop signal")
     assert r.success, r.message
     status.wait(where=lambda m: m.recording and m.frames >= 60, timeout=10)
-    rec.signal(signal.SIGINT)
+    rec.signal(sig)
     assert rec.proc.wait(timeout=15) == 0, rec.output()
     final = Path(r.file_path)
     assert final.exists() and not Path(str(final) + ".partial").exists()
