@@ -54,14 +54,13 @@ def procs(request):
 
     group = ProcessGroup(env=loopback_ros_env(DOMAIN_ID))
     yield group
-    dead = group.unexpected_exits()  # before stop(): stopping makes every exit expected
+    report = group.unexpected_exit_report()  # before stop(): stopping makes every exit expected
     group.stop()
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
         sys.stderr.write(_show(group.children))
-    elif dead:
-        pytest.fail("child exited unexpectedly during the test: "
-                    + ", ".join(f"{c.name} (exit {c.proc.returncode})" for c in dead) + _show(dead), pytrace=False)
+    elif report:
+        pytest.fail(report, pytrace=False)
 
 
 @pytest.fixture

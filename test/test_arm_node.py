@@ -169,13 +169,11 @@ def _hold_between_tests(rig, request):
     rig.to_hold()
     yield
     rep = getattr(request.node, "rep_call", None)
-    dead = rig.procs.unexpected_exits()
-    if (rep is not None and rep.failed) or dead:
+    if rep is not None and rep.failed:
         for child in rig.procs.children:
             sys.stderr.write(f"\n----- output of {child.name} -----\n{child.output()[-4000:]}\n")
-    if dead and not (rep is not None and rep.failed):
-        pytest.fail("child exited unexpectedly during the test: "
-                    + ", ".join(f"{c.name} (exit {c.proc.returncode})" for c in dead), pytrace=False)
+    elif report := rig.procs.unexpected_exit_report():
+        pytest.fail(report, pytrace=False)
 
 
 # --- behaviour -----------------------------------------------------------------------------------------------

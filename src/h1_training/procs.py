@@ -239,6 +239,17 @@ class ProcessGroup:
         """Children that ended although nobody stopped them and they were not declared ``expect_exit``."""
         return [c for c in self.children if not c.running and not c.expect_exit]
 
+    def unexpected_exit_report(self, tail: int = 6000) -> str:
+        """"" when no child exited unexpectedly; else which ones, with their exit codes and output (tests fail
+        with this: ``pytest.fail(report, pytrace=False)``)."""
+        dead = self.unexpected_exits()
+        if not dead:
+            return ""
+        head = "child exited unexpectedly during the test: " + ", ".join(
+            f"{c.name} (exit {c.proc.returncode})" for c in dead)
+        return head + "".join(f"\n----- output of {c.name} (exit {c.proc.returncode}) -----\n"
+                              f"{c.output()[-tail:]}\n" for c in dead)
+
     def stop_one(self, child: Child, timeout: float = 5.0) -> int | None:
         """Stop one child (SIGINT, SIGTERM, SIGKILL to its process group); its exit is expected from now on."""
         if child.running:
