@@ -287,6 +287,33 @@ def test_policy_loop_executes_the_servers_chunks_open_loop_at_the_control_rate()
     assert loop.stats.ticks == n  # every tick published exactly once
 
 
+def test_stale_joint_states_stop_the_policy_with_the_reason():
+    """The arm state stops arriving mid-run: the next observation refuses it (never infer on a stale pose), the loop
+    stops publishing and reports why; nothing is sent after that."""
+    from h1_training.session.runner import ObservationBuilder
+
+    server = PolicyServer(ServerConfig(port=0))
+    server.start_background()
+    clock = {"ns": 10**18}
+    builder = ObservationBuilder("reach", send_images=False, state_timeout_s=0.5, wall_ns=lambda: clock["ns"])
+    builder.set_state(np.asarray(ARM_HOME_RAD, np.float32), clock["ns"])
+    out = Published()
+    loop = PolicyLoop(PolicyClient("127.0.0.1", server.port), builder.build, out.publish, out.fail,
+                      rate_hz=50.0, replan_steps=10)
+    try:
+        loop.start()
+        wait_until(lambda: len(out.rows) >= 20, 10, "20 targets on fresh state")
+        clock["ns"] += int(0.6e9)  # joint_states went silent 0.6 s ago (limit 0.5 s)
+        wait_until(lambda: out.failures, 10, "the loop to refuse the stale state")
+        n = len(out.rows)
+        time.sleep(0.3)
+    finally:
+        loop.stop()
+        server.stop()
+    assert len(out.rows) == n, "targets published after the state went stale"
+    assert len(out.failures) == 1 and "joint_states are 0.60 s old" in out.failures[0][1], out.failures
+
+
 @pytest.fixture
 def wire_server():
     """An openpi-protocol server on 127.0.0.1 answering with ``replies`` in turn (codec frames on the real wire)."""
