@@ -319,18 +319,56 @@ def wire_server():
     """An openpi-protocol server on 127.0.0.1 answering with ``replies`` in turn (codec frames on the real wire)."""
     replies: list[np.ndarray] = []
 
+    answering = threading.Event()  # cleared: the server hangs (connection open, no reply) until it is set again
+    answering.set()
+
     def handler(ws):
         ws.send(codec.packb({"model_id": "wire", "action_horizon": 5}))
         for msg in ws:
             codec.unpackb(msg)
+            answering.wait(30)
             ws.send(codec.packb({"actions": replies.pop(0) if len(replies) > 1 else replies[0], "model_id": "wire"}))
 
     server = ws_serve(handler, "127.0.0.1", 0, compression=None)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield SimpleNamespace(port=server.socket.getsockname()[1], replies=replies)
+    yield SimpleNamespace(port=server.socket.getsockname()[1], replies=replies, answering=answering)
+    answering.set()
     server.shutdown()
     thread.join(5)
+
+
+def test_a_hung_server_makes_the_loop_hold_then_it_recovers(wire_server):
+    """The server stops answering (not dead: the connection stays open) for less than the request timeout: the
+    control thread keeps ticking, repeats the last row once the chunk runs out (held ticks, counted), and takes
+    the server's next chunk as soon as it answers again; nothing fails."""
+    first = np.tile(np.asarray(ARM_HOME_RAD, np.float32), (5, 1))
+    later = first + 0.01
+    wire_server.replies.extend([first, first])
+    out = Published()
+    loop = PolicyLoop(PolicyClient("127.0.0.1", wire_server.port, request_timeout=10.0),
+                      lambda: {"state": np.asarray(ARM_HOME_RAD, np.float32)}, out.publish, out.fail,
+                      rate_hz=50.0, replan_steps=3)
+    try:
+        loop.start()
+        wait_until(lambda: len(out.rows) >= 10, 10, "10 targets")
+        wire_server.answering.clear()          # hangs from the next request on
+        held0 = loop.stats.held_ticks
+        wait_until(lambda: loop.stats.held_ticks >= held0 + 10, 10, "held ticks while the server hangs")
+        ticks_hung = loop.stats.ticks
+        wire_server.replies[:] = [later]
+        wire_server.answering.set()            # answers again
+        wait_until(lambda: any(np.allclose(r[1], later[0]) for r in list(out.rows)), 10, "the next chunk")
+        held1 = loop.stats.held_ticks
+        wait_until(lambda: loop.stats.ticks >= ticks_hung + 20, 10, "ticks after the recovery")
+    finally:
+        loop.stop()
+    assert not out.failures, out.failures
+    # while it hung, the loop published the last row of the chunk it had (the arm holds still, at the grid rate)
+    hung_rows = [r for r in out.rows if np.allclose(r[1], first[-1])]
+    assert len(hung_rows) >= 10
+    # after the recovery it executes chunks again: a held tick only at a chunk's end while waiting, not for good
+    assert loop.stats.held_ticks - held1 < loop.stats.ticks - ticks_hung
 
 
 def test_policy_loop_stops_publishing_on_nan_actions_and_fails_to_start_without_a_server(wire_server):
