@@ -1,7 +1,9 @@
 """Benchmarks (measured, never asserted in tests). Each lives in ``h1_training/bench/<name>.py`` with
 ``HELP``, ``add_arguments(parser)`` and ``run(args) -> dict``; this command checks the figures' ``targets``
-(booleans computed by the bench against its figures), adds the machine they were measured on, prints them, and
-exits 1 when a target is missed (``--no-fail``: print and exit 0, for exploration).
+(``{name: bool}``, computed by the bench against its figures: ``bench.report.Target`` / ``evaluate``), adds the
+machine they were measured on, prints them, and exits 1 when a target is missed or the bench crashed
+(``--no-fail``: print and exit 0, for exploration). A target that is not ``True`` (``None``: not measured) is
+missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_rss_mb`` where memory matters.
 
     h1-training bench hardware --json      # lowcmd rate/jitter, joint_states rate, CPU per process
     h1-training bench recorder --seconds 60 --json
@@ -37,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p = sub.add_parser(name, help=f"(unavailable: {exc})")
             p.set_defaults(_bench_unavailable=str(exc))
             continue
-        p = sub.add_parser(name, help=module.HELP)
+        # "resolve": a bench may declare --json / --no-fail itself (the same meaning) without a clash
+        p = sub.add_parser(name, help=module.HELP, conflict_handler="resolve")
         _common(p)
         module.add_arguments(p)
         p.set_defaults(_bench=module.run)
