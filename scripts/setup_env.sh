@@ -106,10 +106,10 @@ if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ]; then
   h=$(hash_of foxglove_panels/package.json foxglove_panels/package-lock.json)
   if ! fresh npm "$h" || [ ! -d foxglove_panels/node_modules ]; then
     say "installing Foxglove panel npm packages"
-    # npm ci: installs exactly the lock file and never rewrites it (`make test` leaves the work tree clean). The
-    # lock lists every platform's optional packages (rollup's); regenerate it with
-    # `npm install --package-lock-only` in a checkout without node_modules, or npm leaves them out.
-    (cd foxglove_panels && npm ci --no-audit --no-fund --loglevel=error)
+    # --no-save: install what the lock file pins without rewriting it (`make test` leaves the work tree clean).
+    # Not `npm ci`: a lock written on one platform leaves out other platforms' optional packages (rollup's),
+    # which `npm ci` refuses as "out of sync".
+    (cd foxglove_panels && npm install --no-save --no-audit --no-fund --loglevel=error)
     stamp npm "$h"
   fi
 fi
