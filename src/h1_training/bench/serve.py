@@ -155,8 +155,7 @@ def _loop_held(port: int, model_id: str, obs: dict, seconds: float) -> dict:
     try:
         time.sleep(seconds)
     finally:
-        loop.stop()
-        loop.client.close()
+        loop.stop()  # an inference in flight ends by itself and its thread closes the connection
     st = loop.stats
     return {"loop_ticks": st.ticks, "held_tick_share": round(st.held_ticks / st.ticks, 4) if st.ticks else None,
             "late_tick_share": round(st.late_ticks / st.ticks, 4) if st.ticks else None,
