@@ -19,7 +19,7 @@ robot sends them), each session pinned to one model with ``?model=<id>``:
   repeated the last row of a chunk because the next chunk had not arrived (the arm holds still), the stall that
   "no missed ticks" hides.
 
-    h1-training bench serve --json                  # all types; ~15 min on a 2-core CPU
+    h1-training bench serve --json                  # all types; ~25 min on a loaded 2-core CPU (ACT: 1,000 x 0.4 s)
     h1-training bench serve --policies noop,scripted,cnn_lstm --json
     h1-training bench serve --requests 200 --train-steps 50 --device cuda --json
 
