@@ -179,4 +179,4 @@ def test_readme_table_is_generated_from_bench_json(tmp_path):
     assert "old" not in text and text.startswith("head\n") and text.endswith("tail\n")
     assert "| `mean_hz` | 49.98 | within 50 +- 0.25 | yes |" in text
     assert "| `save_s` | 0.7 | <= 0.5 | **no** |" in text
-    assert "2026-12-05 13:00" in text and "recorder 3.5" in text
+    assert "2026-12-05 13:00" in text and "when each bench ended: recorder 3.5" in text

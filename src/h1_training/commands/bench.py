@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -60,11 +61,12 @@ def _print(name: str, figures: dict) -> None:
             print(f"  {key:<30} {value}")
 
 
-def _finish(figures: dict, started: float) -> dict:
+def _finish(figures: dict, started: float, load_at_start: list[float]) -> dict:
     from h1_training.bench.report import machine, missed
 
     figures.setdefault("targets", {})
-    figures["machine"] = machine()
+    figures["machine"] = machine()  # its loadavg: when the bench ended
+    figures["machine"]["loadavg_at_start"] = load_at_start
     figures["bench_wall_s"] = round(time.monotonic() - started, 1)
     figures["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     figures["missed_targets"] = missed(figures)
@@ -73,12 +75,13 @@ def _finish(figures: dict, started: float) -> dict:
 
 def _run_one(name: str, fn, args: argparse.Namespace) -> dict:
     started = time.monotonic()
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
     try:
         figures = fn(args)
     except Exception as exc:  # noqa: BLE001 - a bench that crashes is reported as a missed target, not hidden
         traceback.print_exc(file=sys.stderr)
         figures = {"error": f"{type(exc).__name__}: {exc}", "targets": {"bench completed": False}}
-    return _finish(figures, started)
+    return _finish(figures, started, load_at_start)
 
 
 def run(args: argparse.Namespace) -> int:
