@@ -180,3 +180,16 @@ def test_readme_table_is_generated_from_bench_json(tmp_path):
     assert "| `mean_hz` | 49.98 | within 50 +- 0.25 | yes |" in text
     assert "| `save_s` | 0.7 | <= 0.5 | **no** |" in text
     assert "2026-12-05 13:00" in text and "when each bench ended: recorder 3.5" in text
+
+
+def test_the_noop_wire_baseline_answers_without_looking_and_is_never_deployable(tmp_path):
+    from h1_training.policy.model_pool import ModelPool
+
+    pool = ModelPool(tmp_path)
+    out = pool.get("noop").infer({"not": "an observation"})
+    assert out["actions"].shape == (50, 14) and not out["actions"].any()
+    with pytest.raises(ValueError, match="wire baseline"):
+        pool.swap_default("noop")
+    assert pool.default_id == "scripted" and pool.epoch == 0
+    with pytest.raises(ValueError, match="wire baseline"):
+        ModelPool(tmp_path, default_model="noop")
