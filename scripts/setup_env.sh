@@ -106,9 +106,10 @@ if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ]; then
   h=$(hash_of foxglove_panels/package.json foxglove_panels/package-lock.json)
   if ! fresh npm "$h" || [ ! -d foxglove_panels/node_modules ]; then
     say "installing Foxglove panel npm packages"
-    # npm install, not npm ci: the lock file written here leaves out other platforms' optional packages
-    # (rollup's), which `npm ci` refuses as "out of sync"; install still follows the locked versions.
-    (cd foxglove_panels && npm install --no-audit --no-fund --loglevel=error)
+    # --no-save: install what the lock file pins without rewriting it (`make test` leaves the work tree clean).
+    # Not `npm ci`: a lock written on one platform leaves out other platforms' optional packages (rollup's),
+    # which `npm ci` refuses as "out of sync".
+    (cd foxglove_panels && npm install --no-save --no-audit --no-fund --loglevel=error)
     stamp npm "$h"
   fi
 fi

@@ -155,8 +155,14 @@ def test_one_hand_server_killed_and_restarted(procs, probe):
         pairs = list(zip(states.times, states.messages))
     right_times = [t for t, m in pairs if not math.isnan(m.position[6])]
     assert right_times[0] < t_kill and right_times[-1] > t_back - 0.2
-    gaps = [b - a for a, b in zip(right_times, right_times[1:])]
-    assert max(gaps) < 0.5, f"right hand states stalled for {max(gaps):.2f}s"
+    # ... and were never marked stale (the node's own per-hand flag: NaN), nor its link reported lost: the right
+    # hand's worker never waited on the left's reconnects (how regular the flow is on a loaded machine: bench)
+    outage = [m for t, m in pairs if t_kill < t < t_back]
+    assert outage and not any(math.isnan(v) for m in outage for v in m.position[6:])
+    with diags._lock:  # (before the kill, at start-up, both links may have waited for their servers)
+        right_lost = [s for t, arr in zip(diags.times, diags.messages) if t_kill < t < t_back for s in arr.status
+                      if "right hand" in s.name and s.level == DiagnosticStatus.ERROR]
+    assert not right_lost, right_lost[0].message
 
 
 def test_rtu_bus_two_hands_share_one_port():

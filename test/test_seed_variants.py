@@ -195,9 +195,9 @@ def test_auto_train_watcher_waits_on_unusable_epochs_and_trains_on_seed_files(se
     """The watcher (real JobManager, real train worker process, scripted fit) reads episodes through the reader."""
     import shutil
 
+    from h1_training.serve.model_pool import ModelPool
     from h1_training.training.autotrain import AutoTrainConfig, AutoTrainer
     from h1_training.training.jobs import JobManager
-    from h1_training.serve.model_pool import ModelPool
 
     data, models = tmp_path / "data", tmp_path / "models"
     bad = L.session_dir(data, 1)

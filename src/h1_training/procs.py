@@ -50,6 +50,50 @@ def loopback_ros_env(domain_id: int | None = None, base: dict[str, str] | None =
     return env
 
 
+class DomainClaim:
+    """A ROS domain id held by this process for as long as it lives (or until ``release()``): an exclusive
+    ``flock`` on ``<tmp>/h1_training_ros_domains/<id>.lock``. The kernel drops the lock when the process ends, so a
+    crashed run never leaves a domain blocked; two test runs, benches or demos on one machine never share a domain."""
+
+    def __init__(self, domain_id: int, fd: int) -> None:
+        self.domain_id = domain_id
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_CLAIMS: list[DomainClaim] = []  # claims of this process stay referenced (their fds open) until exit
+
+
+def claim_ros_domain(first: int = 10, last: int = 101, lock_dir: str | os.PathLike | None = None) -> DomainClaim:
+    """Claim a free ROS domain id in [first, last] (0-101 suit Fast DDS's port arithmetic with many participants),
+    starting at a pid-dependent offset so parallel claimers rarely probe the same file first."""
+    import fcntl
+    import tempfile
+
+    folder = Path(lock_dir or Path(tempfile.gettempdir()) / "h1_training_ros_domains")
+    folder.mkdir(parents=True, exist_ok=True)
+    span = last - first + 1
+    start = os.getpid() % span
+    for i in range(span):
+        domain = first + (start + i) % span
+        fd = os.open(folder / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        claim = DomainClaim(domain, fd)
+        _CLAIMS.append(claim)
+        return claim
+    raise RuntimeError(f"every ROS domain in {first}-{last} is claimed by another run (locks in {folder})")
+
+
 def resolve_executable(name: str) -> list[str]:
     """Command line that runs console script ``name`` of this installation.
 
@@ -186,6 +230,9 @@ class Child:
     proc: subprocess.Popen
     lines: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
+    # True when its exit is part of the plan: started with ``expect_exit=True`` (a one-shot tool, a scripted
+    # operator that finishes), or stopped through ``stop_one``/``stop``. Any other exit is unexpected.
+    expect_exit: bool = False
 
     @property
     def running(self) -> bool:
@@ -193,6 +240,15 @@ class Child:
 
     def output(self) -> str:
         return "\n".join(self.lines)
+
+    def signal(self, sig: int, group: bool = True) -> None:
+        """Send ``sig`` to the child (its whole process group by default, as Ctrl+C or `up` does) and declare its
+        exit expected: a test that kills a child on purpose says so this way."""
+        self.expect_exit = True
+        if group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            os.kill(self.proc.pid, sig)
 
 
 class ProcessGroup:
@@ -213,7 +269,10 @@ class ProcessGroup:
         self._lock = threading.Lock()
         self.width = 12
 
-    def start(self, name: str, argv: Sequence[str], extra_env: dict[str, str] | None = None) -> Child:
+    def start(self, name: str, argv: Sequence[str], extra_env: dict[str, str] | None = None,
+              expect_exit: bool = False) -> Child:
+        """Start ``argv`` as child ``name``. ``expect_exit=True`` declares that it ends by itself (tests fail on
+        any other child that exits while they run, see ``unexpected_exits``)."""
         env = dict(self.env)
         if extra_env:
             env.update(extra_env)
@@ -228,7 +287,7 @@ class ProcessGroup:
             bufsize=1,
             start_new_session=True,  # own process group: Ctrl+C in the terminal reaches us, we stop them in order
         )
-        child = Child(name=name, argv=list(argv), proc=proc)
+        child = Child(name=name, argv=list(argv), proc=proc, expect_exit=expect_exit)
         self.width = max(self.width, len(name))
         child._reader = threading.Thread(target=self._pump, args=(child,), daemon=True)
         child._reader.start()
@@ -277,8 +336,25 @@ class ProcessGroup:
     def exited(self) -> list[Child]:
         return [c for c in self.children if not c.running]
 
+    def unexpected_exits(self) -> list[Child]:
+        """Children that ended although nobody stopped them and they were not declared ``expect_exit``."""
+        return [c for c in self.children if not c.running and not c.expect_exit]
+
+    def unexpected_exit_report(self, tail: int = 6000) -> str:
+        """"" when no child exited unexpectedly; else which ones, with their exit codes and output (tests fail
+        with this: ``pytest.fail(report, pytrace=False)``)."""
+        dead = self.unexpected_exits()
+        if not dead:
+            return ""
+        head = "child exited unexpectedly during the test: " + ", ".join(
+            f"{c.name} (exit {c.proc.returncode})" for c in dead)
+        return head + "".join(f"\n----- output of {c.name} (exit {c.proc.returncode}) -----\n"
+                              f"{c.output()[-tail:]}\n" for c in dead)
+
     def stop_one(self, child: Child, timeout: float = 5.0) -> int | None:
+        """Stop one child (SIGINT, SIGTERM, SIGKILL to its process group); its exit is expected from now on."""
         if child.running:
+            child.expect_exit = True
             kill_group(child.proc, ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)))
         else:
             # the leader exited; make sure nothing it spawned lingers in its group

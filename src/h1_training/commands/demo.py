@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -54,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where runs are written (the loop: a loop-<time>/ folder in it; --direct: episodes)")
     parser.add_argument("--run-dir", default=None,
                         help="the loop's own folder instead of SAVE_DIR/loop-<time> (must not hold a run already)")
-    parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a random free-ish id)")
+    parser.add_argument("--domain", type=int, default=None,
+                        help="ROS_DOMAIN_ID (default: a free one, claimed for this run)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     parser.add_argument("--quiet", action="store_true", help="do not echo the nodes' logs")
 
@@ -71,26 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- the full loop ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sim_port_overrides() -> dict[str, list[str]]:
-    """Free loopback ports for the hand (Modbus TCP) and camera (ZMQ) emulators and their drivers, so the demo
-    runs beside another sim stack (`h1-training up sim`, a test) without fighting over params/sim.yaml's ports."""
-    left, right, head, lwrist, rwrist = (free_port() for _ in range(5))
-    return {
-        "inspire_sim": [f"left_port:={left}", f"right_port:={right}"],
-        "inspire_hand_node": [f"left_port:={left}", f"right_port:={right}"],
-        "camera_sim": [f"head_bind:=tcp://127.0.0.1:{head}", f"left_wrist_bind:=tcp://127.0.0.1:{lwrist}",
-                       f"right_wrist_bind:=tcp://127.0.0.1:{rwrist}"],
-        "camera_node": [f"head_address:=tcp://127.0.0.1:{head}", f"left_wrist_address:=tcp://127.0.0.1:{lwrist}",
-                        f"right_wrist_address:=tcp://127.0.0.1:{rwrist}"],
-    }
-
-
 def seed_weak_policy(models_dir: Path) -> str:
     """Register and deploy the loop's first policy: the scripted reach toward POLICY_MISS_RAD (short of the target
     and off to the side, as a weak policy reaches). The server serves it as epoch 1 (its registry generation)."""
@@ -230,12 +209,12 @@ def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch:
 
 
 def run_loop(args: argparse.Namespace) -> int:
-    from h1_training.bringup import load_profile
+    from h1_training.bringup import load_profile, plan_ports
     from h1_training.policy.client import PolicyClientError, get_training_status
-    from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
+    from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env, resolve_executable
 
     t_start = time.monotonic()
-    domain = args.domain if args.domain is not None else random.randint(100, 200)
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     run_dir = Path(args.run_dir or Path(args.save_dir) / time.strftime("loop-%Y%m%d-%H%M%S")).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         print(f"h1-training demo: {run_dir} is not empty (pick another --run-dir)", file=sys.stderr)
@@ -246,7 +225,7 @@ def run_loop(args: argparse.Namespace) -> int:
     first_model = seed_weak_policy(models_dir)
     env = loopback_ros_env(domain)
     profile = load_profile(PROFILE)
-    overrides = sim_port_overrides()
+    ports = plan_ports(profile)  # free loopback ports: runs beside another stack (`up sim`, a test, a bench)
     group = ProcessGroup(env=env, echo=None if args.quiet else sys.stdout)
     print(f"[demo] ROS_DOMAIN_ID={domain}, loopback only; run folder {run_dir}", flush=True)
     print(f"[demo]   robot side (recorder save_dir): {robot_dir}\n[demo]   GPU server folder (rsync target, "
@@ -261,16 +240,13 @@ def run_loop(args: argparse.Namespace) -> int:
     operator = None
     try:
         for node in profile.nodes:
-            tail = node.argv_tail()
+            tail = ports.argv_tail(node)  # the server's --port and the session's policy_port moved together
             if node.executable == SERVER_EXE:
-                tail += ["--port", "0", "--models-dir", str(models_dir), "--data-dir", str(gpu_dir)]
+                tail += ["--models-dir", str(models_dir), "--data-dir", str(gpu_dir)]
             elif node.executable == SESSION_EXE:
-                tail += ["-p", f"policy_port:={port}", "-p", f"save_dir:={robot_dir}", "-p",
-                         f"rsync_target:={gpu_dir}/"]
+                tail += ["-p", f"save_dir:={robot_dir}", "-p", f"rsync_target:={gpu_dir}/"]
             elif node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={robot_dir}"]
-            if node.name in overrides:
-                tail += [x for value in overrides[node.name] for x in ("-p", value)]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
             if node.executable == SERVER_EXE:
                 line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
@@ -360,23 +336,24 @@ def run_loop(args: argparse.Namespace) -> int:
 
 # --- --direct: the sim profile and the single-process scripted operator ------------------------------------------
 def run_direct(args: argparse.Namespace) -> int:
-    from h1_training.bringup import load_profile
-    from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
+    from h1_training.bringup import load_profile, plan_ports
+    from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env, resolve_executable
     from h1_training.recording.inspect import inspect_path
     from h1_training.recording.layout import EPISODE_GLOB
 
-    domain = args.domain if args.domain is not None else random.randint(100, 200)
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     save_dir = Path(args.save_dir).resolve()
     save_dir.mkdir(parents=True, exist_ok=True)
     before = set(save_dir.rglob(EPISODE_GLOB))
     env = loopback_ros_env(domain)
     profile = load_profile("sim")
+    ports = plan_ports(profile)
     group = ProcessGroup(env=env, echo=None if args.quiet else sys.stdout)
     print(f"[demo] ROS_DOMAIN_ID={domain}, loopback only; episodes go to {save_dir}", flush=True)
     code = 1
     try:
         for node in profile.nodes:
-            tail = node.argv_tail()
+            tail = ports.argv_tail(node)
             if node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={save_dir}"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)

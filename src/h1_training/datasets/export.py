@@ -57,6 +57,21 @@ def default_output(export_dir: str | Path, dataset: DatasetEntry, fmt: str, now:
     return Path(export_dir) / f"{safe}_{fmt}_{stamp}"
 
 
+def contained_output(export_dir: str | Path, output_path: str) -> tuple[Path | None, str]:
+    """Where an export asked for ``output_path`` may write: inside ``export_dir`` only (a service caller must not
+    be able to write anywhere the node can). A relative path is taken under ``export_dir``; an absolute one must
+    lie inside it. ``..`` and symlinks are resolved first, so neither can lead out. Returns (path, "") or
+    (None, why)."""
+    root = Path(export_dir).resolve()
+    asked = Path(output_path)
+    candidate = asked if asked.is_absolute() else root / asked
+    resolved = candidate.resolve()  # follows the symlinks that exist, collapses ".."
+    if resolved == root or root not in resolved.parents:
+        return None, (f"output_path {output_path!r} is outside the export folder {root} (export_dir); give a "
+                      "folder name inside it, or leave output_path empty for a new one")
+    return resolved, ""
+
+
 def check_request(dataset: DatasetEntry, fmt: str, output: Path) -> str | None:
     """Why this export cannot run (None when it can); checked before any file is written."""
     if fmt not in FORMATS:

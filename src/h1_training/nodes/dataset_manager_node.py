@@ -28,7 +28,14 @@ from rclpy.node import Node
 from std_srvs.srv import Empty
 
 from h1_training.datasets.catalog import Catalog, DatasetEntry, EpisodeEntry
-from h1_training.datasets.export import ExportJob, ExportResult, check_request, default_output, export_dataset
+from h1_training.datasets.export import (
+    ExportJob,
+    ExportResult,
+    check_request,
+    contained_output,
+    default_output,
+    export_dataset,
+)
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
 from h1_training.params import param
 from h1_training.stamps import set_stamp
@@ -42,8 +49,9 @@ class DatasetManagerNodeParams:
 
     roots: list[str] = param(["data"], "folders scanned (6 levels deep) for training_session_epoch*/episode_*.hdf5 "
         "sessions and LeRobot datasets (meta/info.json); relative to the working directory")
-    export_dir: str = param("data/exports", "where /lerobot/export_dataset writes when output_path is empty "
-        "(<export_dir>/<dataset>_<format>_<time>)")
+    export_dir: str = param("data/exports", "the only folder /lerobot/export_dataset writes into: output_path "
+        "is taken inside it (relative, or absolute within it; '..' and symlinks cannot lead out); empty "
+        "output_path: <export_dir>/<dataset>_<format>_<time>")
     refresh_period_s: float = param(10.0, "rescan the roots this often [s] (unchanged files cost a stat each); "
         "0 = only at start-up and on /lerobot/refresh_datasets", min=0.0, max=86400.0)
 
@@ -180,7 +188,14 @@ class DatasetManagerNode(ParamsMixin, Node):
             res.success, res.message = False, f"no dataset {req.dataset!r}; {self._known()}"
             return res
         fmt = req.format.strip().lower()
-        out = Path(req.output_path) if req.output_path else default_output(self.p["export_dir"], ds, fmt)
+        if req.output_path:
+            contained, reason = contained_output(self.p["export_dir"], req.output_path)
+            if contained is None:
+                res.success, res.message = False, reason
+                return res
+            out = contained
+        else:
+            out = default_output(self.p["export_dir"], ds, fmt)
         reason = check_request(ds, fmt, out)
         if reason:
             res.success, res.message = False, reason

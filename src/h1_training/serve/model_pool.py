@@ -1,6 +1,7 @@
 """The models a policy server holds in memory, the default one, and the served epoch (no network code).
 
-- Models are addressed by id: the built-in scripted ones (``scripted`` = reach, ``scripted-hold``) and every model in
+- Models are addressed by id: the built-in scripted ones (``scripted`` = reach, ``scripted-hold``; ``noop``, the
+  benchmarks' wire baseline, only on request with ``?model=noop``, never the default) and every model in
   the registry under ``models_dir`` (``h1_training.training.registry.ModelRegistry``). A model is loaded on first
   use and kept (at most ``max_loaded``; the least recently used non-default model is dropped first).
 - The *default* model answers sessions that did not ask for one. ``swap_default`` loads the new model completely
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy, is_scripted_dir
+from h1_training.policy.scripted import NoopPolicy, ScriptedConfig, ScriptedPolicy, is_scripted_dir
 
 log = logging.getLogger("h1_training.serve")
 
@@ -31,7 +32,10 @@ STATE_FILE = "serve_state.json"
 BUILTIN_MODELS: dict[str, Callable[[], Any]] = {
     "scripted": lambda: ScriptedPolicy(ScriptedConfig(mode="reach"), model_id="scripted"),
     "scripted-hold": lambda: ScriptedPolicy(ScriptedConfig(mode="hold"), model_id="scripted-hold"),
+    "noop": lambda: NoopPolicy(model_id="noop"),  # the wire baseline of `bench serve`; never deployable
 }
+
+UNDEPLOYABLE = frozenset({"noop"})
 
 
 class UnknownModelError(KeyError):
@@ -131,6 +135,8 @@ class ModelPool:
 
     def _pick_start_model(self, requested: str | None, state: dict[str, Any]) -> str:
         if requested:
+            if requested in UNDEPLOYABLE:
+                raise ValueError(f"{requested!r} is the benchmark's wire baseline and cannot be the default model")
             return requested
         if self.registry is not None:
             try:
@@ -143,7 +149,7 @@ class ModelPool:
                     self.epoch = int(deployed.epoch)
                 return str(deployed.id)
         default = state.get("default_model")
-        return default if default in BUILTIN_MODELS else "scripted"
+        return default if default in BUILTIN_MODELS and default not in UNDEPLOYABLE else "scripted"
 
     # -- lookup ---------------------------------------------------------------------------------------------
     def known_ids(self) -> list[str]:
@@ -252,7 +258,10 @@ class ModelPool:
     def swap_default(self, model_id: str, reason: str = "deploy") -> int:
         """Load ``model_id`` fully, then make it the default and bump the epoch. Returns the new epoch.
 
-        Raises (and changes nothing) when the model cannot be loaded."""
+        Raises (and changes nothing) when the model cannot be loaded, or is the benchmark's no-op (its zero
+        joint targets would drive a robot's arms to zero)."""
+        if model_id in UNDEPLOYABLE:
+            raise ValueError(f"{model_id!r} is the benchmark's wire baseline and cannot be the default model")
         model = self.get(model_id)
         if self.registry is not None and model_id not in BUILTIN_MODELS:
             self.registry.deploy(model_id)

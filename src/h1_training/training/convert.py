@@ -22,6 +22,12 @@ Choices and why:
   and wrong for conversion, so frames are only handed over when every camera's queue has room (``_wait_for_room``).
 - JPEG decoding runs in a thread pool: ``cv2.imdecode`` releases the GIL, so threads decode in parallel without
   copying ~1 MB frames between processes; the next episode is read from disk while the current one is encoded.
+- Image statistics (LeRobot computes running per-channel quantiles of every frame in its encoder threads) are taken
+  on frames strided to at most ``STATS_MAX_SIDE`` px a side (``_cheap_image_stats``). ``h1-training bench convert``'s
+  profile showed them costing more than the H.264 encoding: 4.2 ms per 640x480 camera frame (LeRobot strides it to
+  160x120) against ~1.7 ms of encoding, and 9.5 ms at 224x224, which LeRobot does not downsample at all (under
+  300 px) -- which is why ``--resize 224x224`` converted no faster than full size. 80x60 px per frame, over every
+  frame of a dataset, estimates the normalization statistics of pixel values as well; the stats cost ~1.3 ms.
 - A bad episode (unreadable, contract broken, truncated, undecodable JPEG, non-finite values, wrong rate) is skipped
   and the reason is kept in the summary; the run goes on.
 - Every variant the seed wrote converts (``recording.reader``): the head camera as ``cam_head`` or ``ego_cam``, JPEG
@@ -41,6 +47,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +70,7 @@ log = logging.getLogger("h1_training.convert")
 DEFAULT_REPO_ID = "local/h1_training"
 DEFAULT_TASK = "manipulation"
 HUMAN = "human"
+STATS_MAX_SIDE = 80  # px: image statistics on frames strided to at most this size a side (see the docstring)
 _WINDOW = 32  # frames decoded ahead of the encoder (bounded memory: ~3 MB per frame at 640x480x3 cameras)
 
 
@@ -199,6 +207,30 @@ def _wait_for_room(ds, stop_after_s: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"video encoder made no progress for {stop_after_s:.0f} s")
         time.sleep(0.001)
+
+
+def _stats_downsample(img: np.ndarray, target_size: int = STATS_MAX_SIDE, max_size_threshold: int = 0) -> np.ndarray:
+    """``img`` [C, H, W] strided so that neither side exceeds ``STATS_MAX_SIDE`` (a view, no copy). Same signature
+    as ``lerobot.datasets.compute_stats.auto_downsample_height_width``, which it stands in for (the arguments of
+    that one are ignored: one rule for every size)."""
+    _, height, width = img.shape
+    step = max(1, -(-max(height, width) // STATS_MAX_SIDE))
+    return img[:, ::step, ::step]
+
+
+@contextmanager
+def _cheap_image_stats() -> Iterator[None]:
+    """While converting, LeRobot's streaming encoder threads (lerobot 0.4.4, pinned in setup.py) downsample frames
+    for their running image statistics with ``_stats_downsample``: each thread looks the function up in
+    ``compute_stats`` when it starts, so it is swapped there, and put back afterwards."""
+    from lerobot.datasets import compute_stats
+
+    original = compute_stats.auto_downsample_height_width
+    compute_stats.auto_downsample_height_width = _stats_downsample
+    try:
+        yield
+    finally:
+        compute_stats.auto_downsample_height_width = original
 
 
 def _dropped_frames(ds) -> int:
@@ -388,7 +420,7 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
         out_dir.rmdir()  # LeRobotDataset.create insists on making the folder itself
     t0 = time.perf_counter()
     conv = _Converter(out_dir, repo_id, workers, task, lookahead, vcodec, resize, min_frames, progress)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _cheap_image_stats():
         # datasets encodes LeRobot's shape-(1,) columns (our intervention flag) with int(array): NumPy deprecation
         warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0", category=DeprecationWarning)
         try:

@@ -18,10 +18,17 @@ import cv2
 import numpy as np
 
 
-def make_frames(n: int, width: int, height: int, seed: int) -> list[bytes]:
-    """``n`` distinct JPEGs (quality 85) of a textured scene with a moving object: realistic sizes."""
+def make_frames(n: int, width: int, height: int, seed: int, texture: str = "realistic") -> list[bytes]:
+    """``n`` distinct JPEGs (quality 85) of a scene with a moving object: ``realistic`` = textured with sensor
+    noise (40-60 kB at 640x480, a real camera's size), ``plain`` = flat shading (a few kB)."""
     rng = np.random.default_rng(seed)
-    base = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (7, 7), 0)
+    if texture == "plain":
+        base = np.full((height, width, 3), 90, np.uint8)
+    else:
+        blotches = cv2.resize(rng.normal(0.0, 18.0, (max(2, height // 20), max(2, width // 20), 3)),
+                              (width, height), interpolation=cv2.INTER_CUBIC)
+        ramp = np.linspace(90, 40, height)[:, None, None]
+        base = np.clip(ramp + blotches + rng.normal(0.0, 5.0, (height, width, 3)), 0, 255).astype(np.uint8)
     out = []
     for i in range(n):
         img = base.copy()
@@ -54,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hand-hz", type=float, default=50.0)
     ap.add_argument("--command-hz", type=float, default=50.0)
     ap.add_argument("--frames", type=int, default=30, help="distinct frames per camera (cycled)")
+    ap.add_argument("--texture", choices=("realistic", "plain"), default="realistic",
+                    help="JPEG content: realistic (40-60 kB at 640x480) or plain (flat, a few kB)")
     ap.add_argument("--modes", default="TRACK", help="arm/mode schedule, e.g. TRACK:5,DAMPING:5 (cycled)")
     ap.add_argument("--cameras", default="ego_cam,cam_left_wrist,cam_right_wrist")
     args, ros_args = ap.parse_known_args(argv)
@@ -69,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     from h1_training_interfaces.msg import ArmCommand
 
     cameras = [c for c in args.cameras.split(",") if c]
-    frames = {cam: make_frames(args.frames, args.width, args.height, seed=i) for i, cam in enumerate(cameras)}
+    frames = {cam: make_frames(args.frames, args.width, args.height, seed=i,
+                                         texture=args.texture) for i, cam in enumerate(cameras)}
     schedule = parse_modes(args.modes)
 
     with rclpy.init(args=ros_args):

@@ -42,6 +42,8 @@ class CameraSimParams:
     width: int = param(640, "image width [px]", min=64, max=1920, read_only=True)
     height: int = param(480, "image height [px]", min=48, max=1080, read_only=True)
     jpeg_quality: int = param(85, "JPEG quality of the served frames", min=1, max=100, read_only=True)
+    texture: bool = param(True, "textured, noisy background: JPEG sizes of a real 640x480 camera (40-60 kB); "
+                          "false = flat shading (~15 kB, lighter on the CPU)", read_only=True)
     send_header: bool = param(True, "prefix each JPEG with the 'dI' timestamp/frame-id header")
     object_x: float = param(0.55, "task object x (forward) [m]", min=-2.0, max=2.0)
     object_y: float = param(0.0, "task object y (left) [m]", min=-2.0, max=2.0)
@@ -77,7 +79,8 @@ class CameraSim(ParamsMixin, Node):
             sock.setsockopt(zmq.SNDHWM, 2)  # a slow subscriber gets the newest frames, not a backlog
             sock.setsockopt(zmq.LINGER, 0)
             sock.bind(endpoint)  # raises (process exits with the reason) when the port is taken
-            self.streams.append((camera, SceneRenderer(camera, p["width"], p["height"], p["jpeg_quality"]), sock))
+            self.streams.append((camera, SceneRenderer(camera, p["width"], p["height"], p["jpeg_quality"],
+                                                             texture=p["texture"]), sock))
         # taken once per frame by the frame loop: an executor callback per message (100 Hz arm, 50 Hz hands)
         # cost more CPU than rendering the frames
         self._arm_sub = PolledSubscription(self, JointState, "joint_states", SENSOR_QOS)
