@@ -50,7 +50,7 @@ from h1_training.policy.models.base import (
     ensure_offline_hub,
     image_key,
 )
-from h1_training.recording.layout import Episode, read_episode
+from h1_training.recording.layout import Episode, is_excluded, read_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 
 log = logging.getLogger("h1_training.convert")
@@ -97,7 +97,8 @@ class ConvertSummary:
 
 def find_episodes(paths: list[Path]) -> list[Path]:
     """Episode files under ``paths`` (files, session folders or a save_dir of sessions), in session then
-    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone."""
+    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone; episodes flagged
+    "exclude from training" (``recording.layout.is_excluded``) are left out."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
@@ -107,7 +108,7 @@ def find_episodes(paths: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p} does not exist")
     seen: set[Path] = set()
-    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
+    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve())) and not is_excluded(f)]
 
 
 def _episode_sort_key(path: Path) -> tuple:
