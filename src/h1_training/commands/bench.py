@@ -5,6 +5,7 @@
     h1-training bench recorder --seconds 60 --json
     h1-training bench convert --json
     h1-training bench serve --json
+    h1-training bench datasets --json      # catalog refresh of 1,000 episodes, playback timing (exit 1 on a miss)
     h1-training bench all                  # every benchmark with default settings
 """
 
@@ -16,7 +17,7 @@ import json
 import sys
 
 HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, all)"
-BENCHES = ("hardware", "recorder", "convert", "serve")
+BENCHES = ("hardware", "recorder", "convert", "serve", "datasets")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
         print("usage: h1-training bench {" + ",".join(BENCHES) + ",all} [--json]", file=sys.stderr)
         return 2
     if args.bench != "all":
-        _print(args.bench, args._bench(args), args.json)
-        return 0
+        figures = args._bench(args)
+        _print(args.bench, figures, args.json)
+        # a bench with targets says so; it fails the command on a miss unless told --no-fail
+        return 1 if figures.get("targets_met") is False and not getattr(args, "no_fail", False) else 0
     results = {}
     for name in BENCHES:
         module = importlib.import_module(f"h1_training.bench.{name}")

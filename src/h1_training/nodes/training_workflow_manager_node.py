@@ -119,6 +119,7 @@ class TrainingWorkflowManager(ParamsMixin, Node):
                          eval_frames_per_episode=p["evaluation.frames_per_episode"],
                          eval_send_images=p["evaluation.send_images"]),
             wf_cfg, on_update=lambda r: self.publish())
+        self._closing = False
         self._pub_lock = threading.Lock()
         group = ReentrantCallbackGroup()
         self.status_pub = self.create_publisher(WorkflowStatus, "/training_workflow/status", LATCHED_QOS)
@@ -176,7 +177,7 @@ class TrainingWorkflowManager(ParamsMixin, Node):
     # --- services --------------------------------------------------------------------------------------------
     def _on_trigger(self, req: Empty.Request, res: Empty.Response) -> Empty.Response:
         ok, msg = self.runner.command("trigger")
-        (self.get_logger().info if ok else self.get_logger().warning)(f"trigger_training: {msg}")
+        self._log(ok, f"trigger_training: {msg}")
         with self.runner.lock:
             self.runner.machine.message = msg
         self.publish()
@@ -193,9 +194,16 @@ class TrainingWorkflowManager(ParamsMixin, Node):
     def _on_command(self, name: str, arg: str, res: Any) -> Any:
         ok, msg = self.runner.command(name, arg)
         res.success, res.message = ok, msg
-        (self.get_logger().info if ok else self.get_logger().warning)(f"{name}: {msg}")
+        self._log(ok, f"{name}: {msg}")
         self.publish()
         return res
+
+    def _log(self, ok: bool, text: str) -> None:
+        # rclpy refuses one call site logging at two severities: one line each
+        if ok:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
 
     def _on_deploy(self, req: DeployModel.Request, res: DeployModel.Response) -> DeployModel.Response:
         res.previous_model_id = self.runner.machine.current_model
@@ -242,8 +250,10 @@ class TrainingWorkflowManager(ParamsMixin, Node):
 
     # --- publishing ------------------------------------------------------------------------------------------
     def publish(self) -> None:
-        with self._pub_lock, self.runner.lock:
-            self._publish_locked()
+        # the runner's lock first, always: the runner calls this (on_update) while holding it
+        with self.runner.lock, self._pub_lock:
+            if not self._closing:
+                self._publish_locked()
 
     def _publish_locked(self) -> None:
         m = self.runner.machine
@@ -333,6 +343,8 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         self.analytics_pub.publish(pa)
 
     def close(self) -> None:
+        with self.runner.lock:
+            self._closing = True
         self.runner.stop()
 
 
