@@ -38,6 +38,8 @@ setup(
         "opencv-python-headless<4.13",  # the cv2 lerobot 0.4.4 pins; see DESIGN.md §3 on two OpenCVs
         "psutil",
         "tqdm",
+        "mcap==1.6.0",                   # dataset_manager's MCAP export (datasets/mcap_export.py)
+        "mcap-ros2-support==0.6.0",
     ],
     extras_require={
         # robot laptop: unitree_sdk2py itself is installed with --no-deps by scripts/setup_env.sh

@@ -100,7 +100,8 @@ def test_seed_commands_count_trigger_live_stats_and_no_deploy_when_off(procs, pr
     status, trainer, stats, analytics = captures(probe)
     start_manager(procs, port, data, tmp_path / "state.json", "workflow.auto_train_enabled:=false",
                   "training.policy_type:=cnn_lstm", "training.steps:=40", "training.batch_size:=2",
-                  "training.device:=cpu", f"training.hyperparameters_json:='{tiny}'", "evaluation.frames_per_episode:=3")
+                  "training.device:=cpu", f"training.hyperparameters_json:='{tiny}'",
+                  "evaluation.frames_per_episode:=3")
     first = status.wait(where=lambda m: m.server_reachable, timeout=60)
     assert first.stage_name == "IDLE" and not first.auto_train_enabled and first.current_model_version == "scripted"
     assert first.min_episodes_before_training == 50 and first.training_trigger_interval_hours == 24.0

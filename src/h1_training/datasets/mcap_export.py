@@ -81,9 +81,9 @@ def export_episode_mcap(episode: str | Path, output: str | Path) -> int:
                                                      "position": action[k].tolist(), "velocity": [], "effort": []},
                                      log_time=t, publish_time=t, sequence=k)
                 if hand is not None:
-                    writer.write_message("/hand_states", js, {"header": _header(t, "inspire"),
-                                                              "name": list(HAND_JOINT_NAMES), "position": hand[k].tolist(),
-                                                              "velocity": [], "effort": []},
+                    hand_msg = {"header": _header(t, "inspire"), "name": list(HAND_JOINT_NAMES),
+                                "position": hand[k].tolist(), "velocity": [], "effort": []}
+                    writer.write_message("/hand_states", js, hand_msg,
                                          log_time=t, publish_time=t, sequence=k)
                 for key in cams:
                     cam = key.split("/")[-1]

@@ -206,7 +206,8 @@ class Player:
                     raise ValueError("give a frame >= 0 or a finite time_s")
                 frame = int(round(time_s * src.fps))
             if not 0 <= frame < src.frames:
-                raise ValueError(f"frame {frame} outside 0..{src.frames - 1} (time 0..{(src.frames - 1) / src.fps:.2f} s)")
+                last = src.frames - 1
+                raise ValueError(f"frame {frame} outside 0..{last} (time 0..{last / src.fps:.2f} s)")
             self._emit(frame)
             self.next_frame = frame + 1
             if self.state == PlayState.PLAYING:

@@ -53,7 +53,7 @@ from std_srvs.srv import Empty, Trigger
 from h1_training.datasets.catalog import Catalog, DatasetEntry, EpisodeEntry
 from h1_training.datasets.export import ExportJob, ExportResult, check_request, default_output, export_dataset
 from h1_training.datasets.paths import PathRefused, check_name, inside, restore_episode, trash_episode
-from h1_training.datasets.playback import Frame, Player, PlayState
+from h1_training.datasets.playback import Frame, Player
 from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
 from h1_training.params import ParamSpec
 from h1_training.recording import layout as L
