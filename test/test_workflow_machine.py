@@ -203,3 +203,19 @@ def test_collection_plan_presses_the_keys_between_episodes() -> None:
     assert plan.next_key("READY", 3) == "y" and plan.next_key("EXECUTING", 3) == ""
     assert plan.next_key("DECIDING", 4) == "y"
     assert plan.next_key("DECIDING", 5) == "n" and plan.finished and plan.next_key("READY", 5) == ""
+
+
+def test_a_cancelled_job_is_not_restarted_until_new_data_or_a_manual_trigger() -> None:
+    wf = machine()
+    (eff,) = wf.observe_episodes(2.0, facts(5))
+    wf.submitted(2.0, eff, {"id": "j1", "status": "running"})
+    wf.observe_job(3.0, {"id": "j1", "status": "cancelled"})
+    assert "waits for new episodes" in wf.message
+    assert wf.observe_episodes(100.0, facts(5)) == []           # the same 4 new episodes: not restarted
+    assert wf.observe_episodes(101.0, facts(6)) != []           # one more recorded: automation goes on
+    wf = machine()
+    (eff,) = wf.observe_episodes(2.0, facts(5))
+    wf.submitted(2.0, eff, {"id": "j1", "status": "running"})
+    wf.observe_job(3.0, {"id": "j1", "status": "cancelled"})
+    ok, _, effects = wf.trigger(4.0)
+    assert ok and effects

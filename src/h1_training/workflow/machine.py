@@ -212,6 +212,7 @@ class Workflow:
         self.retry_after = 0.0
         self.retry_reason = ""                 # a failed or lost job's data is still untrained: train it again
         self.consecutive_failures = 0
+        self.hold_at: int | None = None        # after a cancel: no automatic training until more new episodes
         self.job: Job | None = None
         self.history: list[dict] = []          # finished jobs (ours), newest last
         self.models: dict[str, dict] = {}      # model id -> {job, trained_at, evaluation, deployed_at}
@@ -249,14 +250,14 @@ class Workflow:
 
     @property
     def stage(self) -> Stage:
+        if not self.server_reachable and self.server_message != "not contacted yet":
+            return Stage.ERROR  # also mid-job: the job's last known state stays on trainer_status
         if self.deploying:
             return Stage.DEPLOYING
         if self.evaluating:
             return Stage.EVALUATING
         if (self.job and self.job.status in ACTIVE) or (self.foreign_job and self.foreign_job.status in ACTIVE):
             return Stage.TRAINING
-        if not self.server_reachable and self.server_message != "not contacted yet":
-            return Stage.ERROR
         return Stage.COLLECTING if self.config.auto_train_enabled else Stage.IDLE
 
     @property
@@ -377,8 +378,10 @@ class Workflow:
             self.consecutive_failures += 1
             self.retry_after = now + min(86400.0, self.config.job_retry_s * 2 ** (self.consecutive_failures - 1))
             self.retry_reason = f"retry of job {self.job.id} ({self.job.error or 'failed'})"[:200]
-        else:
+        else:  # cancelled by someone: automation waits for new data (or a manual trigger) before training again
             self.retry_reason = ""
+            self.hold_at = len(self.new_episodes())
+            message += "; automatic training waits for new episodes (or /training_workflow/trigger_training)"
         self.history.append(asdict(self.job))
         del self.history[:-50]
         self.message = message
@@ -405,6 +408,10 @@ class Workflow:
         if not manual and (not cfg.auto_train_enabled or self._busy() or self.now < self.retry_after):
             return []
         new = self.new_episodes()
+        if manual or (self.hold_at is not None and len(new) > self.hold_at):
+            self.hold_at = None
+        if self.hold_at is not None:
+            return []
         reason = ""
         if manual:
             reason = "manual trigger"
@@ -636,6 +643,7 @@ class Workflow:
             "version": STATE_VERSION, "trained": sorted(self.trained), "holdout": self.holdout,
             "last_training_time": self.last_training_time, "retry_after": self.retry_after,
             "retry_reason": self.retry_reason, "consecutive_failures": self.consecutive_failures,
+            "hold_at": self.hold_at,
             "job": asdict(self.job) if self.job else None, "history": self.history, "models": self.models,
             "deployed": self.deployed, "monitor": asdict(self.monitor), "counters": self.counters,
             "message": self.message,
@@ -651,6 +659,7 @@ class Workflow:
         self.retry_after = float(d.get("retry_after", 0.0))
         self.retry_reason = str(d.get("retry_reason", ""))
         self.consecutive_failures = int(d.get("consecutive_failures", 0))
+        self.hold_at = d.get("hold_at")
         self.job = Job.from_dict(d["job"]) if d.get("job") else None
         self.history = list(d["history"])
         self.models = dict(d["models"])
