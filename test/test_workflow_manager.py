@@ -113,6 +113,7 @@ def test_seed_commands_count_trigger_live_stats_and_no_deploy_when_off(procs, pr
     assert not bad.successful and "act, diffusion, cnn_lstm" in bad.reason
     bad = set_param(probe, "training.hyperparameters_json", "[1, 2]")
     assert not bad.successful and "JSON object" in bad.reason
+    assert set_param(probe, "workflow.auto_train_enabled", False).successful
     assert set_param(probe, "workflow.training_trigger_interval_hours", 0.0).successful
     assert set_param(probe, "workflow.auto_deploy_enabled", False).successful
     assert set_param(probe, "workflow.min_episodes_before_training", 5).successful
