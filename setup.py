@@ -41,6 +41,8 @@ setup(
         # model comparison statistics (robot side: the model_comparison node): tests, intervals, Holm
         "scipy>=1.11",  # boschloo_exact, binomtest(...).proportion_ci
         "statsmodels>=0.14",
+        "mcap==1.6.0",                   # dataset_manager's MCAP export (datasets/mcap_export.py)
+        "mcap-ros2-support==0.6.0",
     ],
     extras_require={
         # robot laptop: unitree_sdk2py itself is installed with --no-deps by scripts/setup_env.sh

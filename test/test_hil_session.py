@@ -289,7 +289,7 @@ def test_policy_loop_executes_the_servers_chunks_open_loop_at_the_control_rate()
 def test_stale_joint_states_stop_the_policy_with_the_reason():
     """The arm state stops arriving mid-run: the next observation refuses it (never infer on a stale pose), the loop
     stops publishing and reports why; nothing is sent after that."""
-    from h1_training.session.runner import ObservationBuilder
+    from h1_training.session.observation import ObservationBuilder
 
     server = PolicyServer(ServerConfig(port=0))
     server.start_background()

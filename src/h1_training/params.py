@@ -38,13 +38,15 @@ class ParamInfo:
     max: float | None = None
     choices: tuple[str, ...] = ()
     read_only: bool = False
+    name: str | None = None   # the ROS name when it is not the field's (dotted names: ``workflow.auto_train``)
 
 
 def param(default: Any, description: str, *, min: float | None = None, max: float | None = None,
-          choices: Sequence[str] = (), read_only: bool = False) -> Any:
+          choices: Sequence[str] = (), read_only: bool = False, name: str | None = None) -> Any:
     """A dataclass field that is also a ROS parameter (see the module docstring). Lists get a fresh copy per
-    instance; ``default`` fixes the ROS type (bool, int, float, str, list), so it may not be None."""
-    info = ParamInfo(description, min, max, tuple(choices), read_only)
+    instance; ``default`` fixes the ROS type (bool, int, float, str, list), so it may not be None. ``name``
+    gives the ROS parameter a name a Python field cannot have (the RoArm seed's ``workflow.*`` names)."""
+    info = ParamInfo(description, min, max, tuple(choices), read_only, name)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={_PARAM: info})
     return field(default=default, metadata={_PARAM: info})
@@ -70,7 +72,7 @@ def param_specs(cls: type) -> list[ParamSpec]:
             specs += param_specs(f.metadata[_NESTED])
         elif _PARAM in f.metadata:
             info: ParamInfo = f.metadata[_PARAM]
-            specs.append(ParamSpec(f.name, _default(f), info.description, info.min, info.max, info.choices,
+            specs.append(ParamSpec(info.name or f.name, _default(f), info.description, info.min, info.max, info.choices,
                                    info.read_only))
     seen: set[str] = set()
     for spec in specs:
@@ -87,8 +89,8 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     for f in dataclasses.fields(cls):
         if _NESTED in f.metadata:
             kw[f.name] = build(f.metadata[_NESTED], values)
-        elif _PARAM in f.metadata and f.name in values:
-            kw[f.name] = values[f.name]
+        elif _PARAM in f.metadata and (f.metadata[_PARAM].name or f.name) in values:
+            kw[f.name] = values[f.metadata[_PARAM].name or f.name]
     return cls(**kw)
 
 

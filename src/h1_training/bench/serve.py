@@ -146,7 +146,7 @@ def _time_inference(port: int, model_id: str, obs: dict, args: argparse.Namespac
 def _loop_held(port: int, model_id: str, obs: dict, seconds: float) -> dict:
     """The session's PolicyLoop at 50 Hz against this model: how many ticks repeated a chunk's last row."""
     from h1_training.policy.client import PolicyClient
-    from h1_training.session.runner import PolicyLoop
+    from h1_training.session.policy_loop import PolicyLoop
 
     failures: list[str] = []
     loop = PolicyLoop(PolicyClient("127.0.0.1", port, model=model_id, request_timeout=120.0), lambda: obs,

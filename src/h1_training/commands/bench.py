@@ -10,6 +10,7 @@ missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_
     h1-training bench convert --json
     h1-training bench serve --json
     h1-training bench ab --json            # sequential A/B test vs the exact fixed design (seeded simulation)
+    h1-training bench datasets --json      # catalog refresh of 1,000 episodes, playback timing
     h1-training bench all --json > bench.json && python scripts/bench_table.py bench.json   # README table
 """
 
@@ -23,8 +24,9 @@ import sys
 import time
 import traceback
 
-HELP = "run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, all)"
-BENCHES = ("hardware", "recorder", "convert", "serve", "ab")
+HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
+        "all)")
+BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

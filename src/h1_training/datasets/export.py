@@ -4,6 +4,9 @@
                so ``h1-training convert <out>`` and the catalog read it like the original), plus ``h1_export.json``
                (source, copied and skipped episodes with reasons). Copied into a hidden folder beside ``<out>``
                and renamed at the end: an interrupted export never leaves a half dataset under ``<out>``.
+    "mcap"     each valid episode as ``<out>/<session folder>/episode_<i>.mcap`` with ROS 2 JointState and
+               CompressedImage messages (``datasets/mcap_export.py``), so Foxglove replays it with the images;
+               same manifest, same hidden-folder-then-rename.
     "lerobot"  an HDF5 dataset's valid episodes converted with ``training.convert.convert_sessions`` (needs the
                ``train`` extras), also in a hidden folder renamed at the end; a LeRobot dataset is copied as it is.
     "seed"     an HDF5 dataset's valid episodes in the variant the seed's ``convert_h1_data_to_lerobot.py`` reads
@@ -27,12 +30,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from h1_training.datasets.catalog import FORMAT_HDF5, FORMAT_LEROBOT, DatasetEntry, file_key
+from h1_training.datasets.mcap_export import export_episode_mcap
 from h1_training.recording.layout import PROVENANCE_FILE
 from h1_training.recording.seed import export_seed
 from h1_training.training.convert import convert_sessions
 
 FORMAT_SEED = "seed"
-FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5, FORMAT_SEED)
+FORMAT_MCAP = "mcap"
+FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5, FORMAT_SEED, FORMAT_MCAP)
 MANIFEST = "h1_export.json"
 
 
@@ -76,7 +81,7 @@ def check_request(dataset: DatasetEntry, fmt: str, output: Path) -> str | None:
     """Why this export cannot run (None when it can); checked before any file is written."""
     if fmt not in FORMATS:
         return f"format must be one of {', '.join(FORMATS)}; got {fmt!r}"
-    if fmt in (FORMAT_HDF5, FORMAT_SEED) and dataset.format != FORMAT_HDF5:
+    if fmt in (FORMAT_HDF5, FORMAT_SEED, FORMAT_MCAP) and dataset.format != FORMAT_HDF5:
         return f"{dataset.name} is a LeRobot dataset; it can be exported as lerobot (a copy), not as {fmt}"
     if dataset.format == FORMAT_HDF5 and not dataset.valid_episodes:
         return f"{dataset.name} has no valid episode to export ({len(dataset.episodes)} file(s), all invalid)"
@@ -103,8 +108,8 @@ def export_dataset(dataset: DatasetEntry, fmt: str, output: str | Path, *, worke
         output.parent.mkdir(parents=True, exist_ok=True)
         if dataset.format == FORMAT_LEROBOT:
             return _copy_tree(dataset, output, cancel)
-        if fmt == FORMAT_HDF5:
-            return _copy_hdf5(dataset, output, cancel, log)
+        if fmt in (FORMAT_HDF5, FORMAT_MCAP):
+            return _copy_hdf5(dataset, output, cancel, log, fmt)
         if fmt == FORMAT_SEED:
             return _export_seed(dataset, output, cancel, log)
         return _convert(dataset, output, workers)
@@ -125,7 +130,7 @@ def _publish(staging: Path, output: Path) -> None:
 
 
 def _copy_hdf5(dataset: DatasetEntry, output: Path, cancel: threading.Event | None,
-               log: Callable[[str], None]) -> ExportResult:
+               log: Callable[[str], None], fmt: str = FORMAT_HDF5) -> ExportResult:
     staging = _staging(output)
     session = staging / Path(dataset.path).name
     session.mkdir(parents=True)
@@ -141,23 +146,31 @@ def _copy_hdf5(dataset: DatasetEntry, output: Path, cancel: threading.Event | No
             if file_key(src) != ep.stat_key:  # the catalog's verdict is about another version of the file
                 skipped.append({"path": ep.path, "reason": "changed or removed since the last refresh"})
                 continue
-            dst = session / src.name
-            shutil.copy2(src, dst)
-            if dst.stat().st_size != src.stat().st_size:
-                raise OSError(f"copy of {src} is incomplete")
+            if fmt == FORMAT_MCAP:
+                dst = session / (src.stem + ".mcap")
+                try:
+                    export_episode_mcap(src, dst)
+                except ValueError as exc:
+                    skipped.append({"path": ep.path, "reason": str(exc)})
+                    continue
+            else:
+                dst = session / src.name
+                shutil.copy2(src, dst)
+                if dst.stat().st_size != src.stat().st_size:
+                    raise OSError(f"copy of {src} is incomplete")
             copied.append(str(dst.relative_to(staging)))
             frames += ep.frames
             log(f"export: copied {src.name} ({len(copied)}/{len(dataset.valid_episodes)})")
         if not copied:
             raise OSError("no episode could be copied: " + "; ".join(s["reason"] for s in skipped[:3]))
-        manifest = {"source": dataset.path, "format": FORMAT_HDF5, "episodes": copied, "frames": frames,
+        manifest = {"source": dataset.path, "format": fmt, "episodes": copied, "frames": frames,
                     "skipped": skipped, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _publish(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    msg = f"exported {len(copied)} of {len(dataset.episodes)} episode(s), {frames} frames, as hdf5 to {output}"
+    msg = f"exported {len(copied)} of {len(dataset.episodes)} episode(s), {frames} frames, as {fmt} to {output}"
     if skipped:
         msg += f"; skipped {len(skipped)}: " + "; ".join(f"{Path(s['path']).name} ({s['reason']})"
                                                           for s in skipped[:5])

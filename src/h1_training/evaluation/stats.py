@@ -197,6 +197,26 @@ def _as_sample(values: Sequence[float], name: str) -> np.ndarray:
     return arr
 
 
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> TestResult:
+    """Welch's unequal-variance t-test, two-sided, of ``mean_B == mean_A`` (``scipy.stats.ttest_ind`` with
+    ``equal_var=False``). Welch rather than Student: two policies have no reason to share a variance. Needs >= 2
+    values per arm (``defined`` False otherwise); ``effect`` is ``mean_B - mean_A``. Used by the workflow's
+    deploy gate on held-out episode errors (a continuous score, not a success count)."""
+    xa, xb = _as_sample(a, "A"), _as_sample(b, "B")
+    name = "Welch two-sample t-test"
+    effect = float(xb.mean() - xa.mean()) if xa.size and xb.size else 0.0
+    if xa.size < 2 or xb.size < 2:
+        return TestResult(name, 0.0, 1.0, effect, defined=False, note="needs at least 2 values per arm")
+    if xa.var() == 0.0 and xb.var() == 0.0:
+        if effect == 0.0:
+            return TestResult(name, 0.0, 1.0, 0.0, float(xa.size + xb.size - 2), defined=False,
+                              note="both samples constant and equal")
+        return TestResult(name, math.copysign(math.inf, effect), 0.0, effect, float(xa.size + xb.size - 2),
+                          note="both samples constant")
+    res = sps.ttest_ind(xb, xa, equal_var=False)
+    return TestResult(name, float(res.statistic), float(res.pvalue), effect, float(res.df))
+
+
 def mann_whitney_u(a: Sequence[float], b: Sequence[float], method: str = "auto") -> TestResult:
     """Mann-Whitney U (Wilcoxon rank-sum), two-sided (``scipy.stats.mannwhitneyu``, method "auto": exact without
     ties for small samples, else the tie-corrected normal approximation; ``method`` passes through).

@@ -201,6 +201,31 @@ def find_partials(save_dir: str | Path) -> list[Path]:
     return sorted(root.glob(f"{SESSION_PREFIX}*/{EPISODE_GLOB}{PARTIAL_SUFFIX}"))
 
 
+# "Exclude from training": a sidecar file beside the episode (``episode_3.hdf5.exclude``, its text the reason).
+# The recorded file is never rewritten for it; rsync carries it to the GPU server with the episode, and every
+# trainer's episode search (``training.convert.find_episodes``, ``training.scripted_fit.episode_files``) skips it.
+EXCLUDE_SUFFIX = ".exclude"
+
+
+def exclude_marker(episode: str | Path) -> Path:
+    return Path(str(episode) + EXCLUDE_SUFFIX)
+
+
+def is_excluded(episode: str | Path) -> bool:
+    return exclude_marker(episode).exists()
+
+
+def set_excluded(episode: str | Path, excluded: bool, reason: str = "") -> bool:
+    """Flag (or unflag) an episode; returns whether it was flagged before."""
+    marker = exclude_marker(episode)
+    before = marker.exists()
+    if excluded:
+        marker.write_text(reason or "excluded by the operator")
+    elif before:
+        marker.unlink()
+    return before
+
+
 def episode_index_of(path: str | Path) -> int | None:
     m = _EPISODE_RE.match(Path(path).name)
     return int(m.group(1)) if m else None

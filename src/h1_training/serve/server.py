@@ -24,6 +24,7 @@ HTTP (same port; JSON unless noted):
     POST /train                     start a job; body: training/jobs.py TrainRequest (policy_type, dataset, steps...)
     GET  /jobs, GET /jobs/<id>      step, total_steps, epoch, loss, lr, eta_s, status, model_id
     POST /jobs/<id>/cancel
+    POST /jobs/<id>/pause, /jobs/<id>/resume   stop / continue the running job's worker (SIGSTOP / SIGCONT)
 
 ``ready`` is true while the default model is loaded and no job that will replace it is queued or running;
 ``epoch`` rises by one on every swap of the default model (see ``serve/model_pool.py``).
@@ -344,10 +345,14 @@ class PolicyServer:
                 job = self.jobs.get(parts[1])
                 if len(parts) == 3 and parts[2] == "cancel" and post:
                     job = self.jobs.cancel(parts[1])
+                elif len(parts) == 3 and parts[2] in ("pause", "resume") and post:
+                    job = (self.jobs.pause if parts[2] == "pause" else self.jobs.resume)(parts[1])
                 elif not (len(parts) == 2 and get):
                     return _error(405, f"{method} /{'/'.join(parts)} is not supported")
             except KeyError:
                 return _error(404, f"unknown job {parts[1]!r}")
+            except ValueError as exc:
+                return _error(409, str(exc))
             return json_response(200, job.to_dict())
         known = {"training_status", "models", "train", "jobs", ""}
         if (parts[0] if parts else "") in known:
@@ -397,7 +402,7 @@ class PolicyServer:
             "epoch": self.pool.epoch,
             "model_id": model.model_id,
             "policy_type": model.info.get("policy_type", model.policy.metadata.get("policy_type")),
-            "training": active is not None and active.status == "running",
+            "training": active is not None and active.status in ("running", "paused"),
             "job": None if active is None else {k: v for k, v in active.to_dict().items() if k != "request"},
             "last_job": None if last is None else {"id": last.id, "status": last.status, "model_id": last.model_id,
                                                    "error": last.error, "finished": last.finished},

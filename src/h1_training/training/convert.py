@@ -61,7 +61,7 @@ from h1_training.policy.models.base import (
     image_key,
 )
 from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
-from h1_training.recording.layout import EPISODE_GLOB, PROVENANCE_FILE, episode_index_of
+from h1_training.recording.layout import EPISODE_GLOB, PROVENANCE_FILE, episode_index_of, is_excluded
 from h1_training.recording.reader import EpisodeView, open_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 
@@ -111,7 +111,8 @@ class ConvertSummary:
 
 def find_episodes(paths: list[Path]) -> list[Path]:
     """Episode files under ``paths`` (files, session folders or a save_dir of sessions), in session then
-    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone."""
+    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone; episodes flagged
+    "exclude from training" (``recording.layout.is_excluded``) are left out."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
@@ -121,7 +122,7 @@ def find_episodes(paths: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p} does not exist")
     seen: set[Path] = set()
-    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
+    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve())) and not is_excluded(f)]
 
 
 def _episode_sort_key(path: Path) -> tuple:

@@ -32,7 +32,7 @@ log = logging.getLogger("h1_training.serve.jobs")
 
 # Policy types a job can train: the learned ones (policy/models) and "scripted", fitted by the worker without torch.
 POLICY_TYPES = (*_LEARNED_TYPES, "scripted")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 _CANCEL_GRACE_S = 30.0
 
 
@@ -178,7 +178,7 @@ class JobManager:
     def active(self) -> Job | None:
         """The running job, else the next queued one."""
         with self._cond:
-            running = [j for j in self._jobs.values() if j.status == "running"]
+            running = [j for j in self._jobs.values() if j.status in ("running", "paused")]
             if running:
                 return running[0]
             return self._jobs[self._queue[0]] if self._queue else None
@@ -186,7 +186,26 @@ class JobManager:
     def pending_deploy(self) -> bool:
         """True while a job that will replace the default model is queued or running."""
         with self._cond:
-            return any(j.status in ("queued", "running") and j.request.deploy for j in self._jobs.values())
+            return any(j.status in ("queued", "running", "paused") and j.request.deploy for j in self._jobs.values())
+
+    def pause(self, job_id: str) -> Job:
+        """Stop a running job's worker where it is (SIGSTOP to its process group); ``resume`` continues it.
+        The GPU memory stays allocated while paused. Raises ValueError when the job is not running."""
+        return self._signal(job_id, "running", "paused", signal.SIGSTOP)
+
+    def resume(self, job_id: str) -> Job:
+        return self._signal(job_id, "paused", "running", signal.SIGCONT)
+
+    def _signal(self, job_id: str, wanted: str, new: str, sig: int) -> Job:
+        with self._cond:
+            job = self.get(job_id)
+            if job.status != wanted:
+                raise ValueError(f"job {job_id} is {job.status}, not {wanted}")
+            if self._proc is None or self._proc.poll() is not None:
+                raise ValueError(f"job {job_id} has no live worker process")
+            os.killpg(self._proc.pid, sig)   # the worker runs in its own session (start_new_session)
+            job.status = new
+            return job
 
     def cancel(self, job_id: str) -> Job:
         with self._cond:
@@ -194,8 +213,11 @@ class JobManager:
             if job.status == "queued":
                 self._queue.remove(job_id)
                 job.status, job.finished = "cancelled", time.time()
-            elif job.status == "running":
+            elif job.status in ("running", "paused"):
                 job.cancel_requested = True
+                if job.status == "paused" and self._proc is not None and self._proc.poll() is None:
+                    os.killpg(self._proc.pid, signal.SIGCONT)  # a stopped worker cannot handle SIGTERM
+                    job.status = "running"
                 self._stop_running.set()
             return job
 

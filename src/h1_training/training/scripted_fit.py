@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
-from h1_training.recording.layout import EPISODE_GLOB
+from h1_training.recording.layout import EPISODE_GLOB, is_excluded
 from h1_training.recording.reader import load_episode
 
 log = logging.getLogger("h1_training.training")
@@ -26,7 +26,7 @@ def episode_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         out += sorted(p.rglob(EPISODE_GLOB)) if p.is_dir() else [p]
-    return out
+    return [f for f in out if not is_excluded(f)]  # "exclude from training" (recording/layout.py)
 
 
 def fit_scripted(paths: list[Path], models_dir: Path, parent: str | None = None, data_epoch: int | None = None,
