@@ -45,7 +45,7 @@ setup(
         # GPU server: training and serving (torch comes with lerobot)
         "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av"],
         "gateway": ["foxglove-sdk>=0.30,<0.31"],
-        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow"],
+        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow", "protobuf"],  # protobuf: decodes Foxglove images
     },
     zip_safe=True,
     maintainer="h1_training developers",

@@ -37,6 +37,9 @@ GATEWAY_PARAMS = [
     ParamSpec("address", "127.0.0.1", "address the server binds: 127.0.0.1 in sim; the robot's LAN address (or "
               "0.0.0.0) on the robot, a deliberate choice since it exposes services and parameters",
               read_only=True),
+    ParamSpec("fallback_to_free_port", False, "when the port is taken, listen on a free one (and say which) "
+              "instead of failing: for sim stacks that may run side by side; on the robot, fail loudly",
+              read_only=True),
     ParamSpec("camera_rate_hz", 10.0, "images forwarded per second per camera (the cameras run at 30)",
               min=0.1, max=60.0),
     ParamSpec("discovery_period_s", 2.0, "how often the ROS graph is scanned for new topics and services [s]",

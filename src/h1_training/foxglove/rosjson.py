@@ -19,6 +19,9 @@ from typing import Any
 
 _INTEGER = {"byte", "octet", "char", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
 _FLOAT = {"float", "double", "float32", "float64"}
+_INT_RANGE = {"int8": (-(2**7), 2**7), "uint8": (0, 2**8), "byte": (0, 2**8), "octet": (0, 2**8), "char": (0, 2**8),
+              "int16": (-(2**15), 2**15), "uint16": (0, 2**16), "int32": (-(2**31), 2**31), "uint32": (0, 2**32),
+              "int64": (-(2**63), 2**63), "uint64": (0, 2**64)}
 _SEQUENCE = re.compile(r"^sequence<(.+?)(?:,\s*\d+)?>$")
 _ARRAY = re.compile(r"^(.+)\[(\d+)\]$")
 _BOUNDED_STRING = re.compile(r"^w?string<=\d+$")
@@ -118,6 +121,9 @@ def _scalar_from_json(path: str, field_type: str, value: Any, cls_for: Any) -> A
     if field_type in _INTEGER:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{path}: expected an integer, got {value!r}")
+        low, high = _INT_RANGE[field_type]
+        if not low <= value < high:  # rosidl's setters check only with ROS_PYTHON_CHECK_FIELDS; serialising would fail
+            raise ValueError(f"{path}: {value!r} does not fit {field_type}")
         if field_type in ("byte", "octet"):
             return bytes([value])
         return value

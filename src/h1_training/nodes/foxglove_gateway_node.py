@@ -133,15 +133,13 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
         self._bad_types: set[str] = set()
         self._group = ReentrantCallbackGroup()
         self._fox_context = Context()
-        self.server = foxglove.start_server(
-            name="h1_training",
-            host=p["address"],
-            port=p["port"],
-            capabilities=[Capability.Services, Capability.Parameters, Capability.Time],
-            server_listener=_Listener(self),
-            supported_encodings=["json"],
-            context=self._fox_context,
-        )
+        try:
+            self.server = self._start_server(p["port"])
+        except RuntimeError as exc:
+            if not (p["fallback_to_free_port"] and "bind" in str(exc).lower()):
+                raise RuntimeError(f"cannot listen on {p['address']}:{p['port']}: {exc}") from exc
+            self.get_logger().warning(f"port {p['port']} is taken ({exc}); listening on a free port instead")
+            self.server = self._start_server(0)
         self.url = f"ws://{p['address']}:{self.server.port}"
         # a client's (un)subscription arrives on an SDK thread; the ROS side is changed on the executor
         self._reconcile_gc = self.create_guard_condition(self._reconcile)
@@ -152,6 +150,17 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
         self._discover()
         self.get_logger().info(f"Foxglove WebSocket server (foxglove.sdk.v1) on {self.url}")
         print(f"foxglove_gateway: listening on {self.url}", flush=True)
+
+    def _start_server(self, port: int) -> Any:
+        return foxglove.start_server(
+            name="h1_training",
+            host=self.p["address"],
+            port=port,
+            capabilities=[Capability.Services, Capability.Parameters, Capability.Time],
+            server_listener=_Listener(self),
+            supported_encodings=["json"],
+            context=self._fox_context,
+        )
 
     # --- topics ---------------------------------------------------------------------------------------------------
 
