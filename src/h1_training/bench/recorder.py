@@ -34,18 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def missing_sim_executables() -> list[str]:
-    import importlib.util
-    from importlib import metadata
-
     from h1_training.bringup import load_profile
+    from h1_training.procs import executable_exists
 
-    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
-    missing = []
-    for node in load_profile("sim").nodes:
-        module = scripts.get(node.executable, "").partition(":")[0]
-        if not module or importlib.util.find_spec(module) is None:
-            missing.append(node.executable)
-    return missing
+    # the executables table (what procs runs), not the installed console scripts: a stale install would hide new nodes
+    return [node.executable for node in load_profile("sim").nodes if not executable_exists(node.executable)]
 
 
 def _start_sim(group, save_dir: Path) -> None:
@@ -145,6 +138,9 @@ def run(args: argparse.Namespace) -> dict:
             if not reply.success:
                 raise RuntimeError(f"start failed: {reply.message}")
             family = [proc] + proc.children(recursive=True)  # the node and its HDF5 writer process
+            # another benchmark's load during the episode (bench foxglove: a Foxglove client on every channel)
+            during = getattr(args, "during", None)
+            finish_during = during(group) if during is not None else None
             cpu0, t0 = _cpu(family), time.monotonic()
             time.sleep(args.seconds)
             cpu1, t1 = _cpu(family), time.monotonic()
@@ -156,6 +152,8 @@ def run(args: argparse.Namespace) -> dict:
                 raise RuntimeError(f"save failed: {saved.message}")
             cpu = cpu1 - cpu0
             figures = measure(saved.file_path)
+            if finish_during is not None:
+                figures.update(finish_during())
             figures.update({
                 "save_s": round(save_s, 3),
                 "file_mb": round(os.path.getsize(saved.file_path) / 1e6, 1),

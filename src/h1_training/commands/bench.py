@@ -15,8 +15,8 @@ import importlib
 import json
 import sys
 
-HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, all)"
-BENCHES = ("hardware", "recorder", "convert", "serve")
+HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, foxglove, all)"
+BENCHES = ("hardware", "recorder", "convert", "serve", "foxglove")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
