@@ -15,9 +15,11 @@ import pytest
 from foxglove_ws import FoxgloveClient
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from rcl_interfaces.srv import GetParameters
+from std_msgs.msg import String
 
 from h1_training.bringup import load_profile
 from h1_training.foxglove.mapping import DEFAULT_PORT, GATEWAY_PARAMS
+from h1_training.nodes.common import SENSOR_QOS
 from h1_training.procs import executable_exists, wait_until
 from h1_training.recording import layout as L
 from h1_training.training.synthetic import make_episode
@@ -116,6 +118,19 @@ def test_topics_services_parameters_over_foxglove_sdk_v1(stack, probe):
 
         client.unsubscribe(sub_cam)
         wait_until(lambda: gateway_subscribers(probe, CAMERA) == 0, 10, "gateway let go of the camera")
+
+        # a topic known only through a subscriber: subscribed on ROS once a (best-effort) publisher appears
+        probe.capture(String, "/late_topic", SENSOR_QOS)
+        late = client.channel("/late_topic")
+        sub_late = client.subscribe(late["id"])
+        time.sleep(1.5)  # the gateway's graph scans (0.5 s) see no publisher yet
+        pub = probe.publisher(String, "/late_topic", SENSOR_QOS)
+
+        def publish_until_received() -> bool:
+            pub.publish(String(data="late"))
+            return len(client.messages[sub_late]) > 0
+        wait_until(publish_until_received, 20, "a message on /late_topic", interval=0.2)
+        assert json.loads(client.messages[sub_late][-1][1]) == {"data": "late"}
 
         # services: forwarded with JSON request/response schemas; errors come back as serviceCallFailure
         svc = client.service("/lerobot/get_episode_info")

@@ -66,6 +66,7 @@ class _Forward:
     throttle: Throttle
     clients: int = 0
     subscription: Any = None
+    qos: str | None = None
     forwarded: int = 0
 
 
@@ -185,6 +186,7 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
             for topic in [t for t, f in self._forwards.items() if t not in names and f.clients == 0]:
                 self._forwards.pop(topic).channel.close()
         self._discover_services(p["service_prefixes"])
+        self._reconcile()
 
     def _make_channel(self, route: TopicRoute, msg_type: Any) -> Any:
         if route.kind is ChannelKind.IMAGE:
@@ -202,20 +204,29 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
         self._reconcile_gc.trigger()
 
     def _reconcile(self) -> None:
+        """ROS subscriptions for the channels clients want, with the QoS the current publishers offer.
+
+        Runs on a client's (un)subscription and after every graph scan: a topic seen only through its subscribers
+        gets its ROS subscription when a publisher appears, and one whose publishers changed QoS (a best-effort
+        publisher joining, say) is subscribed again so that it still matches."""
         with self._lock:
             for topic, fwd in self._forwards.items():
-                if fwd.clients > 0 and fwd.subscription is None:
-                    qos = _QOS[self._qos_for(topic)]
-                    fwd.subscription = self.create_subscription(
-                        fwd.msg_type, topic, self._make_callback(fwd), qos, callback_group=self._group)
-                    self.get_logger().info(f"client subscribed: forwarding {topic}")
-                elif fwd.clients == 0 and fwd.subscription is not None:
+                qos = self._qos_for(topic) if fwd.clients > 0 else None
+                if fwd.subscription is not None and qos != fwd.qos:
                     self.destroy_subscription(fwd.subscription)
-                    fwd.subscription = None
-                    self.get_logger().info(f"no client left: stopped forwarding {topic}")
+                    fwd.subscription, fwd.qos = None, None
+                    if qos is None:
+                        self.get_logger().info(f"stopped forwarding {topic}")
+                if qos is not None and fwd.subscription is None:
+                    fwd.subscription = self.create_subscription(
+                        fwd.msg_type, topic, self._make_callback(fwd), _QOS[qos], callback_group=self._group)
+                    fwd.qos = qos
+                    self.get_logger().info(f"forwarding {topic} ({qos} QoS)")
 
-    def _qos_for(self, topic: str) -> str:
+    def _qos_for(self, topic: str) -> str | None:
         infos = self.get_publishers_info_by_topic(topic)
+        if not infos:
+            return None  # subscribe once someone publishes: the QoS depends on the publisher
         return choose_qos([i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos],
                           [i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos])
 
