@@ -50,7 +50,8 @@ setup(
         # GPU server: training and serving (torch comes with lerobot)
         "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av"],
         "gateway": ["foxglove-sdk>=0.30,<0.31"],
-        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow", "import-linter>=2.5,<3"],
+        # protobuf: decodes Foxglove images in the gateway test
+        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow", "import-linter>=2.5,<3", "protobuf"],
     },
     zip_safe=True,
     maintainer="h1_training developers",

@@ -38,6 +38,10 @@ for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ] && ! command -v npm >/dev/null; then
   missing="$missing nodejs npm"
 fi
+# Debian's chromium: the Foxglove panels' browser tests drive it headless with playwright-core (npm, no download)
+if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ] && [ ! -x /usr/bin/chromium ]; then
+  missing="$missing chromium"
+fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages:$missing"
@@ -111,6 +115,14 @@ if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ]; then
     # which `npm ci` refuses as "out of sync".
     (cd foxglove_panels && npm install --no-save --no-audit --no-fund --loglevel=error)
     stamp npm "$h"
+  fi
+  # 6. the extension itself: dist/extension.js and the installable dist/h1-training-panels.foxe
+  h=$(hash_of foxglove_panels/package.json foxglove_panels/package-lock.json foxglove_panels/tsconfig.json \
+      $(find foxglove_panels/src -type f | sort))
+  if ! fresh foxe "$h" || [ ! -f foxglove_panels/dist/h1-training-panels.foxe ]; then
+    say "building the Foxglove extension (foxglove_panels/dist/h1-training-panels.foxe)"
+    (cd foxglove_panels && npm run --silent build >/dev/null && npm run --silent package >/dev/null)
+    stamp foxe "$h"
   fi
 fi
 say "environment ready: $VENV"

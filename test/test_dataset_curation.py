@@ -18,10 +18,10 @@ from h1_training.datasets.export import export_dataset
 from h1_training.datasets.paths import PathRefused, check_name, inside, restore_episode, trash_episode
 from h1_training.datasets.playback import PlaybackClock, Player
 from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
-from h1_training.training.scripted_fit import episode_files
 from h1_training.procs import resolve_executable
 from h1_training.recording import layout as L
 from h1_training.training.convert import find_episodes
+from h1_training.training.scripted_fit import episode_files
 from h1_training.training.synthetic import make_episode
 
 pytestmark = pytest.mark.timeout(180)

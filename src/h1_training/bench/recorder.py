@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> dict:
             if not reply.success:
                 raise RuntimeError(f"start failed: {reply.message}")
             family = [proc] + proc.children(recursive=True)  # the node and its HDF5 writer process
+            # another benchmark's load during the episode (bench foxglove: a Foxglove client on every channel)
+            during = getattr(args, "during", None)
+            finish_during = during(group) if during is not None else None
             cpu0, t0 = _cpu(family), time.monotonic()
             time.sleep(args.seconds)
             cpu1, t1 = _cpu(family), time.monotonic()
@@ -173,6 +176,8 @@ def run(args: argparse.Namespace) -> dict:
                 role = {"spawned": "writer"}.get(process_role(child), process_role(child))
                 rss[role if role not in rss else f"{role}_{child.pid}"] = peak_rss_mb(child.pid)
             figures = measure(saved.file_path)
+            if finish_during is not None:
+                figures.update(finish_during())
             figures.update({
                 "save_s": round(save_s, 3),
                 "file_mb": round(os.path.getsize(saved.file_path) / 1e6, 1),

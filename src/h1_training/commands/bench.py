@@ -25,8 +25,8 @@ import time
 import traceback
 
 HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
-        "all)")
-BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets")
+        "foxglove, all)")
+BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

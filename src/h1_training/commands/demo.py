@@ -36,6 +36,7 @@ LOOP_DEFAULTS = {"episodes": 1, "policy_seconds": 4.0, "human_seconds": 3.0}
 DIRECT_DEFAULTS = {"episodes": 2, "policy_seconds": 6.0, "human_seconds": 6.0}
 PROFILE = "sim_hil"
 SERVER_EXE, SESSION_EXE, RECORDER_EXE = "h1-training", "hil_session", "episode_recorder"
+GATEWAY_EXE = "foxglove_gateway"  # its URL is printed: Foxglove Studio connects there
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,6 +249,8 @@ def run_loop(args: argparse.Namespace) -> int:
             elif node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={robot_dir}"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
+            if node.executable == GATEWAY_EXE:
+                print_foxglove(group, node.name)
             if node.executable == SERVER_EXE:
                 line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
                 port = int(line.rsplit(":", 1)[1])
@@ -334,6 +337,14 @@ def run_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_foxglove(group, name: str) -> None:
+    """The gateway's URL (8765 unless taken) and where the extension and layouts are."""
+    line = group.wait_for_line(name, lambda s: "listening on ws://" in s, timeout=60)
+    root = Path(__file__).resolve().parents[3]
+    print(f"[demo] Foxglove: open connection {line.rsplit(' ', 1)[1]} (Foxglove WebSocket); extension "
+          f"{root / 'foxglove_panels/dist/h1-training-panels.foxe'}; layouts {root / 'foxglove_configs'}", flush=True)
+
+
 # --- --direct: the sim profile and the single-process scripted operator ------------------------------------------
 def run_direct(args: argparse.Namespace) -> int:
     from h1_training.bringup import load_profile, plan_ports
@@ -357,6 +368,8 @@ def run_direct(args: argparse.Namespace) -> int:
             if node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={save_dir}"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
+            if node.executable == GATEWAY_EXE:
+                print_foxglove(group, node.name)
         operator = group.start(
             "sim_operator",
             resolve_executable("sim_operator")
