@@ -21,6 +21,7 @@ NODES: dict[str, str] = {
     "hil_console": "h1_training.nodes.hil_console_node:main",
     "dataset_manager": "h1_training.nodes.dataset_manager_node:main",
     "model_comparison": "h1_training.nodes.model_comparison_node:main",
+    "training_web_app": "h1_training.nodes.training_web_app_node:main",
 }
 
 # The command-line tool.
