@@ -165,7 +165,7 @@ function renderTrainFacts(): void {
   facts($("#train-facts"), [
     ["progress", `${num(t.progress_pct, 0)}%`], ["epoch", s.total_epochs ? `${s.epoch}/${s.total_epochs}` : s.epoch ?? "-"],
     ["step", s.total_steps ? `${s.step}/${s.total_steps}` : s.step ?? "-"], ["loss", num(s.loss, 4)],
-    ["learning rate", s.learning_rate ?? "-"], ["steps/s", num(s.steps_per_second, 1)], ["ETA", duration(s.eta_s)],
+    ["learning rate", typeof s.learning_rate === "number" ? s.learning_rate.toPrecision(3) : "-"], ["steps/s", num(s.steps_per_second, 1)], ["ETA", duration(s.eta_s)],
     ["dataset", t.dataset || "-"], ["model produced", t.model_version || "-"], ["message", t.message || ""],
   ]);
 }

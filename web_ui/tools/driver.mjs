@@ -12,7 +12,8 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run"],
 });
-const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// bypassCSP: the page forbids eval (CSP); the driver's wait_js/eval evaluate test expressions in it
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: true });
 const page = await context.newPage();
 const consoleLines = [];
 page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));

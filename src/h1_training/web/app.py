@@ -190,6 +190,10 @@ def create_app(backend: Backend, config: WebConfig | None = None) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"ok": True}
 
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request) -> HTMLResponse:
         return HTMLResponse(_login_page("" if cfg.token else "No token is configured: nothing to log in to."))
