@@ -381,3 +381,28 @@ def test_live_stream_over_a_real_socket(world):
     finally:
         server.stop()
     assert server.server.should_exit
+
+
+def test_bench_web_exit_code_follows_its_targets():
+    import argparse
+
+    from h1_training.bench.web import exit_code, percentile
+
+    assert exit_code({"ok": True}, argparse.Namespace(no_fail=False)) == 0
+    assert exit_code({"ok": False}, argparse.Namespace(no_fail=False)) == 1
+    assert exit_code({"ok": False}, argparse.Namespace(no_fail=True)) == 0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0 and percentile([0.0, 10.0], 0.95) == 9.5
+
+
+def test_thumbnail_is_small_and_garbage_is_none():
+    import cv2
+    import numpy as np
+
+    from h1_training.web.thumbnails import thumbnail_b64, thumbnail_jpeg
+
+    img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    jpeg = cv2.imencode(".jpg", img)[1].tobytes()
+    small = thumbnail_jpeg(jpeg, 160)
+    decoded = cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == (120, 160, 3) and len(small) < len(jpeg) / 4
+    assert thumbnail_jpeg(b"not a jpeg") is None and thumbnail_b64(b"") is None

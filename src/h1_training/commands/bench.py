@@ -5,6 +5,7 @@
     h1-training bench recorder --seconds 60 --json
     h1-training bench convert --json
     h1-training bench serve --json
+    h1-training bench web --json           # page load and ROS -> page latency in chromium; exit 1 on a missed target
     h1-training bench all                  # every benchmark with default settings
 """
 
@@ -15,8 +16,8 @@ import importlib
 import json
 import sys
 
-HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, all)"
-BENCHES = ("hardware", "recorder", "convert", "serve")
+HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, web, all)"
+BENCHES = ("hardware", "recorder", "convert", "serve", "web")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=module.HELP)
         p.add_argument("--json", action="store_true", help="print one JSON object")
         module.add_arguments(p)
-        p.set_defaults(_bench=module.run)
+        # a benchmark with targets may say how to exit (exit_code(figures, args)); the others exit 0
+        p.set_defaults(_bench=module.run, _bench_exit=getattr(module, "exit_code", None))
     p = sub.add_parser("all", help="run every benchmark with its defaults")
     p.add_argument("--json", action="store_true")
     p.set_defaults(_bench=None)
@@ -59,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print("usage: h1-training bench {" + ",".join(BENCHES) + ",all} [--json]", file=sys.stderr)
         return 2
     if args.bench != "all":
-        _print(args.bench, args._bench(args), args.json)
-        return 0
+        figures = args._bench(args)
+        _print(args.bench, figures, args.json)
+        return args._bench_exit(figures, args) if args._bench_exit else 0
     results = {}
     for name in BENCHES:
         module = importlib.import_module(f"h1_training.bench.{name}")

@@ -38,6 +38,7 @@ LOOP_DEFAULTS = {"episodes": 1, "policy_seconds": 4.0, "human_seconds": 3.0}
 DIRECT_DEFAULTS = {"episodes": 2, "policy_seconds": 6.0, "human_seconds": 6.0}
 PROFILE = "sim_hil"
 SERVER_EXE, SESSION_EXE, RECORDER_EXE = "h1-training", "hil_session", "episode_recorder"
+WEB_EXE, WEB_PORT = "training_web_app", 8080
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +76,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_or_free(port: int) -> int:
+    """``port`` when nothing listens on 127.0.0.1:port, else a free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 def sim_port_overrides() -> dict[str, list[str]]:
@@ -270,9 +281,15 @@ def run_loop(args: argparse.Namespace) -> int:
                          f"rsync_target:={gpu_dir}/"]
             elif node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={robot_dir}"]
+            elif node.executable == WEB_EXE:
+                tail += ["-p", f"port:={port_or_free(WEB_PORT)}", "-p", f"policy_port:={port}",
+                         "-p", f"data_roots:=['{run_dir}']"]
             if node.name in overrides:
                 tail += [x for value in overrides[node.name] for x in ("-p", value)]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
+            if node.executable == WEB_EXE:
+                line = group.wait_for_line(node.name, lambda s: "listening on http://" in s, timeout=60)
+                print(f"[demo] web training interface: {line.split('listening on ', 1)[1].strip()}", flush=True)
             if node.executable == SERVER_EXE:
                 line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
                 port = int(line.rsplit(":", 1)[1])
