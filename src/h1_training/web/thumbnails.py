@@ -14,8 +14,13 @@ _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_RE
 
 def thumbnail_jpeg(jpeg: bytes, width: int = 160, quality: int = 70) -> bytes | None:
     """A JPEG about ``width`` pixels wide (never wider than the source), or None when ``jpeg`` does not decode."""
+    if not jpeg:
+        return None
     buf = np.frombuffer(jpeg, np.uint8)
-    header = cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_8)
+    try:
+        header = cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_8)
+    except cv2.error:
+        return None
     if header is None:
         return None
     full_width = header.shape[1] * 8
