@@ -192,8 +192,9 @@ def test_browser_drives_session_training_and_workflow(stack):
         assert (req.policy_type, req.steps, json.loads(req.hyperparameters_json)) == ("diffusion", 40, {"lr": 0.0003})
         b.wait_text("#trainer-state", "COMPLETED", 30000)
         assert b.eval("window.__h1.loss") == 40
-        b.eval("document.getElementById('training').scrollIntoView()")
+        b.eval("window.scrollTo(0, 0)")  # the sticky header stays on top in a full-page shot
         b.screenshot(ARTIFACTS / "03_training_loss.png")
+        b.screenshot(ARTIFACTS / "00_overview.png", full=False)  # the README's picture (one screen)
 
         # workflow: a parameter set in the page is what GetParameters returns
         row = 'tr[data-param="refresh_period_s"]'
@@ -212,7 +213,7 @@ def test_browser_drives_session_training_and_workflow(stack):
         b.click('#datasets-table tr[data-name="h1_data/training_session_epoch1"] .ds-open')
         b.click('#episode-list button[data-index="1"]')
         b.wait_text("#episode-detail", "episode_1.hdf5", 10000)
-        b.eval("document.getElementById('datasets').scrollIntoView()")
+        b.eval("window.scrollTo(0, 0)")
         b.screenshot(ARTIFACTS / "04_datasets_workflow.png")
         errors = [c for c in b.console() if c.startswith("pageerror")]
         assert errors == []
