@@ -217,3 +217,24 @@ def test_browser_drives_session_training_and_workflow(stack):
         b.screenshot(ARTIFACTS / "04_datasets_workflow.png")
         errors = [c for c in b.console() if c.startswith("pageerror")]
         assert errors == []
+
+
+def test_node_refuses_a_lan_address_without_a_token(procs):
+    child = procs.start_executable("training_web_app", "training_web_app",
+                                   ["--ros-args", "-p", "host:=0.0.0.0", "-p", "port:=0"])
+    wait_until(lambda: not child.running, 30, "training_web_app to exit")
+    assert child.proc.returncode != 0 and "without a token" in child.output()
+
+
+def test_node_with_a_token(procs):
+    procs.start_executable("training_web_app", "training_web_app",
+                           ["--ros-args", "-p", "port:=0", "-p", "token:=t0ken", "-p", "models_period_s:=3600.0"])
+    line = procs.wait_for_line("training_web_app", lambda s: "listening on http://" in s, timeout=60)
+    url = line.split("listening on ", 1)[1].strip()
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/api/state").status_code == 401
+        assert http.post("/api/session/command", json={"key": "y"}).status_code == 401
+        assert http.get("/api/state", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        # no hil_session on this graph: the service is named in a 503
+        r = http.post("/api/session/command", json={"key": "y"}, headers={"X-H1-Token": "t0ken"})
+        assert r.status_code == 503 and "/hil_session/command" in r.json()["error"]
