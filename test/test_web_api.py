@@ -95,6 +95,16 @@ def test_session_bad_bodies(client, body, where):
     assert backend.calls == []
 
 
+def test_data_collection(client):
+    c, backend = client
+    r = c.post("/api/collection/start", json={"mode": "kinesthetic", "target_episodes": 20})
+    assert r.status_code == 200 and backend.calls[-1] == ("start_data_collection", ("kinesthetic", 20))
+    assert backend.state()["workflow"]["stage_name"] == "COLLECTING"
+    for body in ({"mode": "dance", "target_episodes": 2}, {"mode": "hil", "target_episodes": 0}, {"mode": "hil"}):
+        assert c.post("/api/collection/start", json=body).status_code == 422
+    assert len(backend.calls) == 1
+
+
 def test_not_json_is_415_and_garbage_json_is_422(client):
     c, backend = client
     assert c.post("/api/session/command", content="key=y",
@@ -259,8 +269,9 @@ def test_workflow_parameter_refusals(client, body, status, words):
     assert {k: v.value for k, v in backend.params.items()} == before
 
 
-ROUTES_POST = ["/api/session/command", "/api/session/label", "/api/training/start", "/api/training/stop",
-               "/api/datasets/refresh", "/api/datasets/export", "/api/datasets/delete", "/api/datasets/flag",
+ROUTES_POST = ["/api/session/command", "/api/session/label", "/api/collection/start", "/api/training/start",
+               "/api/training/stop", "/api/datasets/refresh", "/api/datasets/export", "/api/datasets/delete",
+               "/api/datasets/flag",
                "/api/comparison/start", "/api/comparison/stop", "/api/models/deploy"]
 
 

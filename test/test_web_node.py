@@ -132,6 +132,9 @@ def test_api_over_the_real_stack(stack):
     # delete/flag: the dataset manager of main offers no such service yet -> 503 naming it
     r = http.post("/api/datasets/flag", json={"dataset": sets[0]["name"], "index": 0, "flagged": True})
     assert r.status_code == 503 and "/lerobot/flag_episode" in r.json()["error"]
+    # data collection is the workflow manager's (issue 9), not on this graph: a 503 naming the service
+    r = http.post("/api/collection/start", json={"mode": "hil", "target_episodes": 5})
+    assert r.status_code == 503 and "/lerobot/start_data_collection" in r.json()["error"]
     # the workflow section sets a parameter: what GetParameters returns afterwards
     r = http.post("/api/workflow/parameters", json={"name": "refresh_period_s", "value": 42})
     assert r.status_code == 200, r.text

@@ -98,6 +98,11 @@ class MemoryBackend:
         self.emit("session", {"state_name": "DAMPING", "label": int(success), "allowed_keys": ["e"]})
         return Outcome(True, "labelled")
 
+    def start_data_collection(self, mode: str, target_episodes: int) -> Outcome:
+        self.calls.append(("start_data_collection", (mode, target_episodes)))
+        self.emit("workflow", {"stage_name": "COLLECTING"})
+        return Outcome(True, f"collecting {target_episodes} episodes ({mode})")
+
     # --- training --------------------------------------------------------------------------------------------
     def start_training(self, request: TrainingRequest) -> Outcome:
         self.calls.append(("start_training", request))

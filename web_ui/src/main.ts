@@ -344,6 +344,14 @@ function wire(): void {
   $("#label-ok").addEventListener("click", () => post("/api/session/label", { success: true, note: note() }));
   $("#label-fail").addEventListener("click", () => post("/api/session/label", { success: false, note: note() }));
 
+  $("#collect-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    post("/api/collection/start", {
+      mode: ($("#collect-mode") as HTMLSelectElement).value,
+      target_episodes: Number(($("#collect-target") as HTMLInputElement).value || 0),
+    });
+  });
+
   $("#train-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const hp: Dict = {};

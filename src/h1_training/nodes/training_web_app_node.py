@@ -10,9 +10,9 @@ Reads: ``hil_session/status``, ``episode_recorder/status``, ``camera/status``, `
 (thumbnails at ``camera_hz``), ``/lerobot/trainer_status``, ``/lerobot/training_stats`` (the loss curve),
 ``/training_workflow/status``, ``/lerobot/performance_analytics``, ``/lerobot/dataset_list``,
 ``model_comparison/status``, ``/parameter_events`` (the workflow node's parameters), and the policy server's
-``GET /models``. Calls: ``hil_session/command`` and ``hil_session/label``; ``/training_workflow/start_training``
-(StartTraining: type, dataset, steps, hyperparameters) or, where that is not offered, the seed's
-``/training_workflow/trigger_training`` (Empty); ``/training_workflow/cancel_training``;
+``GET /models``. Calls: ``hil_session/command``, ``hil_session/label``, ``/lerobot/start_data_collection``;
+``/training_workflow/start_training`` (StartTraining: type, dataset, steps, hyperparameters) or, where that is
+not offered, the seed's ``/training_workflow/trigger_training`` (Empty); ``/training_workflow/cancel_training``;
 ``/lerobot/refresh_datasets``, ``/lerobot/get_episode_info``, ``/lerobot/export_dataset``, the dataset manager's
 delete and flag services; ``/model_comparison/start`` and ``stop``; DeployModel (or the policy server's
 ``POST /models/<id>/deploy``); and the workflow node's parameter services (what ``ros2 param set`` uses).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import importlib
+import json
 import os
 import threading
 import time
@@ -72,6 +73,7 @@ from h1_training_interfaces.srv import (
     GetEpisodeInfo,
     LabelEpisode,
     SessionCommand,
+    StartDataCollection,
     StartTraining,
 )
 
@@ -335,10 +337,13 @@ class TrainingWebAppNode(ParamsMixin, Node):
         r = self._call(LabelEpisode, self.p["label_service"], req)
         return Outcome(r.accepted, r.message)
 
+    def start_data_collection(self, mode: str, target_episodes: int) -> Outcome:
+        r = self._call(StartDataCollection, "/lerobot/start_data_collection",
+                       StartDataCollection.Request(mode=mode, target_episodes=target_episodes))
+        return Outcome(r.success, r.message)
+
     # --- training --------------------------------------------------------------------------------------------
     def start_training(self, request: TrainingRequest) -> Outcome:
-        import json
-
         name = self.p["start_training_service"]
         if self._offered(name):
             req = StartTraining.Request(policy_type=request.policy_type, dataset=request.dataset,

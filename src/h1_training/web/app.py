@@ -7,6 +7,7 @@
     GET  /api/events             the live stream (Server-Sent Events, ``event: update``, ``{"topic", "data"}``)
     POST /api/session/command    {"key": "y"|"n"|"s"|"e"}
     POST /api/session/label      {"success": bool, "note": str}
+    POST /api/collection/start   {"mode": "hil"|"kinesthetic"|"teleoperation"|"policy", "target_episodes": n}
     POST /api/training/start     {"policy_type": "act"|"diffusion"|"cnn_lstm", "dataset", "steps", "hyperparameters"}
     POST /api/training/stop
     GET  /api/datasets           the catalog;   POST /api/datasets/refresh
@@ -70,6 +71,11 @@ class SessionCommandBody(Body):
 class LabelBody(Body):
     success: bool
     note: str = Field("", max_length=500)
+
+
+class CollectionBody(Body):
+    mode: Literal["hil", "kinesthetic", "teleoperation", "policy"]
+    target_episodes: int = Field(..., ge=1, le=100_000)
 
 
 class TrainingBody(Body):
@@ -307,6 +313,10 @@ def create_app(backend: Backend, config: WebConfig | None = None) -> FastAPI:
     @app.post("/api/session/label", dependencies=guarded)
     async def session_label(body: LabelBody) -> JSONResponse:
         return await call(backend.session_label, body.success, body.note)
+
+    @app.post("/api/collection/start", dependencies=guarded)
+    async def collection_start(body: CollectionBody) -> JSONResponse:
+        return await call(backend.start_data_collection, body.mode, body.target_episodes)
 
     # --- training --------------------------------------------------------------------------------------------
     @app.post("/api/training/start", dependencies=guarded)

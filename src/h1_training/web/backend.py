@@ -37,6 +37,7 @@ POLICY_TYPES = ("act", "diffusion", "cnn_lstm")
 SESSION_KEYS = ("y", "n", "s", "e")
 EXPORT_FORMATS = ("hdf5", "lerobot", "mcap")
 COMPARISON_MODES = ("ab", "detailed")
+COLLECTION_MODES = ("hil", "kinesthetic", "teleoperation", "policy")  # /lerobot/start_data_collection (issue 9)
 # Topics whose payloads accumulate (a client that falls behind gets every point, not only the newest).
 APPEND_TOPICS = ("loss",)
 
@@ -152,6 +153,7 @@ class Backend(Protocol):
     # session
     def session_command(self, key: str) -> Outcome: ...
     def session_label(self, success: bool, note: str) -> Outcome: ...
+    def start_data_collection(self, mode: str, target_episodes: int) -> Outcome: ...
 
     # training
     def start_training(self, request: TrainingRequest) -> Outcome: ...
