@@ -417,3 +417,26 @@ def test_thumbnail_is_small_and_garbage_is_none():
     decoded = cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (120, 160, 3) and len(small) < len(jpeg) / 4
     assert thumbnail_jpeg(b"not a jpeg") is None and thumbnail_b64(b"") is None
+
+
+def test_stopping_ends_open_streams(world):
+    backend, cfg = world
+    server = WebServer(create_app(backend, cfg), "127.0.0.1", 0)
+    server.start()
+    ended = threading.Event()
+
+    def watch() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http, http.stream("GET", "/api/events") as r:
+            for _ in r.iter_lines():
+                pass
+        ended.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    wait_until = time.monotonic() + 10
+    while server.app.state.hub.subscribers == 0 and time.monotonic() < wait_until:
+        time.sleep(0.05)
+    assert server.app.state.hub.subscribers == 1
+    t0 = time.monotonic()
+    server.stop()
+    assert not server.thread.is_alive() and ended.wait(5)
+    assert time.monotonic() - t0 < 2.0  # the stream ended by itself, not by uvicorn's forced cancel

@@ -203,10 +203,7 @@ class TrainingWebAppNode(ParamsMixin, Node):
         self.create_subscription(TrainingStats, "/lerobot/training_stats", self._on_stats,
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
                                  callback_group=self._group)
-        for cam in CAMERAS:
-            self.create_subscription(CompressedImage, f"camera/{cam}/compressed",
-                                     lambda m, cam=cam: self._on_image(cam, m), SENSOR_QOS,
-                                     callback_group=self._group)
+        self._camera_subs: list[Any] = []  # only while a page is open (see _update_camera_subs)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_param_event, 50,
                                  callback_group=self._group)
         self.create_timer(p["models_period_s"], self._poll_models, callback_group=self._group)
@@ -219,8 +216,11 @@ class TrainingWebAppNode(ParamsMixin, Node):
         if token and security.is_loopback(p["host"]):
             self.get_logger().info("a token is configured: log in at /login")
         cfg = WebConfig(token=token, data_roots=list(p["data_roots"]))
-        self.server = WebServer(create_app(self, cfg), p["host"], p["port"])
+        app = create_app(self, cfg)
+        self._hub = app.state.hub
+        self.server = WebServer(app, p["host"], p["port"])
         self.server.start()
+        self.create_timer(1.0, self._update_camera_subs, callback_group=self._group)
         # the line `h1-training demo`, the tests and the bench wait for
         self.get_logger().info(f"training web app listening on {self.server.url}")
 
@@ -262,6 +262,20 @@ class TrainingWebAppNode(ParamsMixin, Node):
                 loss["points"][: MAX_LOSS_POINTS // 2] = loss["points"][: MAX_LOSS_POINTS // 2: 2]
         self._set("stats", stats)
         self._set("loss", {"job_id": msg.job_id, "points": [point], "reset": reset}, store=False)
+
+    def _update_camera_subs(self) -> None:
+        """Subscribe to the 30 Hz camera streams only while a page watches (and thumbnails are on): with no page
+        open the node costs the robot nothing for images."""
+        want = self._hub.subscribers > 0 and self.p["camera_hz"] > 0
+        if want and not self._camera_subs:
+            self._camera_subs = [
+                self.create_subscription(CompressedImage, f"camera/{cam}/compressed",
+                                         lambda m, cam=cam: self._on_image(cam, m), SENSOR_QOS,
+                                         callback_group=self._group) for cam in CAMERAS]
+        elif not want and self._camera_subs:
+            for sub in self._camera_subs:
+                self.destroy_subscription(sub)
+            self._camera_subs = []
 
     def _on_image(self, cam: str, msg: CompressedImage) -> None:
         hz = self.p["camera_hz"]

@@ -137,6 +137,7 @@ def create_app(backend: Backend, config: WebConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="h1_training web", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.backend, app.state.hub, app.state.config = backend, hub, cfg
+    app.state.stopping = False  # set by WebServer.stop(): open live streams end so the server stops cleanly
 
     # --- errors and headers ----------------------------------------------------------------------------------
     @app.exception_handler(HttpError)
@@ -259,8 +260,8 @@ def create_app(backend: Backend, config: WebConfig | None = None) -> FastAPI:
                     yield sse_event(topic, payload, seq)
                 last = time.monotonic()
                 while True:
-                    batch = await sub.next_batch(timeout=1.0)
-                    if await request.is_disconnected():
+                    batch = await sub.next_batch(timeout=0.5)
+                    if app.state.stopping or await request.is_disconnected():
                         return
                     for topic, payload in batch.items():
                         seq += 1

@@ -14,6 +14,7 @@ class WebServer:
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8080) -> None:
         self.host = host
+        self.app = app
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=2, lifespan="on", ws="none")
         self.server = uvicorn.Server(config)
@@ -38,5 +39,6 @@ class WebServer:
         return f"http://{host}:{self.port}"
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.app.state.stopping = True  # live streams end within half a second
         self.server.should_exit = True
         self.thread.join(timeout)
