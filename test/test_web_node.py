@@ -4,8 +4,9 @@ Debian's chromium (playwright-core). Screenshots go to ``test_artifacts/web/`` (
 
 ``training_workflow_manager`` (issue 9) has not landed on main: until it does, the workflow section points at
 ``dataset_manager``'s parameters (``workflow_node:=/dataset_manager``, prefix "") and the training part is served by
-``WorkflowStandIn`` below, a few lines of rclpy on the test's own node that answer the StartTraining service and
-publish TrainerStatus/TrainingStats on the real topics, so the page's path (button -> HTTP -> ROS service ->
+``WorkflowStandIn`` below, a few lines of rclpy on the test's own node with the manager's training interface
+(its ``training.*`` parameters and ``/training_workflow/trigger_training``) that publish TrainerStatus and
+TrainingStats on the real topics, so the page's path (button -> HTTP -> parameter services and the trigger ->
 status topics -> live stream -> chart) is the real one end to end.
 """
 
@@ -21,7 +22,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from rcl_interfaces.srv import GetParameters
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Empty
 
 from h1_training.bench.browser import Browser, browser_missing
 from h1_training.bringup import load_profile
@@ -33,40 +34,69 @@ from h1_training.procs import ProcessGroup, loopback_ros_env, wait_until
 from h1_training.recording import layout as L
 from h1_training.training.synthetic import make_episode
 from h1_training_interfaces.msg import SessionStatus, TrainerStatus, TrainingStats
-from h1_training_interfaces.srv import StartTraining
 
 pytestmark = pytest.mark.timeout(300)
 ARTIFACTS = Path(os.environ.get("H1_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test_artifacts")) / "web"
 
 
 class WorkflowStandIn:
-    """Answers /training_workflow/start_training and publishes a job's status and a falling loss (see module doc)."""
+    """training_workflow_manager's training interface as issue 9's branch has it (``training.*`` parameters and
+    ``/training_workflow/trigger_training``, std_srvs/Empty), on the test's own node: on a trigger it runs a "job"
+    with the parameters it holds and publishes its status and a falling loss on the real topics (see module doc)."""
 
-    def __init__(self, probe: RosProbe, steps: int = 40) -> None:
-        node = probe.node
-        self.steps = steps
-        self.requests: list[StartTraining.Request] = []
+    def __init__(self, probe: RosProbe) -> None:
+        node = self.node = probe.node
+        for name, default in (("training.policy_type", "act"), ("training.steps", 2000),
+                              ("training.learning_rate", 0.0), ("training.batch_size", 8),
+                              ("training.hyperparameters_json", "")):
+            node.declare_parameter(name, default)
+        self.triggers = 0
         self.status = node.create_publisher(TrainerStatus, "/lerobot/trainer_status", LATCHED_QOS)
-        self.stats = node.create_publisher(TrainingStats, "/lerobot/training_stats",
-                                           QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        node.create_service(StartTraining, "/training_workflow/start_training", self._start)
+        self.stats = node.create_publisher(TrainingStats, "/lerobot/training_stats", 10)
+        node.create_service(Empty, "/training_workflow/trigger_training", self._trigger)
 
-    def _start(self, req: StartTraining.Request, res: StartTraining.Response) -> StartTraining.Response:
-        self.requests.append(req)
-        job = f"job-{len(self.requests)}"
-        threading.Thread(target=self._run, args=(job, req.policy_type), daemon=True).start()
-        res.success, res.message, res.job_id = True, f"{job} queued ({req.policy_type})", job
+    def param(self, name: str):
+        return self.node.get_parameter(name).value
+
+    def _trigger(self, req: Empty.Request, res: Empty.Response) -> Empty.Response:
+        self.triggers += 1
+        job, policy, steps = f"job-{self.triggers}", self.param("training.policy_type"), self.param("training.steps")
+        threading.Thread(target=self._run, args=(job, policy, steps), daemon=True).start()
         return res
 
-    def _run(self, job: str, policy_type: str) -> None:
-        for step in range(1, self.steps + 1):
+    def _run(self, job: str, policy_type: str, steps: int) -> None:
+        for step in range(1, steps + 1):
             self.status.publish(TrainerStatus(state=TrainerStatus.STATE_RUNNING, state_name="RUNNING", job_id=job,
-                                              policy_type=policy_type, progress_pct=100.0 * step / self.steps))
-            self.stats.publish(TrainingStats(job_id=job, step=step, total_steps=self.steps, loss=1.0 / step,
-                                             learning_rate=1e-4, eta_s=float(self.steps - step) * 0.1))
+                                              policy_type=policy_type, progress_pct=100.0 * step / steps))
+            self.stats.publish(TrainingStats(job_id=job, step=step, total_steps=steps, loss=1.0 / step,
+                                             learning_rate=self.param("training.learning_rate"),
+                                             eta_s=float(steps - step) * 0.1))
             time.sleep(0.1)
         self.status.publish(TrainerStatus(state=TrainerStatus.STATE_COMPLETED, state_name="COMPLETED", job_id=job,
                                           policy_type=policy_type, progress_pct=100.0))
+
+
+# these two run before the module's stack starts (a running hil_session would answer them)
+
+def test_node_refuses_a_lan_address_without_a_token(procs):
+    child = procs.start_executable("training_web_app", "training_web_app",
+                                   ["--ros-args", "-p", "host:=0.0.0.0", "-p", "port:=0"])
+    wait_until(lambda: not child.running, 30, "training_web_app to exit")
+    assert child.proc.returncode != 0 and "without a token" in child.output()
+
+
+def test_node_with_a_token(procs):
+    procs.start_executable("training_web_app", "training_web_app",
+                           ["--ros-args", "-p", "port:=0", "-p", "token:=t0ken", "-p", "models_period_s:=3600.0"])
+    line = procs.wait_for_line("training_web_app", lambda s: "listening on http://" in s, timeout=60)
+    url = line.split("listening on ", 1)[1].strip()
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/api/state").status_code == 401
+        assert http.post("/api/session/command", json={"key": "y"}).status_code == 401
+        assert http.get("/api/state", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+        # no hil_session on this graph: the service is named in a 503
+        r = http.post("/api/session/command", json={"key": "y"}, headers={"X-H1-Token": "t0ken"})
+        assert r.status_code == 503 and "/hil_session/command" in r.json()["error"]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +130,8 @@ def stack(tmp_path_factory, domain_id):
         standin = WorkflowStandIn(probe)
         group.start_executable("training_web_app", "training_web_app", [
             "--ros-args", "-p", "port:=0", "-p", f"data_roots:=['{data}']", "-p", "workflow_node:=/dataset_manager",
-            "-p", "workflow_param_prefix:=''", "-p", f"policy_port:={policy_port}", "-p", "camera_hz:=2.0"])
+            "-p", "workflow_param_prefix:=''", "-p", f"policy_port:={policy_port}", "-p", "camera_hz:=2.0",
+            "-p", f"training_node:=/{probe.node.get_name()}"])
         line = group.wait_for_line("training_web_app", lambda s: "listening on http://" in s, timeout=60)
         url = line.split("listening on ", 1)[1].strip()
         probe.wait_for_service("/episode_recorder/start", timeout=60)
@@ -131,7 +162,7 @@ def test_api_over_the_real_stack(stack):
     assert r.status_code == 200 and r.json()["ok"] and Path(r.json()["output_path"]).is_dir()
     # delete/flag: the dataset manager of main offers no such service yet -> 503 naming it
     r = http.post("/api/datasets/flag", json={"dataset": sets[0]["name"], "index": 0, "flagged": True})
-    assert r.status_code == 503 and "/lerobot/flag_episode" in r.json()["error"]
+    assert r.status_code == 503 and "/lerobot/set_episode_excluded" in r.json()["error"]
     # data collection is the workflow manager's (issue 9), not on this graph: a 503 naming the service
     r = http.post("/api/collection/start", json={"mode": "hil", "target_episodes": 5})
     assert r.status_code == 503 and "/lerobot/start_data_collection" in r.json()["error"]
@@ -191,8 +222,11 @@ def test_browser_drives_session_training_and_workflow(stack):
         b.wait_js("window.__h1.loss >= 10", 20000)
         first = b.eval("window.__h1.loss")
         b.wait_js(f"window.__h1.loss > {first}", 20000)
-        req = stack.standin.requests[-1]
-        assert (req.policy_type, req.steps, json.loads(req.hyperparameters_json)) == ("diffusion", 40, {"lr": 0.0003})
+        standin = stack.standin
+        assert standin.triggers == 1
+        assert (standin.param("training.policy_type"), standin.param("training.steps"),
+                standin.param("training.learning_rate"), standin.param("training.hyperparameters_json")) == \
+            ("diffusion", 40, 0.0003, "")
         b.wait_text("#trainer-state", "COMPLETED", 30000)
         assert b.eval("window.__h1.loss") == 40
         b.eval("window.scrollTo(0, 0)")  # the sticky header stays on top in a full-page shot
@@ -221,23 +255,3 @@ def test_browser_drives_session_training_and_workflow(stack):
         errors = [c for c in b.console() if c.startswith("pageerror")]
         assert errors == []
 
-
-def test_node_refuses_a_lan_address_without_a_token(procs):
-    child = procs.start_executable("training_web_app", "training_web_app",
-                                   ["--ros-args", "-p", "host:=0.0.0.0", "-p", "port:=0"])
-    wait_until(lambda: not child.running, 30, "training_web_app to exit")
-    assert child.proc.returncode != 0 and "without a token" in child.output()
-
-
-def test_node_with_a_token(procs):
-    procs.start_executable("training_web_app", "training_web_app",
-                           ["--ros-args", "-p", "port:=0", "-p", "token:=t0ken", "-p", "models_period_s:=3600.0"])
-    line = procs.wait_for_line("training_web_app", lambda s: "listening on http://" in s, timeout=60)
-    url = line.split("listening on ", 1)[1].strip()
-    with httpx.Client(base_url=url, timeout=10) as http:
-        assert http.get("/api/state").status_code == 401
-        assert http.post("/api/session/command", json={"key": "y"}).status_code == 401
-        assert http.get("/api/state", headers={"Authorization": "Bearer t0ken"}).status_code == 200
-        # no hil_session on this graph: the service is named in a 503
-        r = http.post("/api/session/command", json={"key": "y"}, headers={"X-H1-Token": "t0ken"})
-        assert r.status_code == 503 and "/hil_session/command" in r.json()["error"]

@@ -11,8 +11,8 @@ Reads: ``hil_session/status``, ``episode_recorder/status``, ``camera/status``, `
 ``/training_workflow/status``, ``/lerobot/performance_analytics``, ``/lerobot/dataset_list``,
 ``model_comparison/status``, ``/parameter_events`` (the workflow node's parameters), and the policy server's
 ``GET /models``. Calls: ``hil_session/command``, ``hil_session/label``, ``/lerobot/start_data_collection``;
-``/training_workflow/start_training`` (StartTraining: type, dataset, steps, hyperparameters) or, where that is
-not offered, the seed's ``/training_workflow/trigger_training`` (Empty); ``/training_workflow/cancel_training``;
+the workflow manager's ``training.*`` parameters, then the seed's ``/training_workflow/trigger_training``
+(Empty); ``/training_workflow/cancel_training``;
 ``/lerobot/refresh_datasets``, ``/lerobot/get_episode_info``, ``/lerobot/export_dataset``, the dataset manager's
 delete and flag services; ``/model_comparison/start`` and ``stop``; DeployModel (or the policy server's
 ``POST /models/<id>/deploy``); and the workflow node's parameter services (what ``ros2 param set`` uses).
@@ -52,6 +52,7 @@ from h1_training.web.backend import (
     ParamInfo,
     TrainingRequest,
     Unavailable,
+    check_param_value,
 )
 from h1_training.web.server import WebServer
 from h1_training.web.thumbnails import thumbnail_b64
@@ -74,10 +75,15 @@ from h1_training_interfaces.srv import (
     LabelEpisode,
     SessionCommand,
     StartDataCollection,
-    StartTraining,
 )
 
 CAMERAS = ("ego_cam", "cam_left_wrist", "cam_right_wrist")
+# The training request of the page -> the workflow manager's parameters (issue 9's training_workflow_manager);
+# other hyperparameters are merged into its training.hyperparameters_json.
+TRAINING_PARAMS = {"policy_type": "training.policy_type", "steps": "training.steps",
+                   "lr": "training.learning_rate", "learning_rate": "training.learning_rate",
+                   "batch_size": "training.batch_size"}
+HYPERPARAMETERS_JSON = "training.hyperparameters_json"
 MAX_LOSS_POINTS = 5000
 
 PARAMS = [
@@ -105,16 +111,16 @@ PARAMS = [
     ParamSpec("export_timeout_s", 900.0, "timeout of an export [s]", min=1.0, max=86400.0),
     ParamSpec("session_service", "/hil_session/command", "SessionCommand service of hil_session"),
     ParamSpec("label_service", "/hil_session/label", "LabelEpisode service of hil_session"),
-    ParamSpec("start_training_service", "/training_workflow/start_training", "StartTraining service (type, "
-              "dataset, steps, hyperparameters); when not offered, trigger_training_service is called"),
+    ParamSpec("training_node", "/training_workflow_manager", "node whose training.* parameters (policy_type, "
+              "steps, learning_rate, batch_size, hyperparameters_json) the training form sets before the trigger"),
     ParamSpec("trigger_training_service", "/training_workflow/trigger_training", "the seed's std_srvs/Empty"),
     ParamSpec("cancel_training_service", "/training_workflow/cancel_training", "std_srvs/Trigger"),
     ParamSpec("deploy_service", "/training_workflow/deploy_model", "DeployModel service; when not offered, the "
               "policy server's POST /models/<id>/deploy"),
     ParamSpec("delete_episode_service", "/lerobot/delete_episode", "dataset manager: move an episode to the "
               "trash (request fields dataset, index)"),
-    ParamSpec("flag_episode_service", "/lerobot/flag_episode", "dataset manager: flag an episode (request "
-              "fields dataset, index and flagged/exclude)"),
+    ParamSpec("flag_episode_service", "/lerobot/set_episode_excluded", "dataset manager: flag an episode "
+              "\"exclude from training\" (request fields dataset, index and value/flagged/exclude)"),
 ]
 
 _PTYPE = {ParameterType.PARAMETER_BOOL: "bool", ParameterType.PARAMETER_INTEGER: "int",
@@ -358,32 +364,45 @@ class TrainingWebAppNode(ParamsMixin, Node):
 
     # --- training --------------------------------------------------------------------------------------------
     def start_training(self, request: TrainingRequest) -> Outcome:
-        name = self.p["start_training_service"]
-        if self._offered(name):
-            req = StartTraining.Request(policy_type=request.policy_type, dataset=request.dataset,
-                                        steps=request.steps, hyperparameters_json=json.dumps(request.hyperparameters)
-                                        if request.hyperparameters else "")
-            r = self._call(StartTraining, name, req)
-            return Outcome(r.success, r.message, {"job_id": r.job_id})
+        """The workflow manager's way: its ``training.*`` parameters, then the seed's trigger_training (Empty)."""
         trigger = self.p["trigger_training_service"]
         if not self._offered(trigger):
-            raise Unavailable(f"neither {name} nor {trigger} is offered: is training_workflow_manager running?")
-        ignored = [f for f, v in (("dataset", request.dataset), ("steps", request.steps),
-                                  ("hyperparameters", request.hyperparameters)) if v]
-        note = ""
-        try:
-            ptype = next((p for p in self.workflow_parameters() if p.name.endswith("policy_type")), None)
-        except Unavailable:
-            ptype = None
-        if ptype is not None and ptype.value != request.policy_type:
-            self.set_workflow_parameter(ptype.name, request.policy_type)
-            note = f"; {ptype.name} set to {request.policy_type}"
-        elif ptype is None:
-            ignored.append("policy_type")
+            raise Unavailable(f"{trigger} is not offered: is training_workflow_manager running?")
+        node = self.p["training_node"]
+        have = {p.name: p for p in self.node_parameters(node, "training.")}
+        wanted: dict[str, Any] = {TRAINING_PARAMS["policy_type"]: request.policy_type}
+        if request.steps:
+            wanted[TRAINING_PARAMS["steps"]] = request.steps
+        extra = {}
+        for key, value in request.hyperparameters.items():
+            if key in TRAINING_PARAMS:
+                wanted[TRAINING_PARAMS[key]] = value
+            else:
+                extra[key] = value
+        if extra and HYPERPARAMETERS_JSON in have:
+            try:
+                merged = json.loads(have[HYPERPARAMETERS_JSON].value or "{}")
+            except ValueError:
+                merged = {}
+            wanted[HYPERPARAMETERS_JSON] = json.dumps({**merged, **extra}, sort_keys=True)
+        missing = [n for n in wanted if n not in have] + [f"hyperparameter {k}" for k in extra
+                                                          if HYPERPARAMETERS_JSON not in have]
+        checked = {}
+        for name, value in wanted.items():  # check them all before changing any
+            if name in have:
+                checked[name], reason = check_param_value(have[name], value)
+                if reason:
+                    raise InvalidValue(f"{node}: {reason}")
+        for name, value in checked.items():
+            if value != have[name].value:
+                self.set_node_parameter(node, have[name], value)
         self._call(Empty, trigger, Empty.Request())
-        if ignored:
-            note += f"; {trigger} takes no {', '.join(ignored)}: the workflow manager's own settings apply"
-        return Outcome(True, f"training triggered ({trigger}){note}")
+        msg = f"training requested from {node} ({request.policy_type}); its status shows the job"
+        if request.dataset:
+            missing.append(f"dataset {request.dataset} (the workflow manager trains on its workflow.data_dir)")
+        if missing:
+            msg += "; not passed: " + ", ".join(missing)
+        return Outcome(True, msg)
 
     def stop_training(self) -> Outcome:
         r = self._call(Trigger, self.p["cancel_training_service"], Trigger.Request())
@@ -407,8 +426,8 @@ class TrainingWebAppNode(ParamsMixin, Node):
         return Outcome(r.success, r.message, {"output_path": r.output_path})
 
     def _episode_service(self, name: str, fields: dict[str, Any]) -> Outcome:
-        """Call a dataset-manager episode service by name, whatever its type: the request's fields that match
-        ours are filled (dataset; index or episode_index; flagged, flag or exclude)."""
+        """Call a dataset-manager episode service by name, with the type the graph says it has (issue 9's
+        EpisodeAction: dataset, index, value): the request's fields that match ours are filled."""
         type_name = self._offered(name)
         if type_name is None:
             raise Unavailable(f"{name} is not offered: this dataset_manager cannot do that yet")
@@ -416,7 +435,7 @@ class TrainingWebAppNode(ParamsMixin, Node):
         srv_type = getattr(importlib.import_module(f"{pkg}.srv"), cls)
         req = srv_type.Request()
         have = req.get_fields_and_field_types()
-        aliases = {"index": ("index", "episode_index"), "flagged": ("flagged", "flag", "exclude", "data")}
+        aliases = {"index": ("index", "episode_index"), "flagged": ("value", "flagged", "exclude", "data")}
         for ours, value in fields.items():
             for theirs in aliases.get(ours, (ours,)):
                 if theirs in have:
@@ -461,18 +480,20 @@ class TrainingWebAppNode(ParamsMixin, Node):
         return Outcome(True, f"{model_id} deployed on the policy server", {"previous_model_id": previous})
 
     # --- workflow parameters ---------------------------------------------------------------------------------
-    def _param_service(self, kind: str) -> str:
-        return "/" + self.p["workflow_node"].strip("/") + "/" + kind
+    @staticmethod
+    def _param_service(node: str, kind: str) -> str:
+        return "/" + node.strip("/") + "/" + kind
 
-    def workflow_parameters(self) -> list[ParamInfo]:
-        prefix = self.p["workflow_param_prefix"]
-        listed = self._call(ListParameters, self._param_service("list_parameters"), ListParameters.Request(
+    def node_parameters(self, node: str, prefix: str) -> list[ParamInfo]:
+        """``node``'s parameters whose names start with ``prefix``, as ``ros2 param describe`` shows them."""
+        listed = self._call(ListParameters, self._param_service(node, "list_parameters"), ListParameters.Request(
             prefixes=[prefix.rstrip(".")] if prefix.endswith(".") else [], depth=0))  # ROS prefixes are dotted
         names = sorted(n for n in listed.result.names if n.startswith(prefix))
         if not names:
             return []
-        values = self._call(GetParameters, self._param_service("get_parameters"), GetParameters.Request(names=names))
-        descs = self._call(DescribeParameters, self._param_service("describe_parameters"),
+        values = self._call(GetParameters, self._param_service(node, "get_parameters"),
+                            GetParameters.Request(names=names))
+        descs = self._call(DescribeParameters, self._param_service(node, "describe_parameters"),
                            DescribeParameters.Request(names=names))
         out = []
         for name, value, desc in zip(names, values.values, descs.descriptors):
@@ -485,19 +506,25 @@ class TrainingWebAppNode(ParamsMixin, Node):
                                  lo, hi, bool(desc.read_only)))
         return out
 
-    def set_workflow_parameter(self, name: str, value: Any) -> Outcome:
-        current = {p.name: p for p in self.workflow_parameters()}
-        info = current.get(name)
-        if info is None:
-            raise NotFound(f"{self.p['workflow_node']} has no parameter {name!r}")
-        req = SetParameters.Request(parameters=[ParameterMsg(name=name, value=to_param_value(info.type, value,
-                                                                                            info.value))])
-        r = self._call(SetParameters, self._param_service("set_parameters"), req)
-        result = r.results[0]
+    def set_node_parameter(self, node: str, info: ParamInfo, value: Any) -> None:
+        """What ``ros2 param set`` does; InvalidValue with the node's reason when it refuses."""
+        req = SetParameters.Request(parameters=[ParameterMsg(name=info.name, value=to_param_value(info.type, value,
+                                                                                                 info.value))])
+        result = self._call(SetParameters, self._param_service(node, "set_parameters"), req).results[0]
         if not result.successful:
-            raise InvalidValue(f"{self.p['workflow_node']} refused {name}={value!r}: {result.reason}")
+            raise InvalidValue(f"{node} refused {info.name}={value!r}: {result.reason}")
+
+    def workflow_parameters(self) -> list[ParamInfo]:
+        return self.node_parameters(self.p["workflow_node"], self.p["workflow_param_prefix"])
+
+    def set_workflow_parameter(self, name: str, value: Any) -> Outcome:
+        node = self.p["workflow_node"]
+        info = next((p for p in self.workflow_parameters() if p.name == name), None)
+        if info is None:
+            raise NotFound(f"{node} has no parameter {name!r}")
+        self.set_node_parameter(node, info, value)
         self._publish_params()
-        return Outcome(True, f"{name} = {value!r} on {self.p['workflow_node']}")
+        return Outcome(True, f"{name} = {value!r} on {node}")
 
     def close(self) -> None:
         self.server.stop()
