@@ -167,6 +167,7 @@ function renderTrainFacts(): void {
     ["step", s.total_steps ? `${s.step}/${s.total_steps}` : s.step ?? "-"], ["loss", num(s.loss, 4)],
     ["learning rate", typeof s.learning_rate === "number" ? s.learning_rate.toPrecision(3) : "-"], ["steps/s", num(s.steps_per_second, 1)], ["ETA", duration(s.eta_s)],
     ["dataset", t.dataset || "-"], ["model produced", t.model_version || "-"], ["message", t.message || ""],
+    ...(t.error ? [["error", t.error] as [string, unknown]] : []),
   ]);
 }
 
@@ -211,7 +212,7 @@ async function openEpisode(index: number): Promise<void> {
     ["file", e.path], ["frames", `${e.frames} (${num(e.duration_s, 1)} s at ${num(e.fps, 1)} Hz)`],
     ["policy / human frames", `${e.policy_frames} / ${e.human_frames}`], ["missed ticks", e.missed_ticks],
     ["label", success], ["quality", num(e.quality_score, 0)], ["model", e.model_version || "-"],
-    ["flagged", e.flagged ? "yes (excluded from training)" : "no"], ["problems", (e.problems ?? []).join("; ") || "none"],
+    ["excluded from training", (e.flagged ?? e.excluded) === undefined ? "-" : (e.flagged ?? e.excluded) ? "yes" : "no"], ["problems", (e.problems ?? []).join("; ") || "none"],
   ]);
 }
 
@@ -252,6 +253,12 @@ function renderWorkflow(w: Dict): void {
     ["episodes since training", `${w.episodes_collected ?? "-"} / ${w.min_episodes_before_training ?? "-"}`],
     ["model", w.current_model_version || "-"], ["job", w.current_job_id || "-"],
     ["degradation", w.degradation_detected ? "DETECTED" : "no"], ["message", w.message || ""],
+    // fields of the workflow manager's newer WorkflowStatus, when it has them
+    ...(w.server_url !== undefined ? [["GPU server", `${w.server_url}: ${w.server_reachable ? "reachable" : "unreachable"}` +
+      `${w.server_message ? ` (${w.server_message})` : ""}`] as [string, unknown]] : []),
+    ...(w.episodes_total !== undefined ? [["episodes total / held out / excluded",
+      `${w.episodes_total} / ${w.episodes_held_out} / ${w.episodes_excluded}`] as [string, unknown]] : []),
+    ...(w.previous_model_version ? [["rollback would deploy", w.previous_model_version] as [string, unknown]] : []),
   ]);
   renderRecommendations();
 }
@@ -261,9 +268,13 @@ function renderRecommendations(): void {
 }
 function renderAnalytics(a: Dict): void {
   facts($("#analytics"), [
-    ["recent success", `${pct(a.recent_success_rate)} over ${a.window_trials ?? "-"} trials`],
+    ["recent success", `${pct(a.recent_success_rate)}` +
+      `${a.recent_success_ci_low !== undefined && a.recent_success_ci_low >= 0 ? ` [${pct(a.recent_success_ci_low)}, ${pct(a.recent_success_ci_high)}]` : ""}` +
+      ` over ${a.window_trials ?? "-"} trials`],
     ["baseline", pct(a.baseline_success_rate)], ["trend / 100 trials", num(a.trend_per_100_trials, 3)],
     ["degradation", a.degradation_detected ? `yes (p ${num(a.degradation_p_value, 4)})` : "no"],
+    ...(a.degradation_evidence ? [["evidence", a.degradation_evidence] as [string, unknown]] : []),
+    ...(a.intervention_rate !== undefined ? [["interventions", pct(a.intervention_rate)] as [string, unknown]] : []),
   ]);
   renderRecommendations();
 }
