@@ -34,6 +34,7 @@ from h1_training.procs import ProcessGroup, loopback_ros_env, wait_until
 from h1_training.recording import layout as L
 from h1_training.training.synthetic import make_episode
 from h1_training_interfaces.msg import SessionStatus, TrainerStatus, TrainingStats
+from h1_training_interfaces.srv import RecordTrial
 
 pytestmark = pytest.mark.timeout(300)
 ARTIFACTS = Path(os.environ.get("H1_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test_artifacts")) / "web"
@@ -127,6 +128,8 @@ def stack(tmp_path_factory, domain_id):
         group.start_executable("dataset_manager", "dataset_manager", [
             "--ros-args", "-p", f"roots:=['{data}']", "-p", f"export_dir:={tmp / 'exports'}",
             "-p", "refresh_period_s:=0"])
+        group.start_executable("model_comparison", "model_comparison", [
+            "--ros-args", "-p", f"policy_port:={policy_port}", "-p", "trials_per_model:=20"])
         standin = WorkflowStandIn(probe)
         group.start_executable("training_web_app", "training_web_app", [
             "--ros-args", "-p", "port:=0", "-p", f"data_roots:=['{data}']", "-p", "workflow_node:=/dataset_manager",
@@ -139,6 +142,10 @@ def stack(tmp_path_factory, domain_id):
     finally:
         group.stop()
         probe.close()
+
+
+def http_models(url: str) -> dict:
+    return httpx.get(url + "/api/state", timeout=10).json()["models"]
 
 
 def get_param(probe: RosProbe, node: str, name: str):
@@ -244,6 +251,7 @@ def test_browser_drives_session_training_and_workflow(stack):
         b.click(f"{row} .pset")
         b.wait_text("#toast", "below the minimum", 10000)
         assert get_param(stack.probe, "/dataset_manager", "refresh_period_s") == 7.5
+        b.wait_js(f"document.querySelector('{row} .pv').value === '7.5'", 10000)  # the refused value is not kept
 
         # datasets: list and one episode's details
         b.wait_text("#datasets-table", "h1_data/training_session_epoch1", 10000)
@@ -252,6 +260,27 @@ def test_browser_drives_session_training_and_workflow(stack):
         b.wait_text("#episode-detail", "episode_1.hdf5", 10000)
         b.eval("window.scrollTo(0, 0)")
         b.screenshot(ARTIFACTS / "04_datasets_workflow.png")
+        # comparison: an A/B test of the server's two built-in models, followed live, then deploy one
+        b.wait_js("document.querySelectorAll('#cmp-models input').length >= 2", 20000)
+        b.click('#cmp-models input[value="scripted"]')
+        b.click('#cmp-models input[value="scripted-hold"]')
+        b.fill("#cmp-trials", 20)
+        b.click("#cmp-start")
+        b.wait_text("#cmp-state", "RUNNING", 20000)
+        for i in range(12):  # trials reported as the session would report them
+            for model, ok in (("scripted", i % 4 != 0), ("scripted-hold", i % 3 == 0)):
+                stack.probe.call(RecordTrial, "/model_comparison/record_trial", RecordTrial.Request(
+                    model_id=model, success=ok, execution_time_s=10.0 + i % 3, grasp_confidence=-1.0))
+        b.wait_js("document.querySelectorAll('#cmp-table tbody tr').length === 2", 10000)
+        b.wait_text("#cmp-table", "12", 10000)
+        b.wait_text("#cmp-verdict", "p ", 10000)
+        b.eval("window.scrollTo(0, 0)")
+        b.screenshot(ARTIFACTS / "05_comparison.png")
+        b.click("#cmp-stop")
+        b.wait_text("#cmp-state", "CANCELLED", 10000)
+        b.click('#cmp-table button.deploy[data-model="scripted-hold"]')
+        b.wait_text("#deployed", "scripted-hold", 20000)
+        assert http_models(stack.url)["deployed"] == "scripted-hold"
         errors = [c for c in b.console() if c.startswith("pageerror")]
         assert errors == []
 

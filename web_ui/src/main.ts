@@ -428,7 +428,9 @@ function wire(): void {
     if (type === "bool") value = inp.checked;
     else if (type === "int" || type === "float") value = inp.value.trim() === "" ? null : Number(inp.value);
     else if (type === "list") { try { value = JSON.parse(inp.value); } catch { toast("a list is JSON, e.g. [\"a\"]", false); return; } }
-    if (await post("/api/workflow/parameters", { name: row.dataset.param, value })) inp.blur();
+    const ok = await post("/api/workflow/parameters", { name: row.dataset.param, value });
+    (document.activeElement as HTMLElement | null)?.blur();
+    if (!ok) loadParams();  // show the value the node still holds, not the refused one
   });
 }
 
