@@ -79,7 +79,7 @@ from h1_training_interfaces.srv import (
 
 CAMERAS = ("ego_cam", "cam_left_wrist", "cam_right_wrist")
 # The training request of the page -> the workflow manager's parameters (issue 9's training_workflow_manager);
-# other hyperparameters are merged into its training.hyperparameters_json.
+# other hyperparameters, when the request has any, replace its training.hyperparameters_json.
 TRAINING_PARAMS = {"policy_type": "training.policy_type", "steps": "training.steps",
                    "lr": "training.learning_rate", "learning_rate": "training.learning_rate",
                    "batch_size": "training.batch_size"}
@@ -263,11 +263,15 @@ class TrainingWebAppNode(ParamsMixin, Node):
             reset = loss["job_id"] != msg.job_id
             if reset:
                 loss = self._state["loss"] = {"job_id": msg.job_id, "points": []}
-            loss["points"].append(point)
+            # the workflow manager republishes the latest stats periodically: one point per step
+            new = not loss["points"] or point[0] > loss["points"][-1][0]
+            if new:
+                loss["points"].append(point)
             if len(loss["points"]) > MAX_LOSS_POINTS:  # keep the whole run's shape: every other old point
                 loss["points"][: MAX_LOSS_POINTS // 2] = loss["points"][: MAX_LOSS_POINTS // 2: 2]
         self._set("stats", stats)
-        self._set("loss", {"job_id": msg.job_id, "points": [point], "reset": reset}, store=False)
+        if new or reset:
+            self._set("loss", {"job_id": msg.job_id, "points": [point] if new else [], "reset": reset}, store=False)
 
     def _update_camera_subs(self) -> None:
         """Subscribe to the 30 Hz camera streams only while a page watches (and thumbnails are on): with no page
@@ -379,12 +383,8 @@ class TrainingWebAppNode(ParamsMixin, Node):
                 wanted[TRAINING_PARAMS[key]] = value
             else:
                 extra[key] = value
-        if extra and HYPERPARAMETERS_JSON in have:
-            try:
-                merged = json.loads(have[HYPERPARAMETERS_JSON].value or "{}")
-            except ValueError:
-                merged = {}
-            wanted[HYPERPARAMETERS_JSON] = json.dumps({**merged, **extra}, sort_keys=True)
+        if extra and HYPERPARAMETERS_JSON in have:  # the request's extras replace the earlier ones
+            wanted[HYPERPARAMETERS_JSON] = json.dumps(extra, sort_keys=True)
         missing = [n for n in wanted if n not in have] + [f"hyperparameter {k}" for k in extra
                                                           if HYPERPARAMETERS_JSON not in have]
         checked = {}
