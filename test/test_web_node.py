@@ -87,9 +87,11 @@ def test_node_refuses_a_lan_address_without_a_token(procs):
     assert child.proc.returncode != 0 and "without a token" in child.output()
 
 
-def test_node_with_a_token(procs):
-    procs.start_executable("training_web_app", "training_web_app",
-                           ["--ros-args", "-p", "port:=0", "-p", "token:=t0ken", "-p", "models_period_s:=3600.0"])
+def test_node_with_a_token(procs, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    procs.start_executable("training_web_app", "training_web_app", [
+        "--ros-args", "-p", "port:=0", "-p", f"token_file:={token_file}", "-p", "models_period_s:=3600.0"])
     line = procs.wait_for_line("training_web_app", lambda s: "listening on http://" in s, timeout=60)
     url = line.split("listening on ", 1)[1].strip()
     with httpx.Client(base_url=url, timeout=10) as http:

@@ -4,7 +4,7 @@ The page and its HTTP API are ``h1_training.web`` (FastAPI on uvicorn, no rclpy)
 :class:`~h1_training.web.backend.Backend` it talks to, made of ROS topics, services and parameters:
 
     training_web_app                                             # http://127.0.0.1:8080
-    training_web_app --ros-args -p host:=192.168.123.164 -p token:=$(cat ~/.h1_web_token)   # on the robot LAN
+    training_web_app --ros-args -p host:=192.168.123.164 -p token_file:=$HOME/.h1_web_token   # on the robot LAN
 
 Reads: ``hil_session/status``, ``episode_recorder/status``, ``camera/status``, ``camera/*/compressed``
 (thumbnails at ``camera_hz``), ``/lerobot/trainer_status``, ``/lerobot/training_stats`` (the loss curve),
@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import Parameter as ParameterMsg
@@ -90,8 +91,9 @@ PARAMS = [
     ParamSpec("host", "127.0.0.1", "address the web app binds (the robot's LAN address to reach it from another "
               "machine; a non-loopback address needs a token or allow_open_lan)", read_only=True),
     ParamSpec("port", 8080, "HTTP port (0 = any free port; the log says which)", min=0, max=65535, read_only=True),
-    ParamSpec("token", "", "access token for the API and live stream (\"\" = $H1_WEB_TOKEN, else none)",
-              read_only=True),
+    ParamSpec("token", "", "access token for the API and live stream (\"\" = token_file, else $H1_WEB_TOKEN, else "
+              "none); a parameter is readable by anyone on the ROS graph: prefer token_file", read_only=True),
+    ParamSpec("token_file", "", "file holding the access token (first line; keep it mode 600)", read_only=True),
     ParamSpec("allow_open_lan", False, "serve a non-loopback address without a token (not recommended)",
               read_only=True),
     ParamSpec("data_roots", ["data"], "datasets the page may act on must lie under one of these folders "
@@ -127,6 +129,19 @@ _PTYPE = {ParameterType.PARAMETER_BOOL: "bool", ParameterType.PARAMETER_INTEGER:
           ParameterType.PARAMETER_DOUBLE: "float", ParameterType.PARAMETER_STRING: "str",
           ParameterType.PARAMETER_STRING_ARRAY: "list", ParameterType.PARAMETER_INTEGER_ARRAY: "list",
           ParameterType.PARAMETER_DOUBLE_ARRAY: "list", ParameterType.PARAMETER_BOOL_ARRAY: "list"}
+
+
+def read_token_file(path: str) -> str:
+    """The first line of ``path`` ("" when no path is given); a missing, unreadable or empty file is an error."""
+    if not path:
+        return ""
+    try:
+        text = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"token_file {path}: {exc}") from exc
+    if not text:
+        raise ValueError(f"token_file {path} is empty")
+    return text.splitlines()[0].strip()
 
 
 def msg_to_dict(msg: Any) -> Any:
@@ -215,7 +230,7 @@ class TrainingWebAppNode(ParamsMixin, Node):
         self.create_timer(p["models_period_s"], self._poll_models, callback_group=self._group)
         threading.Thread(target=self._poll_models, daemon=True).start()
 
-        token = p["token"] or os.environ.get("H1_WEB_TOKEN", "")
+        token = p["token"] or read_token_file(p["token_file"]) or os.environ.get("H1_WEB_TOKEN", "")
         refusal = security.check_bind(p["host"], token, p["allow_open_lan"])
         if refusal:
             raise ValueError(refusal)
