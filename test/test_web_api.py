@@ -440,3 +440,32 @@ def test_stopping_ends_open_streams(world):
     server.stop()
     assert not server.thread.is_alive() and ended.wait(5)
     assert time.monotonic() - t0 < 2.0  # the stream ended by itself, not by uvicorn's forced cancel
+
+
+def test_live_hub_skips_to_the_newest_state_but_keeps_every_loss_point():
+    import asyncio
+
+    from h1_training.web.live import LiveHub
+
+    async def scenario() -> dict:
+        hub = LiveHub()
+        sub = hub.subscribe(asyncio.get_running_loop())
+
+        def backend_thread() -> None:  # a slow page: 100 changes arrive before it reads
+            for i in range(100):
+                hub.publish("session", {"state_name": f"S{i}"})
+                hub.publish("loss", {"job_id": "j", "points": [[i, 1.0 / (i + 1)]]})
+            hub.publish("loss", {"job_id": "k", "points": [[0, 5.0]], "reset": True})
+            hub.publish("loss", {"job_id": "k", "points": [[1, 4.0]]})
+
+        await asyncio.to_thread(backend_thread)
+        await asyncio.sleep(0.05)  # the loop runs the queued pushes
+        batch = await sub.next_batch(timeout=1.0)
+        hub.unsubscribe(sub)
+        return batch
+
+    batch = asyncio.run(scenario())
+    assert batch["session"] == {"state_name": "S99"}
+    # a new job resets the curve; the points after it all arrive
+    assert batch["loss"]["job_id"] == "k" and batch["loss"]["points"] == [[0, 5.0], [1, 4.0]]
+    assert batch["loss"]["reset"] is True

@@ -257,12 +257,13 @@ class TrainingWebAppNode(ParamsMixin, Node):
         return remove
 
     def _set(self, topic: str, payload: dict[str, Any], store: bool = True) -> None:
+        # Listeners are called under the lock (they only queue: LiveHub.publish never blocks), so two callback
+        # threads cannot hand the page an older status after a newer one.
         with self._lock:
             if store:
                 self._state[topic] = payload
-            listeners = list(self._listeners)
-        for fn in listeners:
-            fn(topic, payload)
+            for fn in self._listeners:
+                fn(topic, payload)
 
     def state(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -273,7 +274,7 @@ class TrainingWebAppNode(ParamsMixin, Node):
     def _on_stats(self, msg: TrainingStats) -> None:
         stats = msg_to_dict(msg)
         point = [int(msg.step), float(msg.loss)]
-        with self._lock:
+        with self._lock:  # one lock for the series and its events: points reach the page in order
             loss = self._state["loss"]
             reset = loss["job_id"] != msg.job_id
             if reset:
@@ -284,9 +285,11 @@ class TrainingWebAppNode(ParamsMixin, Node):
                 loss["points"].append(point)
             if len(loss["points"]) > MAX_LOSS_POINTS:  # keep the whole run's shape: every other old point
                 loss["points"][: MAX_LOSS_POINTS // 2] = loss["points"][: MAX_LOSS_POINTS // 2: 2]
-        self._set("stats", stats)
-        if new or reset:
-            self._set("loss", {"job_id": msg.job_id, "points": [point] if new else [], "reset": reset}, store=False)
+            self._state["stats"] = stats
+            for fn in self._listeners:
+                fn("stats", stats)
+                if new:
+                    fn("loss", {"job_id": msg.job_id, "points": [point], "reset": reset})
 
     def _update_camera_subs(self) -> None:
         """Subscribe to the 30 Hz camera streams only while a page watches (and thumbnails are on): with no page

@@ -148,7 +148,8 @@ class Backend(Protocol):
         """The latest payload of every topic (see the module docstring); a copy the caller may keep."""
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(topic, payload)`` (from any thread) on every change; returns the unsubscribe."""
+        """Call ``listener(topic, payload)`` (from any thread, in the order of the changes) on every change;
+        returns the unsubscribe. Listeners must not block (the app's only queues)."""
 
     # session
     def session_command(self, key: str) -> Outcome: ...

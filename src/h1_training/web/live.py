@@ -26,6 +26,8 @@ class Subscriber:
                 self.pending[topic].get("job_id") == payload.get("job_id") and not payload.get("reset"):
             merged = dict(payload)
             merged["points"] = list(self.pending[topic].get("points", [])) + list(payload.get("points", []))
+            if self.pending[topic].get("reset"):
+                merged["reset"] = True  # the page must still drop the older curve
             self.pending[topic] = merged
         else:
             self.pending[topic] = payload
