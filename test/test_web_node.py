@@ -101,6 +101,18 @@ def test_node_with_a_token(procs, tmp_path):
         # no hil_session on this graph: the service is named in a 503
         r = http.post("/api/session/command", json={"key": "y"}, headers={"X-H1-Token": "t0ken"})
         assert r.status_code == 503 and "/hil_session/command" in r.json()["error"]
+    if browser_missing() is None:  # the login form in a real browser: its cookie carries the page and the stream
+        with Browser() as b:
+            b.goto(url + "/")
+            assert b.eval("location.pathname") == "/login"
+            b.fill("input[name=token]", "wrong")
+            b.click("button[type=submit]")
+            b.wait_text("body", "Wrong token", 10000)
+            b.fill("input[name=token]", "t0ken")
+            b.click("button[type=submit]")
+            b.wait_js("window.__h1 && window.__h1.ready !== null", 20000)  # the live stream's first snapshot
+            b.wait_text("#conn", "live", 10000)
+            assert "t0ken" not in json.dumps(b.do("cookies"))
 
 
 @pytest.fixture(scope="module")
