@@ -78,6 +78,28 @@ class WorkflowStandIn:
                                           policy_type=policy_type, progress_pct=100.0))
 
 
+def test_adapter_conversions(tmp_path):
+    from rcl_interfaces.msg import ParameterType
+
+    from h1_training.nodes.training_web_app_node import msg_to_dict, param_value, read_token_file, to_param_value
+
+    d = msg_to_dict(TrainingStats(job_id="j", step=3, loss=0.5))
+    assert d["job_id"] == "j" and d["step"] == 3 and d["loss"] == 0.5 and isinstance(d["header"]["stamp"], float)
+    T = ParameterType
+    for kind, value, ptype in (("bool", True, T.PARAMETER_BOOL), ("int", 3, T.PARAMETER_INTEGER),
+                               ("float", 2, T.PARAMETER_DOUBLE), ("str", "x", T.PARAMETER_STRING),
+                               ("list", ["a"], T.PARAMETER_STRING_ARRAY)):
+        pv = to_param_value(kind, value, None)
+        assert pv.type == ptype and param_value(pv) == value
+    assert to_param_value("list", [1.5], [0.5]).type == T.PARAMETER_DOUBLE_ARRAY
+    assert read_token_file("") == ""
+    with pytest.raises(ValueError, match="empty"):
+        (tmp_path / "t").write_text("\n")
+        read_token_file(str(tmp_path / "t"))
+    with pytest.raises(ValueError, match="token_file"):
+        read_token_file(str(tmp_path / "missing"))
+
+
 # these two run before the module's stack starts (a running hil_session would answer them)
 
 def test_node_refuses_a_lan_address_without_a_token(procs):
