@@ -17,6 +17,8 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
+    # the page: index.html (committed) and the esbuild bundle app.js/app.css (built by scripts/setup_env.sh)
+    package_data={PACKAGE + ".web": ["static/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
@@ -50,8 +52,11 @@ setup(
         # GPU server: training and serving (torch comes with lerobot)
         "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av"],
         "gateway": ["foxglove-sdk>=0.30,<0.31"],
-        # protobuf: decodes Foxglove images in the gateway test
-        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow", "import-linter>=2.5,<3", "protobuf"],
+        # training_web_app: FastAPI on uvicorn; python-multipart for the login form
+        "web": ["fastapi==0.163.2", "uvicorn==0.54.0", "python-multipart==0.0.34"],
+        # protobuf: decodes Foxglove images in the gateway test; httpx: the web app's API tests
+        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow", "import-linter>=2.5,<3", "protobuf",
+                 "httpx"],
     },
     zip_safe=True,
     maintainer="h1_training developers",

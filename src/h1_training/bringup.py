@@ -113,7 +113,7 @@ def load_profile(name: str, base: Path | None = None) -> Profile:
 
 # --- private ports ------------------------------------------------------------------------------------------------
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-_TCP_LOOPBACK = re.compile(r"tcp://(127\.0\.0\.1|localhost):(\d+)")
+_TCP_LOOPBACK = re.compile(r"(tcp|http|ws)://(127\.0\.0\.1|localhost):(\d+)/?")
 FIXED_PORTS_ENV = "H1_FIXED_PORTS"   # "1": keep the parameter files' ports (one stack per machine)
 PORT_ENV_PREFIX = "H1_PORT_"         # H1_PORT_5555=15555: this port instead of a free one
 
@@ -153,7 +153,8 @@ class PortPlan:
 
 def _loopback_ports(section: dict) -> list[tuple[str, int, str]]:
     """(key, port, how) for the loopback ports of one node's parameters: ``*_port`` integers whose host
-    (``host`` or ``<prefix>_host``) is loopback, and ``tcp://127.0.0.1:N`` addresses."""
+    (``host`` or ``<prefix>_host``) is loopback, and ``tcp://``, ``http://`` or ``ws://127.0.0.1:N``
+    addresses (e.g. the workflow manager's ``server.url``)."""
     found = []
     for key, value in section.items():
         if key.endswith("_port") and isinstance(value, int) and not isinstance(value, bool):
@@ -162,7 +163,7 @@ def _loopback_ports(section: dict) -> list[tuple[str, int, str]]:
             if host in LOOPBACK_HOSTS:
                 found.append((key, value, "int"))
         elif isinstance(value, str) and (m := _TCP_LOOPBACK.fullmatch(value)):
-            found.append((key, int(m.group(2)), f"tcp://{m.group(1)}:"))
+            found.append((key, int(m.group(3)), f"{m.group(1)}://{m.group(2)}:"))
     return found
 
 

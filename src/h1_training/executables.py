@@ -23,6 +23,7 @@ NODES: dict[str, str] = {
     "model_comparison": "h1_training.nodes.model_comparison_node:main",
     "training_workflow_manager": "h1_training.nodes.training_workflow_manager_node:main",
     "foxglove_gateway": "h1_training.nodes.foxglove_gateway_node:main",
+    "training_web_app": "h1_training.nodes.training_web_app_node:main",
 }
 
 # The command-line tool.

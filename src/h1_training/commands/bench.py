@@ -11,6 +11,7 @@ missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_
     h1-training bench serve --json
     h1-training bench ab --json            # sequential A/B test vs the exact fixed design (seeded simulation)
     h1-training bench datasets --json      # catalog refresh of 1,000 episodes, playback timing
+    h1-training bench web --json           # page load and ROS -> page latency in chromium
     h1-training bench all --json > bench.json && python scripts/bench_table.py bench.json   # README table
 """
 
@@ -25,8 +26,8 @@ import time
 import traceback
 
 HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
-        "foxglove, all)")
-BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove")
+        "foxglove, web, all)")
+BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -47,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=module.HELP, conflict_handler="resolve")
         _common(p)
         module.add_arguments(p)
-        p.set_defaults(_bench=module.run)
+        # a benchmark with targets may say how to exit (exit_code(figures, args)); the others exit 0
+        p.set_defaults(_bench=module.run, _bench_exit=getattr(module, "exit_code", None))
     p = sub.add_parser("all", help="run every benchmark with its defaults")
     _common(p)
     p.set_defaults(_bench=None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ DIRECT_DEFAULTS = {"episodes": 2, "policy_seconds": 6.0, "human_seconds": 6.0}
 PROFILE = "sim_hil"
 SERVER_EXE, SESSION_EXE, RECORDER_EXE = "h1-training", "hil_session", "episode_recorder"
 GATEWAY_EXE = "foxglove_gateway"  # its URL is printed: Foxglove Studio connects there
+WEB_EXE, WEB_PORT = "training_web_app", 8080
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +73,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- the full loop ---------------------------------------------------------------------------------------------
+def port_or_free(port: int) -> int:
+    """``port`` when nothing listens on 127.0.0.1:port, else a free one (the web page's well-known 8080)."""
+    from h1_training.bringup import free_port
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
 def seed_weak_policy(models_dir: Path) -> str:
     """Register and deploy the loop's first policy: the scripted reach toward POLICY_MISS_RAD (short of the target
     and off to the side, as a weak policy reaches). The server serves it as epoch 1 (its registry generation)."""
@@ -248,9 +262,14 @@ def run_loop(args: argparse.Namespace) -> int:
                 tail += ["-p", f"save_dir:={robot_dir}", "-p", f"rsync_target:={gpu_dir}/"]
             elif node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={robot_dir}"]
+            elif node.executable == WEB_EXE:
+                tail += ["-p", f"port:={port_or_free(WEB_PORT)}", "-p", f"data_roots:=['{run_dir}']"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
             if node.executable == GATEWAY_EXE:
                 print_foxglove(group, node.name)
+            if node.executable == WEB_EXE:
+                line = group.wait_for_line(node.name, lambda s: "listening on http://" in s, timeout=60)
+                print(f"[demo] web training interface: {line.split('listening on ', 1)[1].strip()}", flush=True)
             if node.executable == SERVER_EXE:
                 line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
                 port = int(line.rsplit(":", 1)[1])
