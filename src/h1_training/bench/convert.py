@@ -141,7 +141,7 @@ def _decode_resize_split(episodes: Path, resize: tuple[int, int] | None,
     import cv2
     import h5py
 
-    from h1_training.drivers.cameras import decode_jpeg_rgb
+    from h1_training.jpeg import decode_jpeg_rgb
     from h1_training.recording import layout as L
 
     path = next(episodes.rglob("episode_*.hdf5"))
