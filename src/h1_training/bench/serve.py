@@ -181,14 +181,11 @@ def _start_server(root: Path, device: str, n_models: int):
 
 def _run(args: argparse.Namespace) -> dict:
     from h1_training.bench.report import Target, evaluate, peak_rss_mb
+    from h1_training.policy.train_request import resolve_device
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     learned = [p for p in policies if p not in BASELINES]
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     tmp = None
     if args.keep is None:
         tmp = tempfile.TemporaryDirectory(prefix="h1_bench_serve_")

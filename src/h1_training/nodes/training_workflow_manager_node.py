@@ -35,6 +35,7 @@ from std_srvs.srv import Empty, SetBool, Trigger
 
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
 from h1_training.params import param
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINING_DEVICES
 from h1_training.workflow.collection import CollectionPlan
 from h1_training.workflow.machine import JOB_STATE, POLICY_TYPES, WorkflowConfig, check_config, parse_hyperparameters
 from h1_training.workflow.runner import RunnerConfig, WorkflowRunner
@@ -80,8 +81,8 @@ class WorkflowManagerParams:
         min=0.0, max=0.999, name="training.learning_rate")
     training_human_weight: float = param(2.0, "sampling weight of human-correction frames",
         min=0.0, max=100.0, name="training.human_weight")
-    training_device: str = param("auto", "where the server trains",
-        choices=('auto', 'cpu', 'cuda', 'mps'), name="training.device")
+    training_device: str = param(DEFAULT_TRAINING_DEVICE, "where the server trains (auto: cuda when present)",
+        choices=TRAINING_DEVICES, name="training.device")
     training_hyperparameters_json: str = param("", "policy options as a JSON object, e.g. {\"chunk_size\": 20}",
         name="training.hyperparameters_json")
     evaluation_alpha: float = param(0.05, "significance level of the deploy gate",
