@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE
+
 HELP = ("policy server: latency p50/p99 per policy type over 1,000 requests (openpi-client, no-op wire baseline), "
         "policy-loop held ticks, train steps/s, peak RSS")
 BASELINES = ("noop", "scripted")  # built-in models: nothing to train
@@ -75,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recorded and sent camera frames (default 640x480)")
     parser.add_argument("--train-size", type=_size, default=(320, 240), metavar="WxH",
                         help="dataset image size the models train on (convert --resize; default 320x240)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="train and serve on")
+    parser.add_argument("--device", default=DEFAULT_TRAINING_DEVICE, choices=("auto", "cpu", "cuda"),
+                        help="train and serve on")
     parser.add_argument("--keep", type=Path, help="keep the generated data and models in this folder")
 
 
