@@ -130,7 +130,7 @@ class GravityRig:
         """HOLD (reset any E-STOP), TRACK to ``pose``, then HOLD there; return the settled (sagged) pose."""
         self.hand(None)
         deadline = time.monotonic() + 5
-        while not (self.set_mode(MODE.MODE_HOLD).success and self.mode.last().data == "HOLD"):
+        while not (self.set_mode(MODE.MODE_HOLD).success and getattr(self.mode.last(), "data", None) == "HOLD"):
             assert time.monotonic() < deadline, "could not bring the arm to HOLD"
             self.set_mode(MODE.MODE_RESET_ESTOP)
             time.sleep(0.1)

@@ -489,11 +489,17 @@ def test_detailed_comparison_and_request_validation():
         Comparison(["a", "b"], MODE_AB, alpha=0.7)
 
 
-def test_bench_exit_status_follows_its_targets():
-    from h1_training.commands.bench import _exit_code
+def test_bench_exit_status_follows_its_targets(capsys):
+    from h1_training.bench.report import missed
+    from h1_training.commands.bench import exit_status
 
-    missed = {"all_targets_met": False, "targets": {"power_ge_0_8": False, "false_positive_rate_le_alpha": True}}
-    assert _exit_code("ab", missed, no_fail=False) == 1
-    assert _exit_code("ab", missed, no_fail=True) == 0
-    assert _exit_code("ab", {"all_targets_met": True, "targets": {}}, no_fail=False) == 0
-    assert _exit_code("serve", {"latency_p50_ms": 4.0}, no_fail=False) == 0  # benches without targets
+    def finished(figures: dict) -> dict:
+        return {**figures, "missed_targets": missed(figures)}
+
+    ab_missed = finished({"targets": {"power >= 0.8": False, "false_positive_rate <= 0.05": True}})
+    assert exit_status({"ab": ab_missed}, no_fail=False) == 1
+    assert "ab: power >= 0.8" in capsys.readouterr().err
+    assert exit_status({"ab": ab_missed}, no_fail=True) == 0
+    assert exit_status({"ab": finished({"targets": {"power >= 0.8": True}})}, no_fail=False) == 0
+    assert exit_status({"ab": finished({"targets": {"power >= 0.8": None}})}, no_fail=False) == 1  # not measured
+    assert exit_status({"serve": finished({"latency_p50_ms": 4.0})}, no_fail=False) == 0  # a bench without targets

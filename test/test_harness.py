@@ -183,7 +183,7 @@ def test_readme_table_is_generated_from_bench_json(tmp_path):
 
 
 def test_the_noop_wire_baseline_answers_without_looking_and_is_never_deployable(tmp_path):
-    from h1_training.policy.model_pool import ModelPool
+    from h1_training.serve.model_pool import ModelPool
 
     pool = ModelPool(tmp_path)
     out = pool.get("noop").infer({"not": "an observation"})

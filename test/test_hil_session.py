@@ -53,12 +53,14 @@ def hil(procs, probe, tmp_path):
     status = probe.capture(SessionStatus, "/hil_session/status", STATUS_QOS)
     modes = probe.capture(String, "/arm/mode", LATCHED_QOS)
     joints = probe.capture(JointState, "/joint_states", SENSOR_QOS, keep=5)
+    # the robot side is up when the arm publishes measured joint states and serves its modes, and the recorder
+    # serves; only then the session (its first act is arm HOLD: under load the arm may come up seconds later)
+    joints.wait(1, timeout=60)
+    probe.wait_for_service("/arm/set_mode", timeout=60)
+    probe.wait_for_service("/episode_recorder/start", timeout=60)
     session = procs.start_executable("hil_session", "hil_session", [
         "--ros-args", "-p", "policy_host:=127.0.0.1", "-p", f"policy_port:={port}", "-p", f"save_dir:={data}",
         "-p", f"rsync_target:={synced}/", "-p", "poll_period_s:=0.3", "-p", "prompt:=reach forward"])
-    # the robot side is up when the arm publishes measured joint states and the recorder serves
-    joints.wait(1, timeout=60)
-    probe.wait_for_service("/episode_recorder/start", timeout=60)
     return SimpleNamespace(data=data, synced=synced, server=server, session=session, status=status, modes=modes)
 
 

@@ -69,6 +69,9 @@ class Profile:
     description: str
     nodes: tuple[NodeSpec, ...]
     path: Path
+    # false for a robot's profile: every address in its files is the operator's (the robot, the GPU server, maybe
+    # through an ssh tunnel on 127.0.0.1) and must never move; true where all endpoints are our own emulators
+    private_ports: bool = True
 
 
 def available_profiles(base: Path | None = None) -> list[str]:
@@ -108,7 +111,11 @@ def load_profile(name: str, base: Path | None = None) -> Profile:
         )
     if not nodes:
         raise ProfileError(f"{path}: profile has no nodes")
-    return Profile(name=name, description=str(data.get("description", "")), nodes=tuple(nodes), path=path)
+    private = data.get("private_ports", True)
+    if not isinstance(private, bool):
+        raise ProfileError(f"{path}: private_ports must be true or false, got {private!r}")
+    return Profile(name=name, description=str(data.get("description", "")), nodes=tuple(nodes), path=path,
+                   private_ports=private)
 
 
 # --- private ports ------------------------------------------------------------------------------------------------
@@ -169,12 +176,13 @@ def _loopback_ports(section: dict) -> list[tuple[str, int, str]]:
 
 def plan_ports(profile: Profile, environ: dict[str, str] | None = None) -> PortPlan:
     """Private loopback ports for one stack of ``profile``, so that two stacks (tests, benches, the demo,
-    `h1-training up sim`) run side by side on one machine. Only loopback endpoints move (a robot's address never
-    does); ``H1_PORT_<N>=<M>`` in the environment pins profile port N to M, ``H1_FIXED_PORTS=1`` keeps the files'
-    ports (an external tool expects them)."""
+    `h1-training up sim`) run side by side on one machine. Only loopback endpoints move, and only in profiles that
+    do not say ``private_ports: false`` (the real robot's: its addresses, loopback ones included, never move);
+    ``H1_PORT_<N>=<M>`` in the environment pins profile port N to M, ``H1_FIXED_PORTS=1`` keeps the files' ports
+    (an external tool expects them)."""
     env = os.environ if environ is None else environ
     plan = PortPlan()
-    if env.get(FIXED_PORTS_ENV, "") not in ("", "0"):
+    if not profile.private_ports or env.get(FIXED_PORTS_ENV, "") not in ("", "0"):
         return plan
 
     def new_port(old: int) -> int:
