@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from h1_training import jpeg as jpeg_codec
 from h1_training.drivers import cameras as cams
 from h1_training.robot_model import CAMERA_NAMES
 
@@ -25,9 +26,9 @@ def test_image_message_format_and_quality_estimate():
 
     img = np.zeros((48, 64, 3), np.uint8)
     cv2.circle(img, (32, 24), 10, (0, 0, 255), -1)
-    jpeg = cams.encode_jpeg(img, 85)
-    assert cams.estimate_jpeg_quality(jpeg) == 85
-    assert cams.estimate_jpeg_quality(cams.encode_jpeg(img, 95)) == 95
+    jpeg = jpeg_codec.encode_jpeg(img, 85)
+    assert jpeg_codec.estimate_jpeg_quality(jpeg) == 85
+    assert jpeg_codec.estimate_jpeg_quality(jpeg_codec.encode_jpeg(img, 95)) == 95
     with_header = cams.pack_image_message(jpeg, 1234.5, 77)
     assert len(with_header) == len(jpeg) + 12  # struct 'dI': 8-byte double + 4-byte uint
     msg = cams.parse_image_message(with_header)

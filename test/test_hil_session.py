@@ -234,6 +234,13 @@ def test_training_config_keys_and_parameter_precedence(tmp_path, monkeypatch):
     assert resolve_settings({"sync_enabled": False}, values).rsync_target == ""
     monkeypatch.setenv("H1_POLICY_API_KEY", "k")
     assert resolve_settings({}, values).api_key == "k"
+    # unset ("" / 0) and not in the config file either: the documented fallbacks
+    s = resolve_settings({}, {})
+    assert (s.policy_host, s.policy_port, s.save_dir, s.rsync_target) == ("127.0.0.1", 8000, "data/h1_data_auto", "")
+    with pytest.raises(ValueError, match="port must be 1..65535"):
+        resolve_settings({}, {"policy_port": 70000})
+    with pytest.raises(ValueError, match="policy_host is blank"):
+        resolve_settings({"policy_host": "  "}, values)
     cfg.write_text("policy_server:\n  port: eight\n")
     with pytest.raises(ValueError, match="policy_server.port"):
         load_training_config(cfg)

@@ -236,3 +236,17 @@ def test_emulator_answers_like_a_modbus_device():
     finally:
         client.close()
         server.stop()
+
+
+def test_reconnect_max_below_initial_is_refused_with_the_reason(procs):
+    # one declaration (WorkerConfig): the node refuses the pair instead of silently raising reconnect_max_s
+    node = procs.start_executable("hand_bad", "inspire_hand_node", [
+        "--ros-args", "-p", "left_enabled:=false", "-p", "right_enabled:=false",
+        "-p", "reconnect_initial_s:=2.0", "-p", "reconnect_max_s:=0.5",
+    ], expect_exit=True)
+    procs.wait_for_line("hand_bad", lambda line: "invalid parameters at start-up: reconnect_max_s (0.5 s) must be "
+                        ">= reconnect_initial_s (2 s)" in line, timeout=30)
+    assert node.proc.wait(timeout=30) != 0
+    with pytest.raises(ValueError, match="reconnect_max_s"):
+        im.WorkerConfig(reconnect_initial_s=1.0, reconnect_max_s=0.5)
+    assert im.WorkerConfig(status_rate_hz=4.0).status_period_s == 0.25

@@ -25,8 +25,7 @@ from rcl_interfaces.srv import GetParameters
 from std_srvs.srv import Empty
 
 from h1_training.bench.browser import Browser, browser_missing
-from h1_training.bringup import load_profile
-from h1_training.commands.demo import sim_port_overrides
+from h1_training.bringup import load_profile, start_profile
 from h1_training.nodes.common import LATCHED_QOS
 from h1_training.nodes.hil_session_node import STATUS_QOS
 from h1_training.nodes.probe import RosProbe
@@ -104,7 +103,8 @@ def test_adapter_conversions(tmp_path):
 
 def test_node_refuses_a_lan_address_without_a_token(procs):
     child = procs.start_executable("training_web_app", "training_web_app",
-                                   ["--ros-args", "-p", "host:=0.0.0.0", "-p", "port:=0"])
+                                   ["--ros-args", "-p", "host:=0.0.0.0", "-p", "port:=0"],
+                                   expect_exit=True)
     wait_until(lambda: not child.running, 30, "training_web_app to exit")
     assert child.proc.returncode != 0 and "without a token" in child.output()
 
@@ -147,14 +147,13 @@ def stack(tmp_path_factory, domain_id):
     group = ProcessGroup(env=loopback_ros_env(domain_id))
     probe = RosProbe(f"web_test_probe_{os.getpid()}")
     try:
-        overrides = sim_port_overrides()
-        for node in load_profile("sim").nodes:
-            extra = [x for v in overrides.get(node.name, []) for x in ("-p", v)]
-            if node.executable == "h1_arm_node":  # chromium starting on 2 shared cores must not trip the watchdog
-                extra += ["-p", "lowstate_timeout_s:=1.0"]
-            if node.executable == "episode_recorder":
-                extra += ["-p", f"save_dir:={data / 'session'}"]
-            group.start_executable(node.name, node.executable, node.argv_tail() + extra)
+        # the sim profile's robot side on private ports; this test starts its own dataset manager and model
+        # comparison (on its data) and stands in for the workflow manager (to see the web app's requests)
+        start_profile(group, load_profile("sim"), {
+            # chromium starting on 2 shared cores must not trip the watchdog
+            "h1_arm_node": ["-p", "lowstate_timeout_s:=1.0"],
+            "episode_recorder": ["-p", f"save_dir:={data / 'session'}"],
+        }, skip=("training_workflow_manager", "dataset_manager", "model_comparison", "foxglove_gateway"))
         group.start_executable("policy_server", "h1-training", ["serve", "--port", "0"])
         line = group.wait_for_line("policy_server", lambda s: "listening on ws://" in s, timeout=60)
         policy_port = int(line.rsplit(":", 1)[1])
@@ -204,9 +203,10 @@ def test_api_over_the_real_stack(stack):
     assert http.get("/api/datasets/episode", params={"dataset": "../etc", "index": 0}).status_code == 400
     r = http.post("/api/datasets/export", json={"dataset": sets[0]["name"], "format": "hdf5"})
     assert r.status_code == 200 and r.json()["ok"] and Path(r.json()["output_path"]).is_dir()
-    # delete/flag: the dataset manager of main offers no such service yet -> 503 naming it
+    # flag: the dataset manager marks the episode's file excluded from training
     r = http.post("/api/datasets/flag", json={"dataset": sets[0]["name"], "index": 0, "flagged": True})
-    assert r.status_code == 503 and "/lerobot/set_episode_excluded" in r.json()["error"]
+    assert r.status_code == 200, r.text
+    assert L.is_excluded(stack.data / "h1_data" / "training_session_epoch1" / "episode_0.hdf5")
     # data collection is the workflow manager's (issue 9), not on this graph: a 503 naming the service
     r = http.post("/api/collection/start", json={"mode": "hil", "target_episodes": 5})
     assert r.status_code == 503 and "/lerobot/start_data_collection" in r.json()["error"]

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import time
@@ -225,7 +224,7 @@ def test_interval_trigger_server_killed_mid_job_restart_and_state_file(procs, pr
 
     # the GPU server dies mid-job: the status says so, the node lives
     server = procs.get("policy_server")
-    os.killpg(server.proc.pid, signal.SIGKILL)
+    server.signal(signal.SIGKILL)  # on purpose: its exit is expected
     down = status.wait(where=lambda m: not m.server_reachable, timeout=30)
     assert down.stage_name == "ERROR" and "unreachable" in down.message
     time.sleep(2.0)

@@ -112,7 +112,10 @@ class _ThreadProfiler:
             self.cpu[tid] = max(self.cpu.get(tid, 0.0), secs)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.period):
+        from h1_training.rates import Ticker
+
+        ticker = Ticker(1.0 / self.period)
+        while ticker.wait(self._stop) is not None:
             self.sample()
 
     def __enter__(self) -> _ThreadProfiler:
@@ -141,10 +144,10 @@ def _decode_resize_split(episodes: Path, resize: tuple[int, int] | None,
     import cv2
     import h5py
 
-    from h1_training.drivers.cameras import decode_jpeg_rgb
+    from h1_training.jpeg import decode_jpeg_rgb
     from h1_training.recording import layout as L
 
-    path = next(episodes.rglob("episode_*.hdf5"))
+    path = next(episodes.rglob(L.EPISODE_GLOB))
     with h5py.File(path, "r") as f:
         frames = [bytes(f[L.IMAGE_KEYS[0]][i]) for i in range(min(n, len(f[L.IMAGE_KEYS[0]])))]
     t0 = time.thread_time()

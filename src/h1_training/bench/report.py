@@ -12,11 +12,12 @@ import numbers
 import os
 import platform
 import resource
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from h1_training import procs
 
 _OPS = ("<=", ">=", "<", ">", "==", "within")
 
@@ -79,12 +80,13 @@ def _version(module: str) -> str | None:
 
 def _git_commit() -> str | None:
     root = Path(__file__).resolve().parents[3]
+    lines: list[str] = []
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+        result = procs.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], on_line=lines.append,
+                           timeout_s=5)
+    except OSError:  # no git
         return None
-    return out.stdout.strip() or None
+    return lines[0].strip() if result.rc == 0 and lines and lines[0].strip() else None
 
 
 def _cpu_model() -> str:

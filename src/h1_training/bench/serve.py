@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE
+
 HELP = ("policy server: latency p50/p99 per policy type over 1,000 requests (openpi-client, no-op wire baseline), "
         "policy-loop held ticks, train steps/s, peak RSS")
 BASELINES = ("noop", "scripted")  # built-in models: nothing to train
@@ -75,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recorded and sent camera frames (default 640x480)")
     parser.add_argument("--train-size", type=_size, default=(320, 240), metavar="WxH",
                         help="dataset image size the models train on (convert --resize; default 320x240)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="train and serve on")
+    parser.add_argument("--device", default=DEFAULT_TRAINING_DEVICE, choices=("auto", "cpu", "cuda"),
+                        help="train and serve on")
     parser.add_argument("--keep", type=Path, help="keep the generated data and models in this folder")
 
 
@@ -181,14 +184,11 @@ def _start_server(root: Path, device: str, n_models: int):
 
 def _run(args: argparse.Namespace) -> dict:
     from h1_training.bench.report import Target, evaluate, peak_rss_mb
+    from h1_training.policy.train_request import resolve_device
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     learned = [p for p in policies if p not in BASELINES]
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     tmp = None
     if args.keep is None:
         tmp = tempfile.TemporaryDirectory(prefix="h1_bench_serve_")

@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if why:
         return {"skipped": why, "ok": False}
     from h1_training.nodes.hil_session_node import STATUS_QOS
-    from h1_training.nodes.probe import RosProbe
+    from h1_training.nodes.probe import RosProbe, ros_type
     from h1_training.procs import ProcessGroup, loopback_ros_env
-    from h1_training_interfaces.msg import SessionStatus
+
+    SessionStatus = ros_type("h1_training_interfaces/msg/SessionStatus")  # ROS types by name: only nodes/ imports them
 
     domain = random.randint(150, 230)
     os.environ["ROS_DOMAIN_ID"] = str(domain)

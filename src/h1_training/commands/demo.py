@@ -199,6 +199,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch: int,
                server_epoch: int | None) -> list[str]:
     """Why the loop did not complete (empty: it did)."""
+    from h1_training.recording.layout import SYNC_MARKER
+
     problems = []
     done = summary["epochs"]
     if len(done) < epochs:
@@ -210,7 +212,7 @@ def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch:
             problems.append(f"epoch {e['epoch']}: invalid episode(s) {bad}")
         if len(eps) != episodes:
             problems.append(f"epoch {e['epoch']}: {len(eps)} episode(s), expected {episodes}")
-        if len(e["synced_identical"]) != len(eps) or "SYNC_COMPLETE" not in e["synced_files"]:
+        if len(e["synced_identical"]) != len(eps) or SYNC_MARKER not in e["synced_files"]:
             problems.append(f"epoch {e['epoch']}: not fully synced ({e['synced_files']})")
         if e["trained_model"] is None or e["served_epoch"] is None:
             problems.append(f"epoch {e['epoch']}: the server did not retrain and serve a model on it")

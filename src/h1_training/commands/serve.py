@@ -58,22 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
     import signal
 
+    from h1_training.policy.train_request import resolve_device
     from h1_training.serve.server import PolicyServer, ServerConfig
     from h1_training.training.autotrain import AutoTrainConfig
     from h1_training.training.jobs import POLICY_TYPES
@@ -101,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                                    human_weight=args.auto_human_weight, quiet_s=args.auto_quiet_s,
                                    require_marker=args.auto_require_marker)
         config = ServerConfig(host=args.host, port=args.port, models_dir=args.models_dir, data_dir=args.data_dir,
-                              work_dir=args.work_dir, api_key=api_key, device=_device(args.device),
+                              work_dir=args.work_dir, api_key=api_key, device=resolve_device(args.device),
                               default_model=args.default_model, max_loaded_models=args.max_loaded_models,
                               max_message_bytes=int(args.max_message_mb * 1024 * 1024), auto_train=auto)
     except (ValueError, OSError) as exc:

@@ -284,7 +284,7 @@ def _is_session_dir(path: Path) -> bool:
 
 
 def _holds_episodes(path: Path) -> bool:
-    return any(path.glob("episode_*.hdf5"))
+    return any(path.glob(L.EPISODE_GLOB))
 
 
 def _is_lerobot_dir(path: Path) -> bool:

@@ -23,6 +23,7 @@ from mcap_ros2.writer import Writer
 
 from h1_training.recording import layout as L
 from h1_training.robot_model import ARM_JOINT_NAMES, HAND_JOINT_NAMES
+from h1_training.stamps import seconds_to_ns, split_ns
 
 # Message definitions (ROS 2 Kilted sensor_msgs, std_msgs, builtin_interfaces), comments removed, dependencies
 # appended in the ros2msg format that mcap-ros2-support and Foxglove read.
@@ -43,14 +44,15 @@ def _frame_times_ns(f: h5py.File, frames: int, fps: float) -> np.ndarray:
     stamp = f.attrs.get("timestamp", "")
     stamp = stamp.decode() if isinstance(stamp, bytes) else str(stamp)
     try:
-        start = int(datetime.datetime.fromisoformat(stamp).timestamp() * 1e9)
+        start = seconds_to_ns(datetime.datetime.fromisoformat(stamp).timestamp())
     except ValueError:
         start = 0
     return start + (np.arange(frames) * (1e9 / fps)).astype(np.int64)
 
 
 def _header(t_ns: int, frame_id: str) -> dict:
-    return {"stamp": {"sec": int(t_ns // 1_000_000_000), "nanosec": int(t_ns % 1_000_000_000)}, "frame_id": frame_id}
+    sec, nanosec = split_ns(int(t_ns))
+    return {"stamp": {"sec": sec, "nanosec": nanosec}, "frame_id": frame_id}
 
 
 def export_episode_mcap(episode: str | Path, output: str | Path) -> int:

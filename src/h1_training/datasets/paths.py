@@ -82,7 +82,7 @@ def trash_entries(roots: Sequence[str | Path]) -> list[str]:
     for root in roots:
         trash = Path(root) / TRASH
         if trash.is_dir():
-            out += sorted(p.relative_to(trash).as_posix() for p in trash.rglob("episode_*.hdf5"))
+            out += sorted(p.relative_to(trash).as_posix() for p in trash.rglob(L.EPISODE_GLOB))
     return out
 
 

@@ -47,30 +47,47 @@ from h1_training.drivers.inspire_registers import (
     clamp_raw,
     split_bytes,
 )
+from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_RAW_MAX
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    read_rate_hz: float = 50.0
-    write_rate_hz: float = 50.0  # most ANGLE_SET writes per second (latest target wins)
-    timeout_s: float = 0.1  # bound on every Modbus request
-    reconnect_initial_s: float = 0.2
-    reconnect_max_s: float = 5.0
+    """One hand worker's settings. The ``param`` fields are also inspire_hand_node's ROS parameters (declared
+    here once, see nodes/common.py); the plain ones are fixed."""
+
+    read_rate_hz: float = param(50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True)
+    write_rate_hz: float = param(50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]",
+        min=1.0, max=200.0, read_only=True)
+    # ERROR/STATUS change rarely: read them at 10 Hz, not at every poll
+    status_rate_hz: float = param(10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
+        "[Hz]", min=0.1, max=200.0, read_only=True)
+    timeout_s: float = param(0.1, "Modbus request timeout (bounds every request) [s]", min=0.01, max=5.0,
+        read_only=True)
+    reconnect_initial_s: float = param(0.2, "first reconnect delay, doubled per failure [s]", min=0.01, max=60.0,
+        read_only=True)
+    reconnect_max_s: float = param(5.0, "longest reconnect delay (at least reconnect_initial_s) [s]", min=0.05,
+        max=600.0, read_only=True)
+    finger_speed: int = param(-1, "SPEED_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1,
+        max=HAND_RAW_MAX, read_only=True)
+    finger_force: int = param(-1, "FORCE_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1,
+        max=HAND_RAW_MAX, read_only=True)
     max_target_age_s: float = 0.5  # a target not written by then (link down) is dropped, never sent late
-    status_period_s: float = 0.1  # ERROR/STATUS change rarely: read them at 10 Hz, not at every poll
     temperature_period_s: float = 1.0
-    finger_speed: int = -1  # written to SPEED_SET on (re)connect when >= 0
-    finger_force: int = -1  # written to FORCE_SET on (re)connect when >= 0
+
+    @property
+    def status_period_s(self) -> float:
+        return 1.0 / self.status_rate_hz
 
     def __post_init__(self) -> None:
-        for name in ("read_rate_hz", "write_rate_hz", "status_period_s", "timeout_s", "reconnect_initial_s",
+        for name in ("read_rate_hz", "write_rate_hz", "status_rate_hz", "timeout_s", "reconnect_initial_s",
                      "reconnect_max_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s:g} s) must be >= reconnect_initial_s "
+                             f"({self.reconnect_initial_s:g} s)")
         for name in ("finger_speed", "finger_force"):
             if not -1 <= getattr(self, name) <= HAND_RAW_MAX:
                 raise ValueError(f"{name} must be -1 (leave as is) or 0..1000")

@@ -30,10 +30,8 @@ from h1_training.drivers.cameras import (
     MonitorEvent,
     RealSenseSource,
     ZmqImageSource,
-    encode_jpeg,
-    estimate_jpeg_quality,
-    render_placeholder,
 )
+from h1_training.jpeg import encode_jpeg, estimate_jpeg_quality, render_placeholder
 from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
 from h1_training.params import param
 from h1_training.rates import Ticker

@@ -53,7 +53,7 @@ from h1_training.foxglove.mapping import (
     route_topic,
     split_parameter_name,
 )
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, call_service, run_node
 
 _QOS = {"sensor": SENSOR_QOS, "latched": LATCHED_QOS, "reliable": COMMAND_QOS}
 
@@ -306,19 +306,9 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
             ros_request = rosjson.fill_message(svc.srv_type.Request(), data)
             if not svc.client.service_is_ready():
                 raise RuntimeError(f"{name}: no ROS server answers (is its node running?)")
-            reply = self._await(svc.client.call_async(ros_request), name)
+            reply = call_service(svc.client, ros_request, self.p["service_timeout_s"], name)
             return json.dumps(rosjson.message_to_dict(reply), allow_nan=False).encode()
         return handler
-
-    def _await(self, future: Any, what: str) -> Any:
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self.p["service_timeout_s"]):
-            future.cancel()
-            raise TimeoutError(f"{what}: no reply within {self.p['service_timeout_s']:g} s")
-        if future.exception() is not None:
-            raise RuntimeError(f"{what}: {future.exception()}")
-        return future.result()
 
     # --- parameters -----------------------------------------------------------------------------------------------
 
@@ -331,7 +321,7 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
                 self._param_clients[key] = client
         if not client.wait_for_service(timeout_sec=min(2.0, self.p["service_timeout_s"])):
             raise TimeoutError(f"{node}{suffix} is not available")
-        return self._await(client.call_async(request), f"{node}{suffix}")
+        return call_service(client, request, self.p["service_timeout_s"], f"{node}{suffix}")
 
     def _node_names(self) -> list[str]:
         return sorted(f"{ns.rstrip('/')}/{name}" for name, ns in self.get_node_names_and_namespaces()

@@ -29,7 +29,7 @@ from h1_training.drivers.inspire_link import HandEndpoint, make_links
 from h1_training.drivers.inspire_modbus import HandWorker, WorkerConfig, is_fresh
 from h1_training.drivers.inspire_registers import STATUS_TEXT, describe_errors, parse_hand_command
 from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
-from h1_training.params import param
+from h1_training.params import nested, param
 from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX
 from h1_training.stamps import set_stamp
@@ -53,21 +53,9 @@ class HandNodeParams:
     right_unit: int = param(1, "right hand Modbus unit id (RTU default 1)", min=0, max=247, read_only=True)
     right_serial_port: str = param("/dev/ttyUSB0", "right hand RS-485 port (transport rtu)", read_only=True)
     baudrate: int = param(115200, "RS-485 baud rate (transport rtu)", min=1200, max=4000000, read_only=True)
-    read_rate_hz: float = param(50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True)
-    write_rate_hz: float = param(50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]", min=1.0,
-        max=200.0, read_only=True)
-    status_rate_hz: float = param(10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
-        "[Hz]", min=0.1, max=200.0, read_only=True)
-    timeout_s: float = param(0.1, "Modbus request timeout [s]", min=0.01, max=5.0, read_only=True)
     stale_after_s: float = param(0.25, "a hand reading older than this is stale (published as NaN) [s]", min=0.02,
         max=10.0)
-    reconnect_initial_s: float = param(0.2, "first reconnect delay, doubled per failure [s]", min=0.01, max=60.0,
-        read_only=True)
-    reconnect_max_s: float = param(5.0, "longest reconnect delay [s]", min=0.05, max=600.0, read_only=True)
-    finger_speed: int = param(-1, "SPEED_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1, max=1000,
-        read_only=True)
-    finger_force: int = param(-1, "FORCE_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1, max=1000,
-        read_only=True)
+    worker: WorkerConfig = nested(WorkerConfig)  # read_rate_hz ... finger_force (drivers/inspire_modbus.py)
     diagnostics_rate_hz: float = param(1.0, "diagnostics publish rate [Hz]", min=0.1, max=10.0, read_only=True)
 
 
@@ -79,16 +67,7 @@ class InspireHandNode(ParamsMixin, Node):
         self.declare_specs()
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our own log lines say what went wrong
         p = self.p
-        config = WorkerConfig(
-            read_rate_hz=p["read_rate_hz"],
-            write_rate_hz=p["write_rate_hz"],
-            status_period_s=1.0 / p["status_rate_hz"],
-            timeout_s=p["timeout_s"],
-            reconnect_initial_s=p["reconnect_initial_s"],
-            reconnect_max_s=max(p["reconnect_max_s"], p["reconnect_initial_s"]),
-            finger_speed=p["finger_speed"],
-            finger_force=p["finger_force"],
-        )
+        config = self.config.worker  # reconnect_max_s < reconnect_initial_s is refused at start-up
         endpoints = [
             HandEndpoint(
                 name=hand,

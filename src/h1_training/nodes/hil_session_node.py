@@ -48,13 +48,13 @@ from h1_training.nodes.common import (
     call_service,
     log_at,
 )
-from h1_training.params import param
+from h1_training.params import nested, param
 from h1_training.recording.layout import episode_index_of
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES
 from h1_training.session.observation import ObservationBuilder
 from h1_training.session.runner import EffectError, SessionRunner, Snapshot
-from h1_training.session.settings import load_training_config, resolve_settings
+from h1_training.session.settings import SessionSettings, load_training_config, resolve_settings
 from h1_training.session.state_machine import ArmMode, Saved
 from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus, SessionStatus
@@ -67,51 +67,16 @@ class HilSessionNodeParams:
 
     config: str = param("", "the seed's training_config.yaml (policy_server.host/port/api_key, rsync.target, "
         "save_dir); parameters that are set win over it", read_only=True)
-    policy_host: str = param("", "policy server host (\"\" = config file, else 127.0.0.1)")
-    policy_port: int = param(0, "policy server port (0 = config file, else 8000)", min=0, max=65535)
-    api_key: str = param("", "policy server API key (\"\" = config file, else $H1_POLICY_API_KEY)")
-    model: str = param("", "pin a model id on the server (\"\" = the deployed default)")
-    save_dir: str = param("", "the recorder's save_dir, synced from (\"\" = config file, else data/h1_data_auto); "
-        "the recorder's own file paths win when they differ")
-    rsync_target: str = param("", "rsync destination of each epoch (\"\" = config file; empty there = no sync)")
-    sync_enabled: bool = param(True, "false: never sync (the data stays in save_dir)")
-    prompt: str = param("", "task text sent to the policy and stored with each episode")
-    ask_label: bool = param(True, "after 's', ask whether the policy succeeded (LABELING) before damping")
-    last_seen_epoch: int = param(-1, "offer only weights with a newer epoch (resume a session)", min=-1, read_only=True)
-    poll_period_s: float = param(1.0, "GET /training_status period while WAITING [s]", min=0.1, max=60.0)
-    poll_timeout_s: float = param(2.0, "timeout of one /training_status request [s]", min=0.1, max=30.0)
-    control_rate_hz: float = param(50.0, "rate the policy's action rows are published at [Hz] (the arm's command "
-        "watchdog needs one at least every 100 ms)", min=11.0, max=500.0)
-    replan_steps: int = param(25, "rows of a chunk executed before the next chunk is requested (0 = when the "
-        "chunk runs out)", min=0, max=10000)
-    max_chunk_rows: int = param(0, "execute at most this many rows of each chunk (0 = all)", min=0, max=10000)
-    skip_elapsed_rows: bool = param(True, "start a new chunk at the row for now (rows computed for the time the "
-        "server took are skipped)")
-    connect_timeout_s: float = param(3.0, "WebSocket connect timeout per attempt [s]", min=0.1, max=60.0)
-    connect_attempts: int = param(2, "connect attempts before the policy counts as unreachable", min=1, max=10)
-    inference_timeout_s: float = param(2.0, "no reply to an inference within this: the policy fails [s]", min=0.05,
-        max=60.0)
-    state_timeout_s: float = param(0.5, "joint_states older than this: no observation, the policy fails [s]", min=0.02,
-        max=10.0)
-    max_track_resumes: int = param(3, "TRACK re-enabled after a command-watchdog HOLD at most this often per "
-        "episode while the policy is healthy (then the episode fails)", min=0, max=100)
+    session: SessionSettings = nested(SessionSettings)  # policy_host ... sync_bwlimit_kbps (session/settings.py)
     send_images: bool = param(True, "send the three camera images with each observation")
     image_width: int = param(0, "resize images to this width before sending (0 = as the camera sends)", min=0, max=4096)
     image_height: int = param(0, "resize images to this height before sending (0 = as the camera sends)", min=0,
         max=4096)
     service_timeout_s: float = param(5.0, "timeout of arm/recorder service calls [s]", min=0.1, max=60.0)
-    startup_timeout_s: float = param(30.0, "wait this long for the arm and recorder services at start [s]", min=0.0,
-        max=600.0)
     status_rate_hz: float = param(1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0)
-    sync_attempts: int = param(3, "rsync attempts per epoch", min=1, max=20)
-    sync_io_timeout_s: float = param(30.0, "rsync --timeout: no data moved this long [s]", min=1.0, max=3600.0)
-    sync_attempt_timeout_s: float = param(1800.0, "wall-clock limit of one rsync run [s]", min=1.0, max=86400.0)
-    sync_bwlimit_kbps: int = param(0, "rsync bandwidth limit [KB/s] (0 = none)", min=0, max=10_000_000)
 
 
 PARAMS = HilSessionNodeParams
-NODE_ONLY = {"config", "sync_enabled", "send_images", "image_width", "image_height", "service_timeout_s",
-             "status_rate_hz"}
 ARM_MODE_NAMES = {getattr(SetArmMode.Request, f"MODE_{n}"): n for n in ("HOLD", "TRACK", "DAMPING", "ESTOP", "FAULT")}
 
 
@@ -122,7 +87,7 @@ class HilSessionNode(ParamsMixin, Node):
         super().__init__("hil_session")
         p = self.declare_specs()
         self._config_values = load_training_config(p["config"]) if p["config"] else {}
-        settings = resolve_settings({k: v for k, v in p.items() if k not in NODE_ONLY}, self._config_values)
+        settings = resolve_settings(self.config.session, self._config_values)
         self._clients_group = ReentrantCallbackGroup()
         self._services_group = MutuallyExclusiveCallbackGroup()
         self.cmd_pub = self.create_publisher(ArmCommand, "arm_command", COMMAND_QOS)
@@ -276,7 +241,7 @@ class HilSessionNode(ParamsMixin, Node):
 
     def on_params_changed(self, changed: dict[str, Any]) -> None:
         try:
-            fresh = resolve_settings({k: v for k, v in self.p.items() if k not in NODE_ONLY}, self._config_values)
+            fresh = resolve_settings(self.config.session, self._config_values)
         except ValueError as exc:
             self.get_logger().error(f"parameter change not applied: {exc}")
             return

@@ -41,9 +41,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import Empty, Trigger
 
-from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, ServiceCallError, call_service, run_node
 from h1_training.params import param
 from h1_training.policy.client import PolicyClientError, ServerUnavailable, http_json
+from h1_training.stamps import stamp_seconds
 from h1_training.web import security
 from h1_training.web.app import WebConfig, create_app
 from h1_training.web.backend import (
@@ -163,7 +164,7 @@ def msg_to_dict(msg: Any) -> Any:
     if hasattr(msg, "get_fields_and_field_types"):
         fields = msg.get_fields_and_field_types()
         if set(fields) == {"sec", "nanosec"}:
-            return msg.sec + msg.nanosec * 1e-9
+            return stamp_seconds(msg)
         return {name: msg_to_dict(getattr(msg, name)) for name in fields}
     if isinstance(msg, (list, tuple, array.array)) or type(msg).__module__ == "numpy":
         return [msg_to_dict(x) for x in list(msg)] if not hasattr(msg, "tolist") else msg.tolist()
@@ -373,13 +374,10 @@ class TrainingWebAppNode(ParamsMixin, Node):
         client = self._client(srv_type, name)
         if not client.wait_for_service(timeout_sec=min(1.0, timeout)):
             raise Unavailable(f"{name} is not offered: is its node running?")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
-            raise Unavailable(f"no reply from {name} within {timeout:g} s")
-        return future.result()
+        try:
+            return call_service(client, request, timeout, name)
+        except ServiceCallError as exc:
+            raise Unavailable(str(exc)) from exc
 
     # --- session ---------------------------------------------------------------------------------------------
     def session_command(self, key: str) -> Outcome:

@@ -33,8 +33,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Empty, SetBool, Trigger
 
-from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
+from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, ServiceCallError, call_service, log_at, run_node
 from h1_training.params import param
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINING_DEVICES
+from h1_training.stamps import set_stamp
 from h1_training.workflow.collection import CollectionPlan
 from h1_training.workflow.machine import JOB_STATE, POLICY_TYPES, WorkflowConfig, check_config, parse_hyperparameters
 from h1_training.workflow.runner import RunnerConfig, WorkflowRunner
@@ -80,8 +82,8 @@ class WorkflowManagerParams:
         min=0.0, max=0.999, name="training.learning_rate")
     training_human_weight: float = param(2.0, "sampling weight of human-correction frames",
         min=0.0, max=100.0, name="training.human_weight")
-    training_device: str = param("auto", "where the server trains",
-        choices=('auto', 'cpu', 'cuda', 'mps'), name="training.device")
+    training_device: str = param(DEFAULT_TRAINING_DEVICE, "where the server trains (auto: cuda when present)",
+        choices=TRAINING_DEVICES, name="training.device")
     training_hyperparameters_json: str = param("", "policy options as a JSON object, e.g. {\"chunk_size\": 20}",
         name="training.hyperparameters_json")
     evaluation_alpha: float = param(0.05, "significance level of the deploy gate",
@@ -218,11 +220,7 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         return res
 
     def _log(self, ok: bool, text: str) -> None:
-        # rclpy refuses one call site logging at two severities: one line each
-        if ok:
-            self.get_logger().info(text)
-        else:
-            self.get_logger().warning(text)
+        log_at(self, "info" if ok else "warn", text)
 
     def _on_deploy(self, req: DeployModel.Request, res: DeployModel.Response) -> DeployModel.Response:
         res.previous_model_id = self.runner.machine.current_model
@@ -239,12 +237,13 @@ class TrainingWorkflowManager(ParamsMixin, Node):
             threading.Thread(target=self._send_key, args=(key,), daemon=True).start()
 
     def _send_key(self, key: str) -> None:
-        if not self.session_cli.wait_for_service(timeout_sec=2.0):
+        try:
+            reply = call_service(self.session_cli, SessionCommand.Request(key=key), 5.0, f"data collection key {key!r}")
+        except ServiceCallError as exc:
+            self.get_logger().warning(str(exc))
             return
-        future = self.session_cli.call_async(SessionCommand.Request(key=key))
-        done = threading.Event()
-        future.add_done_callback(lambda f: done.set())
-        done.wait(5.0)
+        if not reply.accepted:
+            self.get_logger().warning(f"data collection key {key!r} refused: {reply.message}")
 
     def _on_collect(self, req: StartDataCollection.Request, res: StartDataCollection.Response):
         mode = req.mode.strip().lower()
@@ -286,7 +285,7 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         st.episodes_collected = len(m.new_episodes())
         st.min_episodes_before_training = m.config.min_episodes_before_training
         st.training_trigger_interval_hours = float(m.config.training_trigger_interval_hours)
-        st.last_training_time.sec = int(m.last_training_time)
+        set_stamp(st.last_training_time, seconds=m.last_training_time)
         st.current_model_version = m.current_model
         job = m.shown_job()
         st.current_job_id = job.id if job is not None and job.status in ("queued", "running", "paused") else ""

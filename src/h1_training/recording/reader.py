@@ -53,13 +53,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from h1_training.jpeg import SOI, decode_jpeg_rgb, encode_jpeg_rgb
 from h1_training.recording import layout as L
 from h1_training.robot_model import CAMERA_NAMES, NUM_ARM_JOINTS, NUM_HAND_JOINTS
 
 DEFAULT_FPS = 50.0       # the seed README's recording rate, used when a file does not say
 JPEG = "jpeg"
 RAW = "raw"
-_SOI = b"\xff\xd8"
 
 LAYOUT_OURS = "h1_training layout"
 LAYOUT_SEED_README = "seed README layout"
@@ -91,23 +91,15 @@ def _attr(v: Any) -> Any:
 
 def encode_jpeg(rgb: np.ndarray, quality: int = L.JPEG_QUALITY) -> bytes:
     """RGB HxWx3 uint8 -> JPEG bytes (the recorder's quality)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # pragma: no cover - cv2 encodes any uint8 HxWx3 image
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    return encode_jpeg_rgb(rgb, quality)
 
 
 def decode_jpeg(data: bytes, camera: str = "", index: int = -1) -> np.ndarray:
     """JPEG bytes -> HxWx3 uint8 RGB; ValueError naming the camera and frame when they do not decode."""
-    from h1_training.drivers.cameras import decode_jpeg_rgb
-
     where = f"camera {camera} frame {index}: " if camera else ""
     if len(data) == 0:
         raise ValueError(f"{where}empty frame (truncated recording)")
-    if len(data) < 4 or bytes(data[:2]) != _SOI:
+    if len(data) < 4 or bytes(data[:2]) != SOI:
         raise ValueError(f"{where}not a JPEG ({len(data)} bytes)")
     try:
         return decode_jpeg_rgb(data)

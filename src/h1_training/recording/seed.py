@@ -130,7 +130,7 @@ def _check_paths(src: Path, dst: Path) -> None:
 
 
 def _placeholder_jpeg(camera: str, shape_hw: tuple[int, int]) -> bytes:
-    from h1_training.drivers.cameras import render_placeholder
+    from h1_training.jpeg import render_placeholder
 
     return render_placeholder(camera, PLACEHOLDER_REASON, width=shape_hw[1], height=shape_hw[0],
                               quality=L.JPEG_QUALITY)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from h1_training.drivers.cameras import decode_jpeg_rgb
+from h1_training.jpeg import decode_jpeg_rgb
 from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
 from h1_training.robot_model import NUM_ARM_JOINTS
 

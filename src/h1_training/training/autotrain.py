@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE
 from h1_training.recording.layout import SYNC_MARKER, is_episode_name, is_in_progress_name, session_epoch_of
 from h1_training.recording.reader import check_files
 from h1_training.training.jobs import TrainRequest
@@ -50,7 +51,7 @@ class AutoTrainConfig:
     steps: int = 2000
     batch_size: int = 8
     lr: float | None = None            # None: the policy's preset
-    device: str = "auto"
+    device: str = DEFAULT_TRAINING_DEVICE
     human_weight: float = 2.0          # up-weight human corrections (IWR/Sirius)
     quiet_s: float = 60.0              # no change for this long = complete (without a marker)
     require_marker: bool = False       # only SYNC_COMPLETE counts

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from h1_training import procs
-from h1_training.policy.models import POLICY_TYPES as _LEARNED_TYPES  # a name table: no torch import
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINABLE_POLICY_TYPES, TRAINING_DEVICES
 
 log = logging.getLogger("h1_training.serve.jobs")
 
 # Policy types a job can train: the learned ones (policy/models) and "scripted", fitted by the worker without torch.
-POLICY_TYPES = (*_LEARNED_TYPES, "scripted")
+POLICY_TYPES = TRAINABLE_POLICY_TYPES
 JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 _CANCEL_GRACE_S = 30.0
 
@@ -46,7 +46,7 @@ class TrainRequest:
     batch_size: int = 8
     lr: float | None = None            # None: the policy's preset learning rate
     seed: int = 0
-    device: str = "auto"               # auto (cuda when present), cpu, cuda, mps; pick GPUs with CUDA_VISIBLE_DEVICES
+    device: str = DEFAULT_TRAINING_DEVICE  # TRAINING_DEVICES (policy/train_request.py)
     human_weight: float = 1.0          # sampling weight of human-correction frames (IWR/Sirius style)
     parent_model: str | None = None    # model id to fine-tune from
     deploy: bool = True                # swap the server's default model to the result
@@ -85,7 +85,7 @@ class TrainRequest:
                                        and 0 < self.lr < 1)),
             ("seed", isinstance(self.seed, int)),
             ("human_weight", isinstance(self.human_weight, (int, float)) and 0 <= self.human_weight <= 100),
-            ("device", self.device in ("auto", "cpu", "cuda", "mps")),
+            ("device", self.device in TRAINING_DEVICES),
             ("deploy", isinstance(self.deploy, bool)),
             ("extra", isinstance(self.extra, dict)),
             ("parent_model", self.parent_model is None or isinstance(self.parent_model, str)),

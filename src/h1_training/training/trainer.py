@@ -49,12 +49,10 @@ import numpy as np
 
 from h1_training.policy.models import POLICY_TYPES, get_policy_type, policy_type_of
 from h1_training.policy.models.base import INTERVENTION_KEY, configure_torch_threads, ensure_offline_hub
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINING_DEVICES
 from h1_training.training.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger("h1_training.train")
-
-_DEVICES = ("auto", "cpu", "cuda", "mps")
-
 
 @dataclass
 class TrainConfig:
@@ -65,7 +63,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float | None = None                 # None: the policy's preset (ACT 1e-5, Diffusion 1e-4, CNN-LSTM 3e-4)
     seed: int = 0
-    device: str = "auto"                    # auto (cuda when present), cpu, cuda, mps; GPUs: CUDA_VISIBLE_DEVICES
+    device: str = DEFAULT_TRAINING_DEVICE   # TRAINING_DEVICES (policy/train_request.py)
     human_weight: float = 1.0               # sampling weight of human-correction frames (policy frames: 1)
     parent_model: str | None = None         # registry id or model folder to fine-tune from
     extra: dict[str, Any] = field(default_factory=dict)  # policy config options (e.g. chunk_size, dim_model);
@@ -85,8 +83,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not (math.isfinite(self.human_weight) and self.human_weight >= 0):
             raise ValueError(f"human_weight must be >= 0, got {self.human_weight}")
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES} (select GPUs with CUDA_VISIBLE_DEVICES), "
+        if self.device not in TRAINING_DEVICES:
+            raise ValueError(f"device must be one of {TRAINING_DEVICES} (select GPUs with CUDA_VISIBLE_DEVICES), "
                              f"got {self.device!r}")
         if int(self.num_workers) < 0 or int(self.progress_every) < 1:
             raise ValueError("num_workers must be >= 0 and progress_every >= 1")
@@ -359,7 +357,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="per process")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the policy's preset)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--device", default=DEFAULT_TRAINING_DEVICE, choices=TRAINING_DEVICES,
+                        help="auto: cuda when present (select GPUs with CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--human-weight", type=float, default=1.0,
                         help="sampling weight of human-correction frames relative to policy frames")
     parser.add_argument("--parent", default=None, help="fine-tune from this model (registry id or folder)")

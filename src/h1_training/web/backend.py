@@ -33,7 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-POLICY_TYPES = ("act", "diffusion", "cnn_lstm")
+from h1_training.policy.train_request import LEARNED_POLICY_TYPES
+
+POLICY_TYPES = LEARNED_POLICY_TYPES  # the web form trains learned policies only (scripted ones are fitted, not trained)
 SESSION_KEYS = ("y", "n", "s", "e")
 EXPORT_FORMATS = ("hdf5", "lerobot", "mcap")
 COMPARISON_MODES = ("ab", "detailed")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from h1_training.drivers.cameras import decode_jpeg_rgb
 from h1_training.evaluation.stats import welch_t_test
+from h1_training.jpeg import decode_jpeg_rgb
 from h1_training.policy.client import PolicyClient
 from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
 from h1_training.recording.layout import read_episode

@@ -30,9 +30,10 @@ from enum import IntEnum
 from typing import Any
 
 from h1_training.evaluation.stats import fisher_exact, wilson_interval
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINABLE_POLICY_TYPES, TRAINING_DEVICES
 from h1_training.workflow.cusum import BernoulliCusum
 
-POLICY_TYPES = ("act", "diffusion", "cnn_lstm", "scripted")
+POLICY_TYPES = TRAINABLE_POLICY_TYPES
 STATE_VERSION = 1
 
 
@@ -63,7 +64,7 @@ class WorkflowConfig:
     batch_size: int = 8
     learning_rate: float = 0.0                       # 0 = the policy's preset
     human_weight: float = 2.0
-    device: str = "auto"
+    device: str = DEFAULT_TRAINING_DEVICE
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     holdout_every: int = 5                           # every 5th new episode is held out for evaluation
     alpha: float = 0.05
@@ -84,6 +85,8 @@ def check_config(cfg: WorkflowConfig) -> list[str]:
     out = []
     if cfg.policy_type not in POLICY_TYPES:
         out.append(f"policy_type must be one of {', '.join(POLICY_TYPES)}, got {cfg.policy_type!r}")
+    if cfg.device not in TRAINING_DEVICES:
+        out.append(f"device must be one of {', '.join(TRAINING_DEVICES)}, got {cfg.device!r}")
     if cfg.min_episodes_before_training < 1:
         out.append("min_episodes_before_training must be >= 1")
     if not (cfg.training_trigger_interval_hours >= 0 and math.isfinite(cfg.training_trigger_interval_hours)):

@@ -127,11 +127,12 @@ class SimOperator(ParamsMixin, Node):
     def _reset_arms(self) -> None:
         """Put the arms back home by hand: DAMPING, pull them home, HOLD (between episodes, nothing records)."""
         self._set_mode(SetArmMode.Request.MODE_DAMPING, "DAMPING")
-        start, reset_s, period = self.latest_q.copy(), self.p["reset_seconds"], 1.0 / self.p["rate_hz"]
+        start, reset_s = self.latest_q.copy(), self.p["reset_seconds"]
+        ticker = Ticker(self.p["rate_hz"])
         t0 = time.monotonic()
         while (t := time.monotonic() - t0) < reset_s:
             self._publish_hand(reset_target(t, start, reset_s))
-            time.sleep(period)
+            ticker.wait()
         self._set_mode(SetArmMode.Request.MODE_HOLD, "HOLD")
         off = float(np.max(np.abs(self.latest_q - ARM_HOME_RAD)))
         if off > HOME_TOL_RAD:
