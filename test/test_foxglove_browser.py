@@ -93,8 +93,8 @@ def test_panels_drive_the_real_session_and_list_recorded_episodes(stack):
     assert len(ds["datasets"]) == 1 and ds["datasets"][0].startswith("training_session_epoch1 · 3 episodes")
     assert [e.split(" · ")[:2] for e in ds["episodes"]] == [["#0", "40 frames"], ["#1", "50 frames"],
                                                           ["#2", "60 frames"]]
-    # playback services are issue 9's (dataset_manager playback): until they exist the panel says so
-    assert ds["play"].startswith("/playback/play")
+    # play on an episode that is not loaded goes to the dataset manager's /playback/load (autoplay)
+    assert ds["play"].startswith("/playback/load"), ds["play"]
 
     other = run_browser("panels", url)
     assert "no training job yet" in other["Training Dashboard"]

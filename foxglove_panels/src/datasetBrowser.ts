@@ -9,8 +9,9 @@ export type DatasetList = { datasets: DatasetInfo[] };
 export type EpisodeInfo = { dataset: string; index: number; path: string; frames: number; duration_s: number;
   fps: number; policy_frames: number; human_frames: number; missed_ticks: number; success: number;
   quality_score: number; model_version: string; problems: string[] };
-export type PlaybackStatus = { episode?: string; path?: string; frame?: number; frames?: number; state_name?: string;
-  time_s?: number };
+/** /playback/status (msg_srv/msg/PlaybackStatus.msg). */
+export type PlaybackStatus = { state?: number; state_name?: string; dataset?: string; index?: number; path?: string;
+  frame?: number; frames?: number; time_s?: number; duration_s?: number; speed?: number; message?: string };
 
 export function datasetLine(ds: DatasetInfo): string {
   const quality = ds.quality_score >= 0 ? `quality ${ds.quality_score.toFixed(0)}%` : "quality –";
@@ -44,11 +45,17 @@ export function episodeRequests(ds: DatasetInfo): { service: string; request: { 
 
 export type PlaybackAction = "play" | "pause" | "step" | "seek";
 
-export function playbackRequest(action: PlaybackAction, ep: EpisodeInfo, arg = 0):
+/** The call for a playback button. "play" resumes the episode already loaded (/playback/play) and otherwise loads
+ * the chosen one and starts it (/playback/load with autoplay). */
+export function playbackRequest(action: PlaybackAction, ep: EpisodeInfo, arg = 0, status?: PlaybackStatus):
   { service: string; request: Record<string, unknown> } {
   switch (action) {
     case "play":
-      return { service: SERVICES.playbackPlay, request: { path: ep.path, speed: arg > 0 ? arg : 1.0 } };
+      if (isLoaded(status, ep)) {
+        return { service: SERVICES.playbackPlay, request: {} };
+      }
+      return { service: SERVICES.playbackLoad,
+        request: { dataset: ep.dataset, index: ep.index, speed: arg > 0 ? arg : 1.0, autoplay: true } };
     case "pause":
       return { service: SERVICES.playbackPause, request: {} };
     case "step":
@@ -57,8 +64,14 @@ export function playbackRequest(action: PlaybackAction, ep: EpisodeInfo, arg = 0
       if (!(arg >= 0 && arg <= ep.duration_s)) {
         throw new Error(`seek to ${arg} s is outside the episode (0..${ep.duration_s.toFixed(1)} s)`);
       }
-      return { service: SERVICES.playbackSeek, request: { time_s: arg } };
+      return { service: SERVICES.playbackSeek, request: { frame: -1, time_s: arg } };
   }
+}
+
+/** Whether /playback/status shows this episode loaded and resumable (paused; a finished one is loaded again). */
+export function isLoaded(status: PlaybackStatus | undefined, ep: EpisodeInfo): boolean {
+  return status != undefined && status.dataset === ep.dataset && status.index === ep.index &&
+    status.state_name === "paused";
 }
 
 export function exportRequest(ds: DatasetInfo, format: "lerobot" | "hdf5" | "mcap"):
@@ -66,19 +79,23 @@ export function exportRequest(ds: DatasetInfo, format: "lerobot" | "hdf5" | "mca
   return { service: SERVICES.exportDataset, request: { dataset: ds.name, format, output_path: "" } };
 }
 
-export function deleteRequest(ep: EpisodeInfo): { service: string; request: { path: string } } {
-  return { service: SERVICES.deleteEpisode, request: { path: ep.path } };
+type EpisodeAction = { dataset: string; index: number; value: boolean; note: string };
+
+export function deleteRequest(ep: EpisodeInfo, note = "deleted from Foxglove"):
+  { service: string; request: EpisodeAction } {
+  return { service: SERVICES.deleteEpisode, request: { dataset: ep.dataset, index: ep.index, value: false, note } };
 }
 
-export function flagRequest(ep: EpisodeInfo, exclude: boolean):
-  { service: string; request: { path: string; exclude: boolean } } {
-  return { service: SERVICES.flagEpisode, request: { path: ep.path, exclude } };
+export function flagRequest(ep: EpisodeInfo, exclude: boolean, note = "flagged in Foxglove"):
+  { service: string; request: EpisodeAction } {
+  return { service: SERVICES.setEpisodeExcluded,
+    request: { dataset: ep.dataset, index: ep.index, value: exclude, note } };
 }
 
 export function playbackLine(status: PlaybackStatus | undefined): string {
   if (status == undefined) {
     return "playback: idle";
   }
-  return `playback: ${status.state_name ?? "?"} ${status.episode ?? status.path ?? ""} frame ${status.frame ?? "?"}/` +
-    `${status.frames ?? "?"}`;
+  const episode = status.dataset ? `${status.dataset} #${status.index ?? "?"}` : (status.path ?? "");
+  return `playback: ${status.state_name ?? "?"} ${episode} frame ${status.frame ?? "?"}/${status.frames ?? "?"}`;
 }

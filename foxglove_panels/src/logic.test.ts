@@ -46,7 +46,7 @@ describe("panel logic", () => {
     const ep = { dataset: "d", index: 0, path: "/p", frames: 1, duration_s: 2, fps: 50, policy_frames: 0,
       human_frames: 0, missed_ticks: 0, success: -1, quality_score: 1, model_version: "", problems: [] };
     expect(() => playbackRequest("seek", ep, 3)).toThrow("outside the episode");
-    expect(playbackRequest("seek", ep, 1.5).request).toEqual({ time_s: 1.5 });
+    expect(playbackRequest("seek", ep, 1.5)).toEqual({ service: "/playback/seek", request: { frame: -1, time_s: 1.5 } });
     expect(parseModels(" v1,v2  v1 v3")).toEqual(["v1", "v2", "v3"]);
     expect(selectionProblem(["a", "b", "c", "d", "e"], "detailed")).toContain("2 to 4");
     expect(selectionProblem(["a", "b", "c"], "detailed")).toBeUndefined();

@@ -17,26 +17,27 @@ export const TOPICS = {
   playbackStatus: "/playback/status",
 } as const;
 
-// Services the panels call. /training_workflow/{pause,resume,cancel}_training, /training_workflow/deploy_model and
-// the /playback/* and episode delete/flag names are the contract proposed to the workflow/dataset issue (9); the
-// others exist on main (hil_session, model_comparison, dataset_manager).
+// Services the panels call, as the nodes on main create them (nodes/training_workflow_manager_node.py,
+// nodes/dataset_manager_node.py, nodes/hil_session_node.py, nodes/model_comparison_node.py; types in msg_srv/srv).
 export const SERVICES = {
   sessionCommand: "/hil_session/command",
   sessionLabel: "/hil_session/label",
-  triggerTraining: "/training_workflow/trigger_training",
+  triggerTraining: "/training_workflow/trigger_training", // std_srvs/Empty
   pauseTraining: "/training_workflow/pause_training",
   resumeTraining: "/training_workflow/resume_training",
   cancelTraining: "/training_workflow/cancel_training",
-  deployModel: "/training_workflow/deploy_model",
+  deployModel: "/training_workflow/deploy_model", // DeployModel {model_id}
+  rollback: "/training_workflow/rollback", // std_srvs/Trigger
   refreshDatasets: "/lerobot/refresh_datasets",
   episodeInfo: "/lerobot/get_episode_info",
   exportDataset: "/lerobot/export_dataset",
-  deleteEpisode: "/lerobot/delete_episode",
-  flagEpisode: "/lerobot/flag_episode",
-  playbackPlay: "/playback/play",
-  playbackPause: "/playback/pause",
-  playbackStep: "/playback/step",
-  playbackSeek: "/playback/seek",
+  deleteEpisode: "/lerobot/delete_episode", // EpisodeAction {dataset, index, value, note}
+  setEpisodeExcluded: "/lerobot/set_episode_excluded", // EpisodeAction (value: exclude from training)
+  playbackLoad: "/playback/load", // PlaybackLoad {dataset, index, speed, autoplay}
+  playbackPlay: "/playback/play", // std_srvs/Trigger
+  playbackPause: "/playback/pause", // std_srvs/Trigger
+  playbackStep: "/playback/step", // PlaybackStep {frames}
+  playbackSeek: "/playback/seek", // PlaybackSeek {frame (< 0: by time), time_s}
   compareStart: "/model_comparison/start",
   compareStop: "/model_comparison/stop",
 } as const;

@@ -30,7 +30,11 @@ describe("Dataset Browser panel", () => {
     const fake = new FakeContext();
     fake.handlers.set("/lerobot/get_episode_info", (req) => ({ success: true, message: "",
       episode: episode((req as { index: number }).index) }));
-    fake.handlers.set("/playback/play", () => ({ success: true, message: "playing" }));
+    fake.handlers.set("/playback/load", () => ({ success: true, message: "playing" }));
+    fake.handlers.set("/playback/play", () => ({ success: true, message: "resumed" }));
+    fake.handlers.set("/playback/step", () => ({ success: true, message: "" }));
+    fake.handlers.set("/lerobot/set_episode_excluded", () => ({ success: true, message: "excluded" }));
+    fake.handlers.set("/lerobot/delete_episode", () => ({ success: false, message: "episode is being played" }));
     fake.handlers.set("/lerobot/export_dataset", () => ({ success: false, message: "export already running" }));
     unmount = await mount(initDatasetBrowserPanel, fake);
     await fake.render({ "/lerobot/dataset_list": { datasets: [ds] } });
@@ -42,8 +46,23 @@ describe("Dataset Browser panel", () => {
     await fake.click(fake.panelElement.querySelector("[data-episode='1']")!);
     expect(fake.text()).toContain("problem: cam_left_wrist placeholder 12%");
     await fake.click(fake.button("play"));
-    expect(fake.calls.at(-1)).toEqual({ service: "/playback/play", request: { path: episode(1).path, speed: 1 } });
-    expect(fake.text()).toContain("/playback/play: playing");
+    expect(fake.calls.at(-1)).toEqual({ service: "/playback/load",
+      request: { dataset: ds.name, index: 1, speed: 1, autoplay: true } });
+    expect(fake.text()).toContain("/playback/load: playing");
+    await fake.render({ "/playback/status": { state: 1, state_name: "paused", dataset: ds.name, index: 1,
+      path: episode(1).path, frame: 7, frames: 60, time_s: 0.12 } });
+    expect(fake.text()).toContain(`playback: paused ${ds.name} #1 frame 7/60`);
+    await fake.click(fake.button("play"));
+    expect(fake.calls.at(-1)).toEqual({ service: "/playback/play", request: {} });
+    await fake.click(fake.button("step"));
+    expect(fake.calls.at(-1)).toEqual({ service: "/playback/step", request: { frames: 1 } });
+    await fake.click(fake.button("flag (exclude)"));
+    expect(fake.calls.at(-1)).toEqual({ service: "/lerobot/set_episode_excluded",
+      request: { dataset: ds.name, index: 1, value: true, note: "flagged in Foxglove" } });
+    expect(fake.text()).toContain("/lerobot/set_episode_excluded: excluded");
+    await fake.click(fake.button("delete (to trash)"));
+    expect(fake.calls.at(-1)?.service).toBe("/lerobot/delete_episode");
+    expect(fake.text()).toContain("/lerobot/delete_episode: episode is being played");
     await fake.click(fake.button("export HDF5"));
     expect(fake.text()).toContain("/lerobot/export_dataset: export already running");
   });

@@ -45,7 +45,8 @@ function DatasetBrowserPanel({ context }: { context: PanelExtensionContext }): R
   const playback = (action: PlaybackAction, arg = 0) => {
     if (!episode) return;
     try {
-      run(playbackRequest(action, episode, arg));
+      run(playbackRequest(action, episode, arg,
+        latest.get(TOPICS.playbackStatus) as PlaybackStatus | undefined));
     } catch (err) {
       setResult({ ok: false, message: err instanceof Error ? err.message : String(err) });
     }
