@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from h1_training.bringup import load_profile
+from h1_training.bringup import load_profile, start_profile
 from h1_training.nodes.hil_session_node import STATUS_QOS
 from h1_training.recording import layout as L
 from h1_training.training.synthetic import make_episode
@@ -58,10 +58,11 @@ def stack(procs, probe, tmp_path):
     synced.mkdir()
     for i in range(3):
         L.write_episode(L.episode_path(datasets, 1, i), make_episode(40 + 10 * i, 32, 24, seed=i))
-    for node in load_profile("sim").nodes:  # the sim profile's gateway included, on a free port
-        extra = {"episode_recorder": ["-p", f"save_dir:={robot_dir}"],
-                 "foxglove_gateway": ["-p", "port:=0", "-p", "discovery_period_s:=0.5"]}.get(node.executable, [])
-        procs.start_executable(node.name, node.executable, node.argv_tail() + extra)
+    # the sim profile on private ports, its gateway included (on a free port); this test's own dataset manager
+    # (below) lists the episodes written above
+    start_profile(procs, load_profile("sim"), {
+        "episode_recorder": ["-p", f"save_dir:={robot_dir}"],
+        "foxglove_gateway": ["-p", "port:=0", "-p", "discovery_period_s:=0.5"]}, skip=("dataset_manager",))
     procs.start_executable("policy_server", "h1-training", ["serve", "--port", "0"])
     line = procs.wait_for_line("policy_server", lambda s: "listening on ws://" in s, timeout=60)
     port = int(line.rsplit(":", 1)[1])

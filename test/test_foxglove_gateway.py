@@ -17,7 +17,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from rcl_interfaces.srv import GetParameters
 from std_msgs.msg import String
 
-from h1_training.bringup import load_profile
+from h1_training.bringup import load_profile, start_profile
 from h1_training.foxglove.mapping import DEFAULT_PORT, GATEWAY_PARAMS
 from h1_training.nodes.common import SENSOR_QOS
 from h1_training.procs import executable_exists, wait_until
@@ -39,9 +39,8 @@ def start_gateway(procs, *extra: str) -> str:
 
 @pytest.fixture
 def stack(procs, tmp_path):
-    for node in load_profile("sim").nodes:
-        if node.name in ROBOT:
-            procs.start_executable(node.name, node.executable, node.argv_tail())
+    profile = load_profile("sim")  # its robot side, on private ports
+    start_profile(procs, profile, skip=tuple(n.name for n in profile.nodes if n.name not in ROBOT))
     root = tmp_path / "data"
     for i in range(2):
         L.write_episode(L.episode_path(root, 1, i), make_episode(40, 32, 24, seed=i))
