@@ -21,6 +21,7 @@ NODES: dict[str, str] = {
     "hil_console": "h1_training.nodes.hil_console_node:main",
     "dataset_manager": "h1_training.nodes.dataset_manager_node:main",
     "model_comparison": "h1_training.nodes.model_comparison_node:main",
+    "sim_ab_trials": "h1_training.nodes.sim.ab_trials:main",
 }
 
 # The command-line tool.

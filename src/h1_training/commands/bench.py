@@ -16,7 +16,7 @@ import json
 import sys
 
 HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, all)"
-BENCHES = ("hardware", "recorder", "convert", "serve")
+BENCHES = ("hardware", "recorder", "convert", "serve", "demo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

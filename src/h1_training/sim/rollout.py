@@ -129,7 +129,8 @@ class SimRollout:
         return ep.result()
 
 
-def run_batch(episodes: list[EpisodeSim], policy_batch: Callable[[list[dict]], list[np.ndarray]]) -> list[EpisodeResult]:
+def run_batch(episodes: list[EpisodeSim],
+              policy_batch: Callable[[list[dict]], list[np.ndarray]]) -> list[EpisodeResult]:
     """Run episodes in lockstep, one batched policy call per frame for all that need the policy."""
     while True:
         active = [ep for ep in episodes if not ep.done]

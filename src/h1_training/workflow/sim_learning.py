@@ -259,3 +259,270 @@ def wilson_text(row: EpochRow) -> str:
 
 def fmt_opt(value: float | None, spec: str, none: str = "-") -> str:
     return none if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+# --- the whole demo --------------------------------------------------------------------------------------------
+SERVER = "gpu_server"
+EPOCH_WAIT_S = 1800.0  # one epoch's conversion + training on a slow machine
+
+
+@dataclass
+class DemoRun:
+    """Folders of one run and what it produced so far (written to ``summary.json`` after every epoch)."""
+
+    run_dir: Path
+    cfg: LearningConfig
+    rows: list[EpochRow] = field(default_factory=list)
+    ab: dict[str, Any] | None = None
+    plot: str | None = None
+    seconds: float = 0.0
+    interrupted: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def robot_dir(self) -> Path:
+        return self.run_dir / "robot"
+
+    @property
+    def gpu_dir(self) -> Path:
+        return self.run_dir / "gpu_server" / "data"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.run_dir / "gpu_server" / "models"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.run_dir / "gpu_server" / "work"
+
+    def summary(self) -> dict[str, Any]:
+        cfg = asdict(self.cfg)
+        return {
+            "epochs": [r.summary() for r in self.rows],
+            "ab": self.ab,
+            "data_dir": str(self.robot_dir),
+            "gpu_data_dir": str(self.gpu_dir),
+            "models_dir": str(self.models_dir),
+            "plot": self.plot,
+            "seconds": round(self.seconds, 1),
+            "interrupted": self.interrupted,
+            "problems": self.problems,
+            "config": cfg,
+            "paths": {"hil_collection": "pure-Python simulator (sim/rollout.py), policy served over the "
+                                        "WebSocket by h1-training serve",
+                      "evaluation": "pure-Python simulator, the served model's registry folder loaded in-process, "
+                                    "episodes in lockstep",
+                      "training": "h1-training serve --auto-train: epoch watcher -> train worker -> convert -> "
+                                  "trainer -> registry -> hot swap",
+                      "ab": "model_comparison node, trials run by sim_ab_trials in the pure-Python simulator"},
+        }
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rows:
+            path = save_curve(self.rows, self.robot_dir / "learning_curve.png",
+                              f"reach from pixels, seed {self.cfg.seed}: success of the policy alone, "
+                              f"{self.cfg.eval_episodes} seeded episodes per epoch")
+            self.plot = str(path) if path else None
+        write_json(self.run_dir / "summary.json", self.summary())
+
+
+def _server_argv(cfg: LearningConfig, run: DemoRun) -> list[str]:
+    from h1_training.procs import resolve_executable
+
+    return resolve_executable("h1-training") + [
+        "serve", "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
+        "--models-dir", str(run.models_dir), "--data-dir", str(run.gpu_dir), "--work-dir", str(run.work_dir),
+        "--auto-train", "--auto-policy", "keypoint", "--auto-steps", str(cfg.train_steps),
+        "--auto-batch-size", str(cfg.batch_size), "--auto-human-weight", str(cfg.human_weight),
+        "--auto-pre-intervention-s", str(cfg.pre_intervention_s), "--auto-require-marker",
+        "--log-level", "WARNING"]
+
+
+def _wait_for_model(port: int, after_epoch: int, say: Callable[[str], None], stop: Callable[[], bool],
+                    server_alive: Callable[[], bool], timeout_s: float = EPOCH_WAIT_S) -> dict[str, Any]:
+    """Poll ``/training_status`` until the server serves a model newer than ``after_epoch``; say the job's progress."""
+    from h1_training.policy.client import PolicyClientError, get_training_status
+
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while time.monotonic() < deadline:
+        if stop():
+            raise KeyboardInterrupt
+        if not server_alive():
+            raise RuntimeError("the policy server exited while training")
+        try:
+            st = get_training_status("127.0.0.1", port, timeout=5.0)
+        except PolicyClientError:
+            time.sleep(1.0)
+            continue
+        if int(st["epoch"]) > after_epoch and st["ready"]:
+            return st
+        last = st.get("last_job") or {}
+        if last.get("status") == "failed" and not st.get("training") and not st.get("queued_jobs") \
+                and int(st["epoch"]) <= after_epoch and (st.get("auto_train") or {}).get("current_job") is None:
+            raise RuntimeError(f"training failed on the server: {str(last.get('error'))[-600:]}")
+        job = st.get("job") or {}
+        if job:
+            line = (f"server: {job.get('stage') or 'queued'} {job.get('step', 0)}/{job.get('total_steps', 0)}"
+                    + (f", loss {job['loss']:.3f}" if job.get("loss") is not None else ""))
+            step = int(job.get("step") or 0)
+            bucket = f"{job.get('stage')}:{step * 5 // max(1, int(job.get('total_steps') or 1))}"
+            if bucket != shown:
+                shown = bucket
+                say(line)
+        time.sleep(1.0)
+    raise RuntimeError(f"no new model from the server in {timeout_s:.0f} s")
+
+
+def _episode_line(epoch: int, i: int, n: int, r: EpisodeResult) -> str:
+    if r.takeover_reason == "demonstration":
+        how = "demonstration"
+    elif r.intervened:
+        how = f"stopped at {r.takeover_s:.1f} s ({r.takeover_reason}), corrected"
+    else:
+        how = "policy alone"
+    end = f"success at {r.time_to_success_s:.1f} s" if r.success else f"missed by {r.final_distance_m * 100:.0f} cm"
+    return (f"epoch {epoch} episode {i + 1}/{n}: {how}, {end}; {r.frames} frames ({r.human_frames} human), "
+            f"object at ({r.object_xyz[0]:.2f}, {r.object_xyz[1]:.2f}) m")
+
+
+def print_row(row: EpochRow, say: Callable[[str], None]) -> None:
+    hil = "" if row.hil_success_rate is None else f", HIL episodes without help {row.hil_success_rate:.0%}"
+    say(f"EPOCH {row.epoch}: {row.episodes} episodes, intervention {row.intervention_rate:.0%}, "
+        f"{row.human_frames} human frames{hil}")
+    say(f"EPOCH {row.epoch}: model {row.model_id}: success {wilson_text(row)} (95 % Wilson), mean time to success "
+        f"{fmt_opt(row.mean_time_to_success_s, '.2f')} s, train loss {fmt_opt(row.train_loss, '.4f')}, "
+        f"train {fmt_opt(row.train_s, '.0f')} s ({row.train_steps} steps)")
+
+
+def run_learning_demo(cfg: LearningConfig, run_dir: Path, say: Callable[[str], None],
+                      stop: Callable[[], bool] = lambda: False, echo: Any = None, domain: int | None = None,
+                      ab: bool = True) -> DemoRun:
+    """The whole loop (module docstring); returns what was done. KeyboardInterrupt (or ``stop()``) ends it
+    cleanly: the server and nodes are stopped and everything recorded so far is in ``run_dir``."""
+    from h1_training.procs import ProcessGroup, loopback_ros_env
+    from h1_training.session.sync import SyncConfig, sync_epoch
+
+    t0 = time.monotonic()
+    run = DemoRun(Path(run_dir).resolve(), cfg)
+    for d in (run.robot_dir, run.gpu_dir, run.models_dir, run.work_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    env = loopback_ros_env(domain)
+    env.setdefault("H1_TORCH_THREADS", "2")
+    group = ProcessGroup(env=env, echo=echo)
+    collect_rollout = SimRollout(cfg.task, cfg.image_wh)
+    eval_rollout = SimRollout(cfg.task, cfg.image_wh, cameras=("ego_cam",))
+    sync_cfg = SyncConfig(target=str(run.gpu_dir) + "/")
+    try:
+        group.start(SERVER, _server_argv(cfg, run))
+        line = group.wait_for_line(SERVER, lambda s: "listening on ws://" in s, timeout=120)
+        port = int(line.rsplit(":", 1)[1].split()[0].rstrip("/"))
+        say(f"GPU server (h1-training serve --auto-train, keypoint policy) on 127.0.0.1:{port}")
+        served_epoch = 0
+        next_index = 0
+        for epoch in range(cfg.epochs + 1):
+            if stop():
+                raise KeyboardInterrupt
+            row = EpochRow(epoch=epoch)
+            t1 = time.monotonic()
+            demos = epoch == 0
+            count = cfg.demos if demos else cfg.episodes
+            say(f"epoch {epoch}: " + (f"{count} demonstrations by the simulated person" if demos else
+                                      f"{count} HIL episodes with the served model {run.rows[-1].model_id}"))
+            client = None
+            policy = None
+            if not demos:
+                policy, client = served_policy("127.0.0.1", port)
+            try:
+                collected = collect_epoch(
+                    collect_rollout, cfg, epoch, run.robot_dir, next_index, policy,
+                    client.metadata.get("model_id", "") if client else "", count,
+                    on_episode=lambda i, r, _p, e=epoch, n=count: say(_episode_line(e, i, n, r)), should_stop=stop)
+            finally:
+                if client is not None:
+                    client.close()
+            next_index += count
+            row.collect_s = time.monotonic() - t1
+            if stop() or len(collected) < count:
+                raise KeyboardInterrupt
+            res = sync_epoch(run.robot_dir, epoch, sync_cfg)
+            if not res.ok:
+                raise RuntimeError(f"sync of epoch {epoch} failed: {res.error}")
+            say(f"epoch {epoch}: synced {len(res.episodes)} episodes to the GPU server's data folder "
+                f"({res.bytes / 1e6:.1f} MB, SYNC_COMPLETE); waiting for its epoch watcher to train")
+            st = _wait_for_model(port, served_epoch, say, stop, lambda: group.get(SERVER).running)
+            served_epoch = int(st["epoch"])
+            row.model_id = str(st["model_id"])
+            figures = model_training_figures(run.models_dir, row.model_id)
+            row.train_loss, row.train_s, row.train_steps = (figures.get("train_loss"), figures.get("train_s"),
+                                                            figures.get("train_steps"))
+            say(f"epoch {epoch}: server hot-swapped to {row.model_id} (epoch {served_epoch}); evaluating it "
+                f"alone on {cfg.eval_episodes} seeded episodes")
+            t2 = time.monotonic()
+            evaluated = evaluate(eval_rollout, cfg, local_policy(run.models_dir, row.model_id), cfg.eval_episodes)
+            row.eval_s = time.monotonic() - t2
+            fill_row(row, collected, evaluated)
+            run.rows.append(row)
+            print_row(row, say)
+            run.seconds = time.monotonic() - t0
+            run.save()
+        if ab and len(run.rows) >= 2:
+            run.ab = ab_compare(run, group, port, say, stop)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        say("interrupted: stopping; everything recorded so far is kept")
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        run.problems.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        say(f"FAILED: {run.problems[-1]}")
+    finally:
+        group.stop()
+        run.seconds = time.monotonic() - t0
+        run.save()
+    return run
+
+
+def ab_compare(run: DemoRun, group: Any, port: int, say: Callable[[str], None],
+               stop: Callable[[], bool]) -> dict[str, Any]:
+    """Blinded A/B of the first and the last model through the ``model_comparison`` node, trials run by
+    ``sim_ab_trials`` on fresh seeded episodes."""
+    from h1_training.procs import resolve_executable
+
+    cfg = run.cfg
+    first, last = run.rows[0].model_id, run.rows[-1].model_id
+    result_file = run.run_dir / "ab_result.json"
+    say(f"A/B: {first} (epoch 0) vs {last} (epoch {run.rows[-1].epoch}) through model_comparison, up to "
+        f"{cfg.ab_trials} fresh seeded episodes per model")
+    group.start("model_comparison", resolve_executable("model_comparison") + [
+        "--ros-args", "-p", f"policy_port:={port}", "-p", f"seed:={cfg.seed}"])
+    trials = group.start("sim_ab_trials", resolve_executable("sim_ab_trials") + [
+        "--ros-args", "-p", f"model_a:={first}", "-p", f"model_b:={last}", "-p", f"models_dir:={run.models_dir}",
+        "-p", f"trials_per_model:={cfg.ab_trials}", "-p", f"seed:={cfg.seed}",
+        "-p", f"episode_offset:={AB_SEED_OFFSET}", "-p", f"image_width:={cfg.image_wh[0]}",
+        "-p", f"image_height:={cfg.image_wh[1]}", "-p", f"exec_index:={cfg.exec_index}",
+        "-p", f"result_file:={result_file}"])
+    shown = 0
+    while trials.running:
+        if stop():
+            raise KeyboardInterrupt
+        done = sum(1 for line in trials.lines if "[A/B] trial" in line)
+        if done >= shown + 10:
+            shown = done
+            say(f"A/B: {done} trials run")
+        time.sleep(0.5)
+    if trials.proc.returncode != 0 or not result_file.is_file():
+        tail = "; ".join(trials.lines[-3:])
+        raise RuntimeError(f"the A/B trials failed (exit {trials.proc.returncode}): {tail}")
+    verdict = json.loads(result_file.read_text())
+    names = {first: "first", last: "last"}
+    winner = names.get(verdict.get("winner", ""), verdict.get("winner") or "none")
+    ab = {"p_value": verdict["p_value"], "winner": winner, "winner_model": verdict.get("winner", ""),
+          "trials": verdict["trials"], "test": verdict["test"], "significant": verdict["significant"],
+          "alpha": verdict["alpha"], "models": verdict["models"], "message": verdict["message"],
+          "first_model": first, "last_model": last}
+    per = ", ".join(f"{names.get(m['model_id'], m['model_id'])} {m['successes']}/{m['trials']}"
+                    for m in verdict["models"])
+    say(f"A/B: {per}; {verdict['test']} p = {verdict['p_value']:.2g}: "
+        + (f"the {winner} model is better at alpha {verdict['alpha']:g}" if verdict["significant"]
+           else "no significant difference"))
+    return ab

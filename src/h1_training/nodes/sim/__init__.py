@@ -1,0 +1,1 @@
+"""ROS faces of the emulators, the simulated operator and the simulated trial runner."""
