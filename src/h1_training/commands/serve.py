@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="sampling weight of human-correction frames (1 = no up-weighting)")
     auto.add_argument("--auto-pre-intervention-s", type=float, default=0.0,
                       help="policy frames this long before a takeover get weight 0 (Sirius; default 0)")
+    auto.add_argument("--auto-action-lookahead", type=int, default=1,
+                      help="conversion: a human frame's action target is qpos this many frames later (default 1)")
     auto.add_argument("--auto-quiet-s", type=float, default=60.0,
                       help="an epoch folder unchanged this long counts as synced (without SYNC_COMPLETE)")
     auto.add_argument("--auto-require-marker", action="store_true",
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                                    batch_size=args.auto_batch_size, lr=args.auto_lr,
                                    human_weight=args.auto_human_weight, quiet_s=args.auto_quiet_s,
                                    pre_intervention_s=args.auto_pre_intervention_s,
+                                   action_lookahead=args.auto_action_lookahead,
                                    require_marker=args.auto_require_marker)
         config = ServerConfig(host=args.host, port=args.port, models_dir=args.models_dir, data_dir=args.data_dir,
                               work_dir=args.work_dir, api_key=api_key, device=_device(args.device),

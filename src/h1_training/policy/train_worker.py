@@ -97,6 +97,7 @@ def run(job_dir: Path) -> int:
         emit("progress", stage="convert", step=0, total_steps=req["steps"])
         dataset_dir = job_dir / "dataset"
         summary = convert_sessions(session_folders(paths), dataset_dir, progress=False,
+                                   lookahead=int(req.get("action_lookahead", 1)),
                                    cameras=policy_cameras(req["policy_type"], req.get("extra") or {}))
         emit("convert", summary=_as_dict(summary))
         if not getattr(summary, "episodes", 0):

@@ -58,6 +58,7 @@ class LearningConfig:
     pre_intervention_s: float = 0.5
     image_wh: tuple[int, int] = (96, 72)
     exec_index: int = 0             # chunk row executed (0: the next step; replanned every frame)
+    action_lookahead_s: float = 0.2  # a human frame's action target = where the person had the arm this much later
     task: TaskConfig = field(default_factory=TaskConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
 
@@ -336,6 +337,7 @@ def _server_argv(cfg: LearningConfig, run: DemoRun) -> list[str]:
         "--auto-train", "--auto-policy", "keypoint", "--auto-steps", str(cfg.train_steps),
         "--auto-batch-size", str(cfg.batch_size), "--auto-human-weight", str(cfg.human_weight),
         "--auto-pre-intervention-s", str(cfg.pre_intervention_s), "--auto-require-marker",
+        "--auto-action-lookahead", str(max(1, round(cfg.action_lookahead_s * cfg.task.fps))),
         "--log-level", "WARNING"]
 
 
