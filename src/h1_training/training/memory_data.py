@@ -95,7 +95,13 @@ class MemoryDataset:
             else:
                 out[key] = torch.from_numpy(np.ascontiguousarray(values[idx]))
         for key, values in self.images.items():
-            out[key] = torch.from_numpy(values[idx]).float().div_(255.0)
+            if key in self.delta:  # an observation history: [B, T, C, H, W], as LeRobot stacks it
+                want = idx[:, None] + self.delta[key][None, :]
+                lo, hi = self.ep_start[idx][:, None], self.ep_end[idx][:, None] - 1
+                out[key] = torch.from_numpy(values[np.clip(want, lo, hi)]).float().div_(255.0)
+                out[f"{key}_is_pad"] = torch.from_numpy((want < lo) | (want > hi))
+            else:
+                out[key] = torch.from_numpy(values[idx]).float().div_(255.0)
         out["task"] = [self.tasks[i] for i in idx]
         out["index"] = torch.from_numpy(idx)
         return out
