@@ -23,7 +23,7 @@ HELP = "the full learning demo per seed: first/last success, A/B p-value, wall t
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--save-dir", default="data/bench/demo")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--train-steps", type=int, default=1000)
 

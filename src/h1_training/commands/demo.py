@@ -8,7 +8,7 @@ every epoch; then a blinded A/B comparison of the first and the last model throu
 per epoch the episodes, success (95 % Wilson interval), intervention rate, human frames, mean time to success,
 training loss and time; saves a learning curve PNG next to the data; Ctrl+C stops it with everything so far saved.
 
-    h1-training demo                                  # seed 0, 4 demonstrations + 4 HIL epochs x 10 episodes
+    h1-training demo                                  # seed 0, 4 demonstrations + 5 HIL epochs x 10 episodes
     h1-training demo --seed 1 --json                  # one JSON document at the end
     h1-training demo --epochs 2 --episodes 6 --eval-episodes 10 --train-steps 400 --no-ab   # shorter
     h1-training demo --stack                          # the ROS plumbing check: sim stack + hil_session + sim_operator,
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direct", action="store_true",
                         help="the sim profile and sim_operator alone: no policy server, no hil_session, no retraining")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="HIL epochs after the demonstrations (default 4; --stack: epochs, default 2)")
+                        help="HIL epochs after the demonstrations (default 5; --stack: epochs, default 2)")
     parser.add_argument("--episodes", type=int, default=None,
                         help="HIL episodes per epoch (default 10; --stack 1); with --direct: episodes in all (2)")
     learn = parser.add_argument_group("the learning demo (default mode)")
@@ -95,7 +95,7 @@ def run_learning(args: argparse.Namespace) -> int:
     from h1_training.workflow.sim_learning import LearningConfig, run_learning_demo
 
     try:
-        cfg = LearningConfig(seed=args.seed, epochs=4 if args.epochs is None else args.epochs,
+        cfg = LearningConfig(seed=args.seed, epochs=5 if args.epochs is None else args.epochs,
                              demos=args.demos, episodes=10 if args.episodes is None else args.episodes,
                              eval_episodes=args.eval_episodes, ab_trials=args.ab_trials,
                              train_steps=args.train_steps)

@@ -47,12 +47,13 @@ AB_SEED_OFFSET = 200_000      # and the A/B comparison's fresh episodes
 @dataclass
 class LearningConfig:
     seed: int = 0
-    epochs: int = 4                 # HIL epochs after the demonstrations (epoch 0)
+    epochs: int = 5                 # HIL epochs after the demonstrations (epoch 0)
     demos: int = 4
     episodes: int = 10              # HIL episodes per epoch
     eval_episodes: int = 20
     ab_trials: int = 40             # planned A/B trials per model (the sequential test may stop earlier)
     train_steps: int = 1000
+    lr: float = 5e-4                # each job: cosine from lr to lr/10 (a warm start keeps the learned keypoints)
     batch_size: int = 64
     human_weight: float = 3.0
     pre_intervention_s: float = 0.5
@@ -335,7 +336,7 @@ def _server_argv(cfg: LearningConfig, run: DemoRun) -> list[str]:
         "serve", "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
         "--models-dir", str(run.models_dir), "--data-dir", str(run.gpu_dir), "--work-dir", str(run.work_dir),
         "--auto-train", "--auto-policy", "keypoint", "--auto-steps", str(cfg.train_steps),
-        "--auto-batch-size", str(cfg.batch_size), "--auto-human-weight", str(cfg.human_weight),
+        "--auto-batch-size", str(cfg.batch_size), "--auto-lr", str(cfg.lr), "--auto-human-weight", str(cfg.human_weight),
         "--auto-pre-intervention-s", str(cfg.pre_intervention_s), "--auto-require-marker",
         "--auto-action-lookahead", str(max(1, round(cfg.action_lookahead_s * cfg.task.fps))),
         "--log-level", "WARNING"]
