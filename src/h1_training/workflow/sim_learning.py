@@ -336,7 +336,8 @@ def _server_argv(cfg: LearningConfig, run: DemoRun) -> list[str]:
         "serve", "--host", "127.0.0.1", "--port", "0", "--device", "cpu",
         "--models-dir", str(run.models_dir), "--data-dir", str(run.gpu_dir), "--work-dir", str(run.work_dir),
         "--auto-train", "--auto-policy", "keypoint", "--auto-steps", str(cfg.train_steps),
-        "--auto-batch-size", str(cfg.batch_size), "--auto-lr", str(cfg.lr), "--auto-human-weight", str(cfg.human_weight),
+        "--auto-batch-size", str(cfg.batch_size), "--auto-lr", str(cfg.lr),
+        "--auto-human-weight", str(cfg.human_weight),
         "--auto-pre-intervention-s", str(cfg.pre_intervention_s), "--auto-require-marker",
         "--auto-action-lookahead", str(max(1, round(cfg.action_lookahead_s * cfg.task.fps))),
         "--log-level", "WARNING"]
