@@ -16,6 +16,7 @@ demo: setup
 test: setup
 	@$(PY) -m ruff check src test launch
 	@cd foxglove_panels && npx --no-install tsc --noEmit && npx --no-install vitest run
+	@cd web_ui && npx --no-install tsc --noEmit
 	@set +e; $(PY) -m pytest test $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing"; exit 1; fi; exit $$rc
 
@@ -26,4 +27,5 @@ bench: setup
 	@$(VENV)/bin/h1-training bench all
 
 clean:
-	rm -rf build $(VENV) foxglove_panels/node_modules
+	rm -rf build $(VENV) foxglove_panels/node_modules web_ui/node_modules src/h1_training/web/static/app.js \
+	  src/h1_training/web/static/app.css

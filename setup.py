@@ -17,6 +17,8 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
+    # the page: index.html (committed) and the esbuild bundle app.js/app.css (built by scripts/setup_env.sh)
+    package_data={PACKAGE + ".web": ["static/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
@@ -38,6 +40,11 @@ setup(
         "opencv-python-headless<4.13",  # the cv2 lerobot 0.4.4 pins; see DESIGN.md §3 on two OpenCVs
         "psutil",
         "tqdm",
+        # model comparison statistics (robot side: the model_comparison node): tests, intervals, Holm
+        "scipy>=1.11",  # boschloo_exact, binomtest(...).proportion_ci
+        "statsmodels>=0.14",
+        "mcap==1.6.0",                   # dataset_manager's MCAP export (datasets/mcap_export.py)
+        "mcap-ros2-support==0.6.0",
     ],
     extras_require={
         # robot laptop: unitree_sdk2py itself is installed with --no-deps by scripts/setup_env.sh
@@ -45,7 +52,11 @@ setup(
         # GPU server: training and serving (torch comes with lerobot)
         "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av", "matplotlib>=3.8"],
         "gateway": ["foxglove-sdk>=0.30,<0.31"],
-        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow"],
+        # training_web_app: FastAPI on uvicorn; python-multipart for the login form
+        "web": ["fastapi==0.163.2", "uvicorn==0.54.0", "python-multipart==0.0.34"],
+        # protobuf: decodes Foxglove images in the gateway test; httpx: the web app's API tests
+        "test": ["pytest>=8", "pytest-timeout", "ruff", "dm-tree", "pillow", "import-linter>=2.5,<3", "protobuf",
+                 "httpx"],
     },
     zip_safe=True,
     maintainer="h1_training developers",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create everything h1_training needs, from nothing, idempotently:
 #   Debian packages (when root), .venv (Python 3.11), ROS 2 Kilted wheels, this package (editable, with extras),
-#   the h1_training_interfaces rosidl package built into the venv, and the Foxglove panel npm packages.
+#   the h1_training_interfaces rosidl package built into the venv, the Foxglove panel npm packages, and the web
+#   page (web_ui/: npm install + esbuild bundle into src/h1_training/web/static/).
 # Each stage writes a stamp holding the hash of its inputs; an unchanged stage is skipped, so a second run
 # finishes in seconds.  Usage: scripts/setup_env.sh [--extras robot,train,test] [--no-npm]
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${H1_VENV:-$ROOT/.venv}
 STAMPS=$VENV/.h1_stamps
-EXTRAS=${H1_EXTRAS:-robot,train,test,gateway}
+EXTRAS=${H1_EXTRAS:-robot,train,test,gateway,web}
 WITH_NPM=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,9 +36,16 @@ stamp() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }
 missing=""
 for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 # Node.js may come from elsewhere than Debian (e.g. NodeSource); only ask for Debian's when there is none.
-if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ] && ! command -v npm >/dev/null; then
+if [ "$WITH_NPM" = 1 ] && { [ -f foxglove_panels/package.json ] || [ -f web_ui/package.json ]; } && ! command -v npm >/dev/null; then
   missing="$missing nodejs npm"
 fi
+# the browser tests (web app, panels) drive Debian's chromium; without it they are skipped, so CI (root) gets it
+case ",$EXTRAS," in *,test,*)
+  if [ "$WITH_NPM" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then missing="$missing chromium"
+    else echo "[setup] note: no /usr/bin/chromium; browser tests will be skipped (sudo apt-get install -y chromium)" >&2; fi
+  fi ;;
+esac
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages:$missing"
@@ -106,10 +114,30 @@ if [ "$WITH_NPM" = 1 ] && [ -f foxglove_panels/package.json ]; then
   h=$(hash_of foxglove_panels/package.json foxglove_panels/package-lock.json)
   if ! fresh npm "$h" || [ ! -d foxglove_panels/node_modules ]; then
     say "installing Foxglove panel npm packages"
-    # npm install, not npm ci: the lock file written here leaves out other platforms' optional packages
-    # (rollup's), which `npm ci` refuses as "out of sync"; install still follows the locked versions.
-    (cd foxglove_panels && npm install --no-audit --no-fund --loglevel=error)
+    # --no-save: install what the lock file pins without rewriting it (`make test` leaves the work tree clean).
+    # Not `npm ci`: a lock written on one platform leaves out other platforms' optional packages (rollup's),
+    # which `npm ci` refuses as "out of sync".
+    (cd foxglove_panels && npm install --no-save --no-audit --no-fund --loglevel=error)
     stamp npm "$h"
+  fi
+  # 6. the extension itself: dist/extension.js and the installable dist/h1-training-panels.foxe
+  h=$(hash_of foxglove_panels/package.json foxglove_panels/package-lock.json foxglove_panels/tsconfig.json \
+      $(find foxglove_panels/src -type f | sort))
+  if ! fresh foxe "$h" || [ ! -f foxglove_panels/dist/h1-training-panels.foxe ]; then
+    say "building the Foxglove extension (foxglove_panels/dist/h1-training-panels.foxe)"
+    (cd foxglove_panels && npm run --silent build >/dev/null && npm run --silent package >/dev/null)
+    stamp foxe "$h"
+  fi
+fi
+# 6. the web page: npm packages (uPlot, esbuild, playwright-core for the browser tests) and the esbuild bundle.
+#    The bundle is built here, not committed: its sources and package-lock.json are the truth, a committed copy
+#    could go stale or conflict in merges; the app answers 503 with this command when it is missing.
+if [ "$WITH_NPM" = 1 ] && [ -f web_ui/package.json ]; then
+  h=$(hash_of web_ui/package.json web_ui/package-lock.json web_ui/build.mjs web_ui/src/*)
+  if ! fresh webui "$h" || [ ! -d web_ui/node_modules ] || [ ! -f src/h1_training/web/static/app.js ]; then
+    say "building the web page (web_ui: npm install + esbuild)"
+    (cd web_ui && npm install --no-audit --no-fund --loglevel=error && npm run --silent build)
+    stamp webui "$h"
   fi
 fi
 say "environment ready: $VENV"

@@ -1,5 +1,11 @@
-"""Test harness: every run gets its own ROS domain on loopback; node executables run as real processes
-and are always cleaned up (their output is printed when a test fails)."""
+"""Test harness: every run claims its own ROS domain on loopback; node executables run as real processes and are
+always cleaned up, and a child that exits while a test runs fails that test with its output shown.
+
+A test that expects a child to end declares it: ``procs.start(..., expect_exit=True)`` /
+``procs.start_executable(..., expect_exit=True)`` for a process that finishes by itself (a scripted operator, a
+one-shot tool), ``child.signal(sig)`` to kill or interrupt it on purpose, ``procs.stop_one(child)`` to stop it.
+Any other exit fails the test at teardown ("child exited unexpectedly"), with the child's output.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,15 @@ import sys
 
 import pytest
 
-# One ROS domain per test run (0-101 are safe for Fast DDS port math), loopback discovery only. Set at
-# import time so that in-process rclpy (RosProbe) and every child process agree.
-DOMAIN_ID = int(os.environ.get("H1_TEST_DOMAIN", str(10 + os.getpid() % 90)))
+from h1_training.procs import claim_ros_domain
+
+# One ROS domain per test run, claimed with a lock file (held until this process ends, so parallel runs, benches
+# and demos never share one), loopback discovery only. Set at import time so that in-process rclpy (RosProbe) and
+# every child process agree. H1_TEST_DOMAIN forces one (then nothing is claimed).
+if os.environ.get("H1_TEST_DOMAIN"):
+    DOMAIN_ID = int(os.environ["H1_TEST_DOMAIN"])
+else:
+    DOMAIN_ID = claim_ros_domain().domain_id
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -29,19 +41,26 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+def _show(children) -> str:
+    return "".join(f"\n----- output of {c.name} (exit {c.proc.returncode}) -----\n{c.output()[-6000:]}\n"
+                   for c in children)
+
+
 @pytest.fixture
 def procs(request):
-    """A ProcessGroup on loopback; children are stopped (and their logs shown on failure) at teardown."""
+    """A ProcessGroup on loopback; children are stopped at teardown. A child that exited during the test without
+    being declared (``expect_exit``, ``signal``, ``stop_one``) fails the test with its output."""
     from h1_training.procs import ProcessGroup, loopback_ros_env
 
     group = ProcessGroup(env=loopback_ros_env(DOMAIN_ID))
     yield group
+    report = group.unexpected_exit_report()  # before stop(): stopping makes every exit expected
     group.stop()
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
-        for child in group.children:
-            sys.stderr.write(f"\n----- output of {child.name} (exit {child.proc.returncode}) -----\n")
-            sys.stderr.write(child.output()[-6000:] + "\n")
+        sys.stderr.write(_show(group.children))
+    elif report:
+        pytest.fail(report, pytrace=False)
 
 
 @pytest.fixture

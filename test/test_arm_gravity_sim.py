@@ -181,6 +181,8 @@ def sim(rig, request):
     if rep is not None and rep.failed:
         for child in rig.procs.children:
             sys.stderr.write(f"\n----- output of {child.name} -----\n{child.output()[-4000:]}\n")
+    elif report := rig.procs.unexpected_exit_report():
+        pytest.fail(report, pytrace=False)
 
 
 FIGURES: dict[str, float] = {}  # shoulder pitch sink [rad] over 1 s of DAMPING, shared by (b) -> (c)

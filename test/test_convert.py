@@ -137,6 +137,27 @@ def test_dataset_loads_with_lerobot_and_keeps_real_fps(session, converted):
     assert provenance["episodes"] == 2 and len(provenance["skipped"]) == 6
 
 
+def test_image_statistics_from_strided_frames_match_the_pixels(session, converted):
+    """The converter takes LeRobot's per-frame image statistics on frames strided to 80 px (the bench's profile:
+    they cost more than the encoding). They still estimate the pixels' per-channel mean; LeRobot's own
+    downsampler is back in place afterwards."""
+    import cv2
+    from lerobot.datasets import compute_stats
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from h1_training.training.convert import _stats_downsample
+
+    out, _ = converted
+    stats = LeRobotDataset(REPO, root=out, video_backend="pyav").meta.stats["observation.images.cam_head"]
+    frames = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR_RGB).astype(np.float32) / 255.0
+              for name in ("good0", "good3") for b in layout.read_episode(session[name]).images["ego_cam"]]
+    pixels = np.stack(frames).reshape(-1, 3)
+    np.testing.assert_allclose(np.asarray(stats["mean"]).reshape(3), pixels.mean(axis=0), atol=0.02)
+    assert compute_stats.auto_downsample_height_width is not _stats_downsample
+    assert _stats_downsample(np.zeros((3, 480, 640), np.uint8)).shape == (3, 60, 80)
+    assert _stats_downsample(np.zeros((3, 224, 224), np.uint8)).shape == (3, 75, 75)
+
+
 def test_lerobot_act_training_step_runs_on_the_dataset(converted):
     """Plain LeRobot (make_policy / make_pre_post_processors), not our trainer: the dataset is LeRobot's own."""
     from lerobot.datasets.factory import resolve_delta_timestamps

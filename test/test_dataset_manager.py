@@ -86,4 +86,18 @@ def test_refresh_list_episode_info_and_export(procs, probe, tmp_path):
     r = probe.call(ExportDataset, "/lerobot/export_dataset",
                    ExportDataset.Request(dataset="training_session_epoch1", format="csv"), timeout=30)
     assert not r.success and "format must be one of lerobot, hdf5" in r.message
+    # containment: the service writes inside export_dir only, whatever output_path says
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (exports / "link").symlink_to(outside, target_is_directory=True)
+    for asked in ("../outside/x", str(outside / "x"), "link/x", str(exports / "link" / "x"), str(exports), "/"):
+        r = probe.call(ExportDataset, "/lerobot/export_dataset",
+                       ExportDataset.Request(dataset="training_session_epoch1", format="hdf5", output_path=asked),
+                       timeout=30)
+        assert not r.success and "outside the export folder" in r.message, (asked, r.message)
+    assert list(outside.iterdir()) == []
+    r = probe.call(ExportDataset, "/lerobot/export_dataset",  # relative: inside export_dir
+                   ExportDataset.Request(dataset="training_session_epoch1", format="hdf5", output_path="mine"),
+                   timeout=30)
+    assert r.success and r.output_path == str((exports / "mine").resolve()), r.message
     assert procs.exited() == []

@@ -136,9 +136,8 @@ def test_refresh_of_an_unchanged_tree_is_cached(tmp_path):
     cat = Catalog([tmp_path / "a", tmp_path / "missing"])
     cat.refresh()
     assert cat.last.inspected == 3 and cat.last.missing_roots == [str(tmp_path / "missing")]
-    t0 = time.perf_counter()
     cat.refresh()
-    assert cat.last.inspected == 0 and time.perf_counter() - t0 < 0.5
+    assert cat.last.inspected == 0  # nothing opened again: cached by size and mtime (its speed is not a test)
     # one file replaced (other size and mtime), one new session: only those are inspected
     L.episode_path(tmp_path / "a", 1, 2).unlink()
     record(tmp_path / "a", 2, 20)

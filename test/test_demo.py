@@ -11,12 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from h1_training.policy.autotrain import SYNC_MARKER
-from h1_training.policy.model_pool import STATE_FILE
 from h1_training.procs import resolve_executable
 from h1_training.recording.inspect import inspect_path
-from h1_training.recording.layout import read_episode
+from h1_training.recording.layout import SYNC_MARKER, read_episode
 from h1_training.robot_model import ARM_HOME_RAD
+from h1_training.serve.model_pool import STATE_FILE
 from h1_training.sim.operator_script import (
     MAX_KEY_TRIES,
     POLICY_MISS_RAD,
@@ -151,6 +150,8 @@ def test_demo_runs_the_full_loop_and_the_policy_improves(tmp_path, domain_id):
         capture_output=True, text=True, timeout=230)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert "[demo] done in" in out.stdout and "improvement:" in out.stdout
+    # the sim_hil profile starts the Foxglove gateway (8765, or a free port when another stack holds 8765)
+    assert "[demo] Foxglove: open connection ws://127.0.0.1:" in out.stdout and "h1-training-panels.foxe" in out.stdout
 
     robot, gpu, models = run_dir / "robot", run_dir / "gpu_server/data", run_dir / "gpu_server/models"
     # two epochs recorded by the robot side, one valid episode each, policy then human frames

@@ -1,7 +1,8 @@
 """``model_comparison``: the blind, balanced trial order (pure), the operator's summary, and the node against a real
 ``h1-training serve`` on 127.0.0.1 with two scripted models in a temporary registry: the seed's service names,
-clear refusals, an A/B test that names B only at the planned size (the sequential rule does not fire on these
-trials), one where the sequential rule stops early, and the winner deployed on the server when asked."""
+clear refusals, a comparison of equal models that stops for futility with no winner, a cancelled one, and two
+models of clearly different quality where the anytime-valid test stops early with the right winner, which is
+deployed and becomes the served default."""
 
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from h1_training.evaluation.comparison import Comparison
+from h1_training.evaluation.comparison import Comparison, operator_summary
 from h1_training.evaluation.scheduler import TrialScheduler
-from h1_training.evaluation.stats import sequential_test
 
-# B succeeds far more often (16/20 vs 5/20, Fisher p = 0.0012), in an order where the always-valid sequential
-# rule never reaches 1/alpha (its evidence peaks below 100 at alpha 0.05 * 0.2): the verdict must wait for n = 20.
+# B succeeds far more often (16/20 vs 5/20): the anytime-valid test stops for B before the 20th pair.
 A_OUTCOMES = [1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0]
 B_OUTCOMES = [1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1]
 
@@ -61,17 +61,22 @@ def test_schedule_follows_the_counts_when_a_trial_goes_to_the_other_model() -> N
 
 
 def test_operator_summary_reads_rates_difference_and_verdict() -> None:
-    from h1_training.nodes.model_comparison_node import operator_summary
-
     cmp = Comparison(["v1", "v2"], "ab", 20, 0.05)
     for a, b in zip(A_OUTCOMES, B_OUTCOMES):
-        cmp.record("v1", bool(a), 10.0 + a)
-        cmp.record("v2", bool(b), 8.0 + b)
-    text = operator_summary("cmp-x", "COMPLETED", cmp, cmp.result(), "Recommendation: deploy v2.")
-    assert "v1: 5/20 succeeded (25%, 95% CI 11%-47%)" in text
-    assert "v2: 16/20 succeeded (80%" in text
-    assert "v2 minus v1: +55 points (95% CI +" in text
-    assert "v2 better: 5/20 vs 16/20" in text and "p 0.001232" in text
+        if cmp.result().complete:
+            break
+        cmp.record("v1", bool(a), 10.0 + a, -1.0, 0.3 + 0.7 * a)
+        cmp.record("v2", bool(b), 8.0 + b, -1.0, 0.5 + 0.5 * b)
+    result = cmp.result()
+    assert result.complete and result.winner == "v2" and result.sequential.pairs < 20
+    n = result.sequential.pairs
+    text = operator_summary("cmp-x", "COMPLETED", cmp, result, "Recommendation: deploy v2.")
+    assert "of 20 cap trials per model" in text
+    assert f"v1: {sum(A_OUTCOMES[:n])}/{n} succeeded (" in text and "mean score" in text
+    assert "v2 minus v1: +" in text and "points (95% CI +" in text
+    assert "v2 better than v1: success " in text and "e-value " in text and f"{n} trials per model" in text
+    assert "Fixed-sample reference (not the stopping rule): Boschloo p " in text
+    assert "Partial-credit score: Mann-Whitney U" in text and "Bayesian (Beta(1,1) priors, not the test)" in text
     assert text.endswith("Recommendation: deploy v2.")
 
 
@@ -144,51 +149,66 @@ def test_ab_comparison_against_the_policy_server(comparison, probe, procs) -> No
     procs.wait_for_line("model_comparison", lambda s: "no comparison yet" in s, timeout=10)
     assert status.last().state == St.STATE_IDLE
 
-    def record(model: str, success: bool, t: float = 5.0, conf: float = -1.0):
+    def record(model: str, success: bool, t: float = 5.0, conf: float = -1.0, score: float | None = None):
         req = RecordTrial.Request(model_id=model, success=success, execution_time_s=t, grasp_confidence=conf)
+        if score is not None:
+            req.score = score
         return srv.call(RecordTrial, "/model_comparison/record_trial", req)
 
-    def start(ids: list[str], mode: str = "ab", trials: int = 0):
-        req = CompareModels.Request(model_ids=ids, mode=mode, trials_per_model=trials)
+    def start(ids: list[str], mode: str = "", trials: int = 0, alpha: float = 0.0):
+        req = CompareModels.Request(model_ids=ids, mode=mode, trials_per_model=trials, alpha=alpha)
         return srv.call(CompareModels, "/model_comparison/start", req)
 
     # refusals, each with its reason
     out = record(a, True)
-    assert not out.accepted and "no comparison is running" in out.message
+    assert not out.accepted and "no comparison is running" in out.message  # a label with no trial running
     assert not srv.call(Trigger, "/model_comparison/next_model").success
-    out = start([a, "nope"])
+    out = start([a, "nope"], "ab")
     assert not out.success and "unknown model id 'nope'" in out.message and a in out.message and b in out.message
-    out = start([a, b, "scripted"])
+    out = start([a, b, "scripted"], "ab")
     assert not out.success and "A/B needs exactly 2 models, got 3" in out.message
+    assert "2 to 4 models, got 1" in start([a]).message
+    assert "2 to 4 models, got 5" in start([a, b, "c", "d", "e"]).message
+    assert "alpha must be in (0, 0.5), got 0.7" in start([a, b], alpha=0.7).message
 
-    # --- A/B at the planned size: B wins at n = 20, not before; the winner is only recommended -----------------
-    assert sequential_test(A_OUTCOMES, B_OUTCOMES, 0.01).crossed_at is None  # premise of this part
-    out = start([a, b], trials=20)
-    assert out.success and out.comparison_id
+    # --- equally good models: the test stops for futility, no winner, nothing recommended ---------------------
+    out = start([a, b], "ab", trials=30)
+    assert out.success and out.comparison_id and "planned for 50 % vs 80 %" in out.message
     assert not record("scripted", True).accepted  # not in this comparison
     out = record(b, True, t=math.nan)
     assert not out.accepted and "finite" in out.message
-    outcomes = {a: A_OUTCOMES, b: B_OUTCOMES}
     counts = {a: 0, b: 0}
-    for n in range(1, 41):
+    for n in range(1, 61):
         model = srv.call(Trigger, "/model_comparison/next_model").message
         assert model in counts
-        assert record(model, bool(outcomes[model][counts[model]]), t=6.0 + 0.1 * n).accepted
+        pair = min(counts.values())
+        # pairs alternate: A alone succeeds, then B alone: the e-value shrinks by about 0.64 every two pairs
+        ok = (model == a) == (pair % 2 == 0)
+        out = record(model, ok, t=6.0 + 0.1 * n, score=1.0 if ok else 0.25)
+        assert out.accepted
         counts[model] += 1
         assert abs(counts[a] - counts[b]) <= 1
         msg = status.wait(where=lambda m, n=n: sum(x.trials for x in m.models) == n, timeout=10)
-        if n < 40:
-            assert msg.state == St.STATE_RUNNING and not msg.significant and msg.p_value == -1.0 and not msg.winner
-    assert msg.state == St.STATE_COMPLETED and msg.winner == b and msg.significant
-    assert 0.0 < msg.p_value < msg.alpha == 0.05 and msg.test_name == "two-sided Fisher exact"
-    m_a, m_b = msg.models
-    assert (m_a.model_id, m_a.successes, m_b.model_id, m_b.successes) == (a, 5, b, 16)
-    assert m_a.success_ci_low < 0.25 < m_a.success_ci_high and m_b.success_ci_low < 0.8 < m_b.success_ci_high
-    assert m_b.mean_execution_time_s > 0 and m_b.consistency_score > 0
-    assert f"Recommendation: deploy {b}" in msg.message
+        if msg.state != St.STATE_RUNNING:
+            break
+        assert not msg.significant and not msg.winner and msg.stop_reason == ""
+        assert msg.e_threshold == 20.0 and msg.trials_cap == 30 and msg.expected_more_trials > 0
+        assert "not yet distinguishable" in msg.message
+        if n == 3:
+            out = record(b, True, score=1.5)
+            assert not out.accepted and "score must be in [0, 1]" in out.message
+    assert msg.state == St.STATE_COMPLETED and msg.stop_reason == "futility" and not msg.winner
+    # A won pairs 1, 3, 5, 7 and B pairs 2, 4, 6: E = 0.8 * 1.6^3 * 0.4^4 + 0.2 * 1.6^4 * 0.4^3 = 0.168 <= 0.2
+    assert [x.trials for x in msg.models] == [7, 7]
+    assert msg.e_value == pytest.approx(0.8 * 1.6**3 * 0.4**4 + 0.2 * 1.6**4 * 0.4**3, rel=1e-6)
+    assert msg.difference == pytest.approx(3 / 7 - 4 / 7) and msg.difference_ci_low < 0 < msg.difference_ci_high
+    assert msg.reference_test_name == "Boschloo exact" and msg.reference_p_value > 0.5
+    assert msg.score_p_value > 0.05 and msg.models[0].scored_trials == 7
+    assert sum(msg.prob_best) == pytest.approx(1.0) and len(msg.expected_loss) == 2
+    assert "No winner" in msg.message
     out = record(a, True)
     assert not out.accepted and "no comparison is running" in out.message and "COMPLETED" in out.message
-    assert http_json("127.0.0.1", port, "/models")["default"] == a  # recommended, not deployed
+    assert http_json("127.0.0.1", port, "/models")["default"] == a
 
     # --- stop: cancelled, no more trials -----------------------------------------------------------------------
     assert start([a, b], trials=10).success
@@ -196,22 +216,35 @@ def test_ab_comparison_against_the_policy_server(comparison, probe, procs) -> No
     assert status.wait(where=lambda m: m.state == St.STATE_CANCELLED, timeout=10)
     assert not record(a, True).accepted
 
-    # --- auto_deploy_winner: B always succeeds, A never; the sequential rule stops at pair 11 of 30 ------------
+    # --- clearly different models (30 % vs 90 % success, partial credit and time recorded): the test stops early
+    # with the right winner, which is deployed and becomes the served default ---------------------------------
     assert probe.set_parameter("model_comparison", "auto_deploy_winner", True).successful
-    assert start([a, b], trials=30).success
-    for _ in range(60):
+    out = start([a, b])
+    assert out.success and "at most 63 trials per model" in out.message
+    rng = np.random.default_rng(4)
+    quality = {a: 0.3, b: 0.9}
+    for _ in range(2 * 63):
         model = srv.call(Trigger, "/model_comparison/next_model").message
-        out = record(model, model == b)
+        ok = bool(rng.random() < quality[model])
+        out = record(model, ok, t=float(rng.uniform(8, 12) if model == b else rng.uniform(10, 16)),
+                     score=1.0 if ok else float(rng.choice([0.0, 0.25, 0.5, 0.75])))
         assert out.accepted
         if "COMPLETED" in out.message:
             break
     done = status.wait(where=lambda m: m.state == St.STATE_COMPLETED, timeout=10)
-    assert done.winner == b and done.p_value <= 0.01 and "SPRT" in done.test_name
-    assert [x.trials for x in done.models] == [11, 11]  # stopped at pair 11, well before the planned 30
+    assert done.winner == b and done.significant and done.stop_reason == "efficacy" and done.e_value >= 20.0
+    assert done.test_name == "anytime-valid e-process on discordant pairs" and done.p_value <= 0.05
+    trials = done.models[0].trials
+    assert trials < 63 / 2  # stopped early: well before the cap
+    assert done.message.startswith(f"{b} better than {a}: success ") and f"{trials} trials per model" in done.message
+    assert done.difference > 0 and done.difference_ci_low > 0 and done.prob_best[1] > 0.95
+    assert 0.0 <= done.score_p_value <= 1.0 and done.score_effect > 0
+    timed = [sum(1 for _ in range(m.successes)) for m in done.models]  # every success was timed
+    assert (done.time_test_name != "") == (min(timed) >= 2)
     deployed = status.wait(where=lambda m: "Deployed" in m.message, timeout=20)
     assert b in deployed.message
     assert http_json("127.0.0.1", port, "/training_status")["model_id"] == b
     assert http_json("127.0.0.1", port, "/models")["default"] == b
     srv.call(Empty, "/model_comparison/get_status")
     procs.wait_for_line("model_comparison", lambda s: f"Deployed {b}" in s and "minus" in s, timeout=10)
-    assert time.monotonic() - t0 < 40
+    assert time.monotonic() - t0 < 60

@@ -79,7 +79,8 @@ def test_robot_side_modules_do_not_import_torch():
     code = (
         "import sys, importlib\n"
         "for m in ['h1_training.cli', 'h1_training.bringup', 'h1_training.procs', 'h1_training.params',\n"
-        "          'h1_training.recording.layout', 'h1_training.nodes.common']:\n"
+        "          'h1_training.recording.layout', 'h1_training.nodes.common',\n"
+        "          'h1_training.nodes.training_workflow_manager_node', 'h1_training.nodes.dataset_manager_node']:\n"
         "    importlib.import_module(m)\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )

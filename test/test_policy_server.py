@@ -17,7 +17,6 @@ from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from websockets.sync.client import connect
 
 from h1_training.policy import codec
-from h1_training.policy.autotrain import SYNC_MARKER, AutoTrainConfig, scan
 from h1_training.policy.client import (
     PolicyClient,
     PolicyClientError,
@@ -26,10 +25,12 @@ from h1_training.policy.client import (
     get_training_status,
 )
 from h1_training.policy.scripted import REACH_TARGET_RAD
-from h1_training.policy.server import PolicyServer, ServerConfig
 from h1_training.procs import wait_until
 from h1_training.recording import layout
+from h1_training.recording.layout import SYNC_MARKER
 from h1_training.robot_model import ARM_HOME_RAD
+from h1_training.serve.server import PolicyServer, ServerConfig
+from h1_training.training.autotrain import AutoTrainConfig, scan
 
 # openpi-client 0.1.2 calls websockets' connect() outside a context manager (its code, not ours).
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used:DeprecationWarning")
@@ -342,7 +343,7 @@ def test_learned_policy_trains_over_http_and_is_hot_swapped(server_factory, tmp_
 
 def test_job_cancel_and_worker_failure(tmp_path, monkeypatch) -> None:
     """A job's worker is a separate process: cancel signals it, a crash fails only that job (with its log)."""
-    from h1_training.policy.jobs import JobManager, TrainRequest
+    from h1_training.training.jobs import JobManager, TrainRequest
 
     (tmp_path / "fake_worker.py").write_text(
         "import json, sys, time\n"

@@ -5,11 +5,9 @@ simulated robot stack when its executables exist."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -32,7 +30,7 @@ FEED = ["--width", "320", "--height", "240", "--fps", "15", "--frames", "8"]
 
 
 def start_feed(procs, modes: str = "TRACK"):
-    return procs.start("feed", [sys.executable, "-m", "h1_training.bench.feed", *FEED, "--modes", modes])
+    return procs.start("feed", [sys.executable, "-m", "h1_training.nodes.sim.bench_feed", *FEED, "--modes", modes])
 
 
 def start_recorder(procs, save_dir, *params: str, prefix: tuple[str, ...] = ()):
@@ -122,7 +120,11 @@ def test_record_save_discard_via_services(procs, probe, tmp_path):
         assert not any(f[f"quality/placeholder/{c}"][:].any() for c in CAMERA_NAMES)
         assert int(f.attrs["success"]) == 1 and f.attrs["prompt"] == "pick up the cup"
         assert int(f.attrs["epoch"]) == 1 and int(f.attrs["episode_index"]) == 0
-        assert "missed_ticks" in f.attrs and 45 < float(f.attrs["achieved_rate_hz"]) < 55
+        # the achieved rate is the file's own (samples over their time span), and every tick of that span is a
+        # sample or a counted miss (how many a loaded machine misses is `bench recorder`'s figure)
+        ns = f["timestamps/sample_ns"][:]
+        assert float(f.attrs["achieved_rate_hz"]) == pytest.approx((t - 1) / ((ns[-1] - ns[0]) / 1e9), rel=1e-3)
+        assert t + int(f.attrs["missed_ticks"]) >= round((ns[-1] - ns[0]) / 20e6)
     last = status.wait(where=lambda m: not m.recording and m.frames == s.frames, timeout=5)
     assert last.file_path == str(path) and last.error == ""
 
@@ -153,7 +155,7 @@ def test_kill9_ten_seconds_in_loses_at_most_one_second(procs, probe, tmp_path):
     status.wait(where=lambda m: m.recording and m.frames > 0, timeout=10)
     time.sleep(10.0)
     kill_wall_ns = time.time_ns()
-    os.killpg(rec.proc.pid, signal.SIGKILL)
+    rec.signal(signal.SIGKILL)
     rec.proc.wait(timeout=10)
     final = Path(r.file_path)
     assert not final.exists() and Path(str(final) + ".partial").exists()
@@ -184,7 +186,7 @@ def test_kill9_of_the_node_alone_its_writer_saves_what_it_received(procs, probe,
     assert r.success, r.message
     status.wait(where=lambda m: m.recording and m.frames >= 100, timeout=15)
     kill_wall_ns = time.time_ns()
-    os.kill(rec.proc.pid, signal.SIGKILL)  # the node only; its HDF5 writer process notices and saves
+    rec.signal(signal.SIGKILL, group=False)  # the node only; its HDF5 writer process notices and saves
     final = Path(r.file_path)
     deadline = time.monotonic() + 10
     while not final.exists() and time.monotonic() < deadline:
@@ -194,15 +196,18 @@ def test_kill9_of_the_node_alone_its_writer_saves_what_it_received(procs, probe,
         assert (kill_wall_ns - f["timestamps/wall_ns"][-1]) / 1e9 <= 0.2  # nothing it had received was lost
 
 
-def test_sigint_mid_episode_saves_it(procs, probe, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stop_signal_mid_episode_saves_it(procs, probe, tmp_path, sig):
+    """Ctrl+C in its terminal, or SIGTERM from `h1-training up`, systemd or docker stop: the episode is closed and
+    valid, not left for repair."""
     status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
     start_feed(procs)
     rec = start_recorder(procs, tmp_path)
     ready(probe, status)
-    r = start(probe, epoch=3, prompt="sigint")
+    r = start(probe, epoch=3, prompt="stop signal")
     assert r.success, r.message
     status.wait(where=lambda m: m.recording and m.frames >= 60, timeout=10)
-    os.killpg(rec.proc.pid, signal.SIGINT)
+    rec.signal(sig)
     assert rec.proc.wait(timeout=15) == 0, rec.output()
     final = Path(r.file_path)
     assert final.exists() and not Path(str(final) + ".partial").exists()
@@ -249,8 +254,8 @@ def test_disk_full_mid_episode_is_reported_and_nothing_is_lost(procs, probe, tmp
 
 def _missing_sim_modules() -> list[str]:
     from h1_training.bringup import load_profile
+    from h1_training.executables import NODES as scripts  # the package's own table, not a stale install's
 
-    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
     missing = []
     for node in load_profile("sim").nodes:
         target = scripts.get(node.executable, "")
@@ -265,12 +270,10 @@ def test_records_from_the_simulated_robot_stack(procs, probe, tmp_path):
     missing = _missing_sim_modules()
     if missing:
         pytest.skip(f"sim profile executables not available yet: {', '.join(missing)}")
-    from h1_training.bringup import load_profile
+    from h1_training.bringup import load_profile, start_profile
 
     status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
-    for node in load_profile("sim").nodes:
-        extra = ["-p", f"save_dir:={tmp_path}"] if node.executable == "episode_recorder" else []
-        procs.start_executable(node.name, node.executable, node.argv_tail() + extra)
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={tmp_path}"]})
     probe.wait_for_service("/episode_recorder/start", timeout=60)
     status.wait(where=lambda m: not [s for s in m.stale_sources if s != "arm/mode"], timeout=60)
     r = start(probe, epoch=1)

@@ -15,10 +15,11 @@ import h5py
 import numpy as np
 import pytest
 
+from h1_training.rates import Ticker
 from h1_training.recording import layout as L
 from h1_training.recording.recorder import Recorder, RecorderConfig
 from h1_training.recording.repair import repair_partial
-from h1_training.recording.sampler import JointOrder, Sampler, SamplerLoop, Slots, TickClock
+from h1_training.recording.sampler import JointOrder, Sampler, SamplerLoop, Slots
 from h1_training.recording.writer import EpisodeMeta, EpisodeWriter, RecorderError
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES
 
@@ -72,7 +73,7 @@ def samples(n: int, human_from: int | None = None, start_ms: int = 0) -> list:
 
 # --- tick clock -----------------------------------------------------------------------------------------
 def test_tick_clock_counts_missed_ticks_and_never_fills_them_in():
-    tc = TickClock(50.0, start_ns=0)
+    tc = Ticker(50.0, start_ns=0)
     assert tc.claim(-1) is None                      # not due yet
     assert tc.claim(0) == (0, 0)
     assert tc.claim(5 * MS) is None                  # tick 1 is due at 20 ms
@@ -82,6 +83,7 @@ def test_tick_clock_counts_missed_ticks_and_never_fills_them_in():
     assert tc.claim(100 * MS) == (5, 0)
     assert tc.claim(100 * MS + 5 * 20 * MS) == (10, 4)
     assert tc.due_ns() == 11 * 20 * MS
+    assert (tc.missed, tc.late) == (5, 2)
 
 
 def test_sampler_loop_runs_on_its_own_clock():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from h1_training.policy.autotrain import SYNC_MARKER, AutoTrainConfig, scan
+from h1_training.recording.layout import SYNC_MARKER
 from h1_training.session.sync import (
     PARTIAL_DIR,
     SyncConfig,
@@ -25,6 +25,7 @@ from h1_training.session.sync import (
     sync_epoch,
     target_kind,
 )
+from h1_training.training.autotrain import AutoTrainConfig, scan
 
 BIG = 4_000_000                                  # with bwlimit 1000 KB/s: ~4 s, time to interrupt it
 

@@ -16,6 +16,8 @@ A profile is ``config/bringup/<name>.yaml``::
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,3 +109,106 @@ def load_profile(name: str, base: Path | None = None) -> Profile:
     if not nodes:
         raise ProfileError(f"{path}: profile has no nodes")
     return Profile(name=name, description=str(data.get("description", "")), nodes=tuple(nodes), path=path)
+
+
+# --- private ports ------------------------------------------------------------------------------------------------
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+_TCP_LOOPBACK = re.compile(r"(tcp|http|ws)://(127\.0\.0\.1|localhost):(\d+)/?")
+FIXED_PORTS_ENV = "H1_FIXED_PORTS"   # "1": keep the parameter files' ports (one stack per machine)
+PORT_ENV_PREFIX = "H1_PORT_"         # H1_PORT_5555=15555: this port instead of a free one
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PortPlan:
+    """The loopback ports of a profile moved to private ones, consistently across the nodes that share them.
+
+    ``mapping``: parameter-file port -> port this stack uses. ``argv_tail(node)`` is ``node.argv_tail()`` with the
+    moves applied: ``-p key:=new`` after the parameter files for ROS nodes, ``--port N`` rewritten in the extra
+    arguments of non-ROS processes (the policy server).
+    """
+
+    mapping: dict[int, int] = field(default_factory=dict)
+    params: dict[str, list[str]] = field(default_factory=dict)
+
+    def port(self, profile_port: int) -> int:
+        return self.mapping.get(profile_port, profile_port)
+
+    def argv_tail(self, node: NodeSpec) -> list[str]:
+        args = list(node.args)
+        for i in range(len(args) - 1):
+            if args[i] == "--port" and args[i + 1].isdigit():
+                args[i + 1] = str(self.port(int(args[i + 1])))
+        tail = NodeSpec(node.name, node.executable, node.params, tuple(args), node.ros, node.env).argv_tail()
+        for assignment in self.params.get(node.name, []):
+            tail += ["-p", assignment]
+        return tail
+
+
+def _loopback_ports(section: dict) -> list[tuple[str, int, str]]:
+    """(key, port, how) for the loopback ports of one node's parameters: ``*_port`` integers whose host
+    (``host`` or ``<prefix>_host``) is loopback, and ``tcp://``, ``http://`` or ``ws://127.0.0.1:N``
+    addresses (e.g. the workflow manager's ``server.url``)."""
+    found = []
+    for key, value in section.items():
+        if key.endswith("_port") and isinstance(value, int) and not isinstance(value, bool):
+            prefix = key[: -len("_port")]
+            host = section.get(f"{prefix}_host", section.get("host"))
+            if host in LOOPBACK_HOSTS:
+                found.append((key, value, "int"))
+        elif isinstance(value, str) and (m := _TCP_LOOPBACK.fullmatch(value)):
+            found.append((key, int(m.group(3)), f"{m.group(1)}://{m.group(2)}:"))
+    return found
+
+
+def plan_ports(profile: Profile, environ: dict[str, str] | None = None) -> PortPlan:
+    """Private loopback ports for one stack of ``profile``, so that two stacks (tests, benches, the demo,
+    `h1-training up sim`) run side by side on one machine. Only loopback endpoints move (a robot's address never
+    does); ``H1_PORT_<N>=<M>`` in the environment pins profile port N to M, ``H1_FIXED_PORTS=1`` keeps the files'
+    ports (an external tool expects them)."""
+    env = os.environ if environ is None else environ
+    plan = PortPlan()
+    if env.get(FIXED_PORTS_ENV, "") not in ("", "0"):
+        return plan
+
+    def new_port(old: int) -> int:
+        if old not in plan.mapping:
+            pinned = env.get(f"{PORT_ENV_PREFIX}{old}")
+            plan.mapping[old] = int(pinned) if pinned else free_port()
+        return plan.mapping[old]
+
+    for node in profile.nodes:
+        for path in node.params if node.ros else ():
+            data = yaml.safe_load(path.read_text()) or {}
+            section = (data.get(node.name) or {}).get("ros__parameters") or {}
+            for key, old, how in _loopback_ports(section):
+                value = str(new_port(old)) if how == "int" else f"{how}{new_port(old)}"
+                plan.params.setdefault(node.name, []).append(f"{key}:={value}")
+    # non-ROS processes of the profile (the policy server) listen on --port: move it only when a ROS node of the
+    # profile talks to that port on loopback (then both sides move together)
+    for node in profile.nodes:
+        if not node.ros:
+            for i in range(len(node.args) - 1):
+                if node.args[i] == "--port" and node.args[i + 1].isdigit() and int(node.args[i + 1]) in plan.mapping:
+                    new_port(int(node.args[i + 1]))
+    return plan
+
+
+def start_profile(group, profile: Profile, extra: dict[str, list[str]] | None = None,
+                  skip: tuple[str, ...] = (), ports: PortPlan | None = None) -> PortPlan:
+    """Start the processes of ``profile`` in a ``procs.ProcessGroup`` on private loopback ports (``plan_ports``
+    unless ``ports`` is given); ``extra`` appends arguments per node name (e.g. ``-p save_dir:=...``), ``skip``
+    leaves nodes out. Returns the port plan (which port each endpoint got)."""
+    plan = plan_ports(profile) if ports is None else ports
+    for node in profile.nodes:
+        if node.name in skip:
+            continue
+        tail = plan.argv_tail(node) + list((extra or {}).get(node.name, []))
+        group.start_executable(node.name, node.executable, tail, extra_env=node.env or None)
+    return plan

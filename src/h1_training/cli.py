@@ -22,6 +22,8 @@ COMMANDS = {
     "inspect": "h1_training.commands.inspect",
     "serve": "h1_training.commands.serve",
     "convert": "h1_training.commands.convert",
+    "import-seed": "h1_training.commands.import_seed",
+    "export-seed": "h1_training.commands.export_seed",
     "train": "h1_training.commands.train",
     "bench": "h1_training.commands.bench",
 }

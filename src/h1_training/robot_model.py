@@ -50,3 +50,13 @@ HAND_JOINT_NAMES: tuple[str, ...] = tuple(f"left_hand_{d}" for d in HAND_DOF_NAM
 HAND_RAW_MAX = 1000  # Inspire register values 0..1000, 1000 = open
 
 CAMERA_NAMES = ("ego_cam", "cam_left_wrist", "cam_right_wrist")
+# what the operator reads for each camera (placeholder frames, camera health)
+DISPLAY_NAMES = {
+    "ego_cam": "head camera",
+    "cam_left_wrist": "left wrist camera",
+    "cam_right_wrist": "right wrist camera",
+}
+
+
+def display_name(camera: str) -> str:
+    return DISPLAY_NAMES.get(camera, camera)

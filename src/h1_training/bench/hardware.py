@@ -11,21 +11,19 @@ until joint_states flow, then measures over ``--seconds``:
 - ``joint_states_hz``: joint_states received by a probe node;
 - ``cpu_pct``: CPU % of one core per process (psutil, user + system, children included) and ``cpu_pct_total``.
 
-Targets (printed under ``targets``, never asserted): lowcmd within 2 % of the configured rate, p99 period
-under 2x nominal, the whole set under 60 % of one core. A node whose executable is missing or that exits is
-reported under ``missing`` / ``exited``; the rest are still measured.
+Targets (booleans under ``targets``; ``h1-training bench`` exits 1 when one is missed): lowcmd within 2 % of the
+configured rate, p99 period under 2x nominal, the whole set under 60 % of one core, no process exited. A node
+whose executable is missing or that exits is reported under ``missing`` / ``exited``; the rest are still measured.
 
 Isolation from anything else running here (tests, `h1-training up sim`): its own ROS domain (the unitree DDS
-traffic too), and every loopback TCP port of the profile's parameter files (``*_port`` integers and
-``tcp://127.0.0.1:N`` addresses) moved to a free port, consistently across the nodes that share it.
+traffic too, claimed with a lock file: ``procs.claim_ros_domain``), and every loopback TCP port of the profile moved
+to a free port, consistently across the nodes that share it (``bringup.plan_ports``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
-import socket
 import time
 from typing import Any
 
@@ -40,31 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ROS (and unitree) DDS domain; default one derived from this process id")
     parser.add_argument("--realtime-priority", type=int, default=0,
                         help="h1_arm_node realtime_priority (SCHED_FIFO of its write thread; 0 = default, off)")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_overrides(nodes) -> tuple[dict[str, list[str]], dict[int, int]]:
-    """``-p`` arguments per node that move the profile's loopback ports to free ones (same old port, same new)."""
-    import yaml
-
-    mapping: dict[int, int] = {}
-    overrides: dict[str, list[str]] = {}
-    for node in nodes:
-        args = overrides.setdefault(node.name, [])
-        for path in node.params:
-            section = ((yaml.safe_load(path.read_text()) or {}).get(node.name) or {}).get("ros__parameters") or {}
-            for key, value in section.items():
-                if key.endswith("_port") and isinstance(value, int) and not isinstance(value, bool):
-                    args += ["-p", f"{key}:={mapping.setdefault(value, _free_port())}"]
-                elif isinstance(value, str) and (m := re.fullmatch(r"tcp://127\.0\.0\.1:(\d+)", value)):
-                    new = mapping.setdefault(int(m.group(1)), _free_port())
-                    args += ["-p", f"{key}:=tcp://127.0.0.1:{new}"]
-    return overrides, mapping
 
 
 def _status_values(msg) -> dict[str, str]:
@@ -101,16 +74,20 @@ def _cpu_seconds(proc) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import JointState
-    from std_srvs.srv import Trigger
 
-    from h1_training.bringup import load_profile
+    from h1_training.bench.report import Target, evaluate, peak_rss_mb
+    from h1_training.bringup import load_profile, plan_ports
     from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
     from h1_training.nodes.probe import RosProbe
-    from h1_training.procs import ProcessGroup, executable_exists, loopback_ros_env, resolve_executable
+    from h1_training.procs import (
+        ProcessGroup,
+        claim_ros_domain,
+        executable_exists,
+        loopback_ros_env,
+        resolve_executable,
+    )
 
-    domain = args.domain if args.domain is not None else 10 + os.getpid() % 90  # 0-101 suit Fast DDS ports
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     os.environ["ROS_DOMAIN_ID"] = str(domain)  # before rclpy starts in this process (the probe)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     profile = load_profile(args.profile)
@@ -121,24 +98,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "exited": {}, "notes": []}
     group = ProcessGroup(env=loopback_ros_env(domain))
     probe = None
-    overrides, port_map = _port_overrides(nodes)
-    result["port_map"] = {str(old): new for old, new in port_map.items()}
+    ports = plan_ports(profile)
+    result["port_map"] = {str(old): new for old, new in ports.mapping.items()}
     try:
         for node in nodes:
             if node.name in missing:
                 continue
-            argv = resolve_executable(node.executable) + node.argv_tail()
-            if node.ros:
-                argv += overrides.get(node.name, [])
+            argv = resolve_executable(node.executable) + ports.argv_tail(node)
             if node.executable in ("h1_sim", "h1_arm_node") and node.ros:
                 argv += ["-p", f"dds_domain:={domain}"]  # the unitree wire on this run's domain too
             if node.executable == "h1_arm_node" and args.realtime_priority:
                 argv += ["-p", f"realtime_priority:={args.realtime_priority}"]
             group.start(node.name, argv, extra_env=node.env or None)
         probe = RosProbe(f"bench_hardware_{os.getpid()}")
-        joints = probe.capture(JointState, "joint_states", SENSOR_QOS, keep=100000)
-        sim_status = probe.capture(DiagnosticArray, "sim/h1_status", LATCHED_QOS, keep=100)
-        diagnostics = probe.capture(DiagnosticArray, "diagnostics", 50, keep=500)
+        joints = probe.capture("sensor_msgs/msg/JointState", "joint_states", SENSOR_QOS, keep=100000)
+        sim_status = probe.capture("diagnostic_msgs/msg/DiagnosticArray", "sim/h1_status", LATCHED_QOS, keep=100)
+        diagnostics = probe.capture("diagnostic_msgs/msg/DiagnosticArray", "diagnostics", 50, keep=500)
         try:
             joints.wait(10, timeout=30)
         except TimeoutError:
@@ -153,13 +128,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                    " twice): figures unreliable, rerun with --domain N")
         for child in group.exited():
             result["exited"][child.name] = {"code": child.proc.returncode, "last_lines": child.lines[-5:]}
+        result["exited_count"] = len(result["exited"])
 
         running = [c for c in group.children if c.running]
         procs = {c.name: psutil.Process(c.proc.pid) for c in running}
         has_sim = any(n.executable == "h1_sim" for n in nodes if n.name not in missing)
         if has_sim:
             try:
-                probe.call(Trigger, "/sim/reset_counters", timeout=5.0)
+                probe.call("std_srvs/srv/Trigger", "/sim/reset_counters", timeout=5.0)
             except TimeoutError as exc:
                 result["notes"].append(f"h1_sim counters not reset: {exc}")
         t0 = time.monotonic()
@@ -169,6 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.monotonic()
         cpu1 = {name: _cpu_seconds(p) for name, p in procs.items()}
         wall = t1 - t0
+        result["peak_rss_mb"] = {name: peak_rss_mb(p.pid) for name, p in procs.items()}
 
         cpu = {name: round((cpu1[name] - cpu0[name]) / wall * 100, 1)
                for name in procs if cpu0[name] is not None and cpu1[name] is not None}
@@ -208,13 +185,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                               "realtime_write_thread")}
         result["lowcmd_target_hz"] = target
 
-        lowcmd_hz, p99 = result.get("lowcmd_hz"), result.get("lowcmd_p99_period_ms")
-        result["targets"] = {
-            "lowcmd_within_2pct": None if lowcmd_hz is None else abs(lowcmd_hz - target) <= 0.02 * target,
-            "p99_period_under_2x_nominal": None if p99 is None else p99 < 2 * 1000.0 / target,
-            "cpu_total_under_60pct_of_one_core": result["cpu_pct_total"] < 60.0,
-        }
-        result["machine"] = {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+        result["targets"] = evaluate(result, [
+            Target("lowcmd_hz", "within", target, tol=0.02 * target),
+            Target("lowcmd_p99_period_ms", "<", 2 * 1000.0 / target),
+            Target("cpu_pct_total", "<", 60.0),
+            Target("exited_count", "==", 0),
+        ])
+        result["inputs"] = {"profile": profile.name, "processes": len(result["processes"]),
+                            "window_s": args.seconds, "lowcmd_target_hz": target}
         return result
     finally:
         if probe is not None:

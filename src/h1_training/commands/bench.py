@@ -1,11 +1,19 @@
 """Benchmarks (measured, never asserted in tests). Each lives in ``h1_training/bench/<name>.py`` with
-``HELP``, ``add_arguments(parser)`` and ``run(args) -> dict``; this command prints the figures.
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> dict``; this command checks the figures' ``targets``
+(``{name: bool}``, computed by the bench against its figures: ``bench.report.Target`` / ``evaluate``), adds the
+machine they were measured on, prints them, and exits 1 when a target is missed or the bench crashed
+(``--no-fail``: print and exit 0, for exploration). A target that is not ``True`` (``None``: not measured) is
+missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_rss_mb`` where memory matters.
 
     h1-training bench hardware --json      # lowcmd rate/jitter, joint_states rate, CPU per process
     h1-training bench recorder --seconds 60 --json
     h1-training bench convert --json
     h1-training bench serve --json
-    h1-training bench all                  # every benchmark with default settings
+    h1-training bench ab --json            # sequential A/B test vs the exact fixed design (seeded simulation)
+    h1-training bench datasets --json      # catalog refresh of 1,000 episodes, playback timing
+    h1-training bench web --json           # page load and ROS -> page latency in chromium
+    h1-training bench demo --json          # the learning demo: success per HIL epoch on fresh seeded episodes
+    h1-training bench all --json > bench.json && python scripts/bench_table.py bench.json   # README table
 """
 
 from __future__ import annotations
@@ -13,10 +21,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import time
+import traceback
 
-HELP = "run a benchmark and print its figures (hardware, recorder, convert, serve, all)"
-BENCHES = ("hardware", "recorder", "convert", "serve", "demo")
+HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
+        "foxglove, web, demo, all)")
+BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web", "demo")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object (figures, targets, machine)")
+    p.add_argument("--no-fail", action="store_true", help="exit 0 even when a target is missed (exploration)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,27 +45,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p = sub.add_parser(name, help=f"(unavailable: {exc})")
             p.set_defaults(_bench_unavailable=str(exc))
             continue
-        p = sub.add_parser(name, help=module.HELP)
-        p.add_argument("--json", action="store_true", help="print one JSON object")
+        # "resolve": a bench may declare --json / --no-fail itself (the same meaning) without a clash
+        p = sub.add_parser(name, help=module.HELP, conflict_handler="resolve")
+        _common(p)
         module.add_arguments(p)
-        p.set_defaults(_bench=module.run)
+        # a benchmark with targets may say how to exit (exit_code(figures, args)); the others exit 0
+        p.set_defaults(_bench=module.run, _bench_exit=getattr(module, "exit_code", None))
     p = sub.add_parser("all", help="run every benchmark with its defaults")
-    p.add_argument("--json", action="store_true")
+    _common(p)
     p.set_defaults(_bench=None)
 
 
-def _print(name: str, figures: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(figures, indent=2, sort_keys=True, default=str))
-        return
+def _print(name: str, figures: dict) -> None:
     print(f"== bench {name}")
     for key, value in figures.items():
         if isinstance(value, dict):
             print(f"  {key}:")
             for k, v in value.items():
-                print(f"    {k:<28} {v}")
+                print(f"    {k:<40} {v}")
         else:
             print(f"  {key:<30} {value}")
+
+
+def _finish(figures: dict, started: float, load_at_start: list[float]) -> dict:
+    from h1_training.bench.report import machine, missed
+
+    figures.setdefault("targets", {})
+    figures["machine"] = machine()  # its loadavg: when the bench ended
+    figures["machine"]["loadavg_at_start"] = load_at_start
+    figures["bench_wall_s"] = round(time.monotonic() - started, 1)
+    figures["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    figures["missed_targets"] = missed(figures)
+    return figures
+
+
+def _run_one(name: str, fn, args: argparse.Namespace) -> dict:
+    started = time.monotonic()
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
+    try:
+        figures = fn(args)
+    except Exception as exc:  # noqa: BLE001 - a bench that crashes is reported as a missed target, not hidden
+        traceback.print_exc(file=sys.stderr)
+        figures = {"error": f"{type(exc).__name__}: {exc}", "targets": {"bench completed": False}}
+    return _finish(figures, started, load_at_start)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,19 +95,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench {args.bench}: {args._bench_unavailable}", file=sys.stderr)
         return 2
     if not getattr(args, "bench", None):
-        print("usage: h1-training bench {" + ",".join(BENCHES) + ",all} [--json]", file=sys.stderr)
+        print("usage: h1-training bench {" + ",".join(BENCHES) + ",all} [--json] [--no-fail]", file=sys.stderr)
         return 2
     if args.bench != "all":
-        _print(args.bench, args._bench(args), args.json)
-        return 0
-    results = {}
-    for name in BENCHES:
-        module = importlib.import_module(f"h1_training.bench.{name}")
-        parser = argparse.ArgumentParser()
-        module.add_arguments(parser)
-        results[name] = module.run(parser.parse_args([]))
-        if not args.json:
-            _print(name, results[name], False)
-    if args.json:
-        print(json.dumps(results, indent=2, sort_keys=True, default=str))
-    return 0
+        figures = _run_one(args.bench, args._bench, args)
+        results = {args.bench: figures}
+        if args.json:
+            print(json.dumps(figures, indent=2, sort_keys=True, default=str))
+        else:
+            _print(args.bench, figures)
+    else:
+        results = {}
+        for name in BENCHES:
+            module = importlib.import_module(f"h1_training.bench.{name}")
+            parser = argparse.ArgumentParser()
+            module.add_arguments(parser)
+            results[name] = _run_one(name, module.run, parser.parse_args([]))
+            if not args.json:
+                _print(name, results[name])
+        if args.json:
+            print(json.dumps(results, indent=2, sort_keys=True, default=str))
+    misses = [f"{name}: {t}" for name, figures in results.items() for t in figures["missed_targets"]]
+    for line in misses:
+        print(f"bench: target missed: {line}", file=sys.stderr)
+    return 1 if misses and not args.no_fail else 0

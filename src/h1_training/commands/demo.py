@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import socket
 import subprocess
 import sys
@@ -38,6 +37,8 @@ LOOP_DEFAULTS = {"episodes": 1, "policy_seconds": 4.0, "human_seconds": 3.0}
 DIRECT_DEFAULTS = {"episodes": 2, "policy_seconds": 6.0, "human_seconds": 6.0}
 PROFILE = "sim_hil"
 SERVER_EXE, SESSION_EXE, RECORDER_EXE = "h1-training", "hil_session", "episode_recorder"
+GATEWAY_EXE = "foxglove_gateway"  # its URL is printed: Foxglove Studio connects there
+WEB_EXE, WEB_PORT = "training_web_app", 8080
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where runs are written (the loop: a loop-<time>/ folder in it; --direct: episodes)")
     parser.add_argument("--run-dir", default=None,
                         help="the loop's own folder instead of SAVE_DIR/loop-<time> (must not hold a run already)")
-    parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a random free-ish id)")
+    parser.add_argument("--domain", type=int, default=None,
+                        help="ROS_DOMAIN_ID (default: a free one, claimed for this run)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     parser.add_argument("--quiet", action="store_true", help="do not echo the nodes' logs")
 
@@ -182,25 +184,17 @@ def _inspect_all(robot_dir: Path, gpu_dir: Path) -> dict[str, Any]:
     return {"episodes": episodes, "valid": valid, "synced_identical": same, "problems": problems}
 
 
-# --- --stack: the ROS plumbing check ---------------------------------------------------------------------------
-def free_port() -> int:
+# --- --stack: the ROS plumbing check (the full loop) ------------------------------------------------------------
+def port_or_free(port: int) -> int:
+    """``port`` when nothing listens on 127.0.0.1:port, else a free one (the web page's well-known 8080)."""
+    from h1_training.bringup import free_port
+
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sim_port_overrides() -> dict[str, list[str]]:
-    """Free loopback ports for the hand (Modbus TCP) and camera (ZMQ) emulators and their drivers, so the demo
-    runs beside another sim stack (`h1-training up sim`, a test) without fighting over params/sim.yaml's ports."""
-    left, right, head, lwrist, rwrist = (free_port() for _ in range(5))
-    return {
-        "inspire_sim": [f"left_port:={left}", f"right_port:={right}"],
-        "inspire_hand_node": [f"left_port:={left}", f"right_port:={right}"],
-        "camera_sim": [f"head_bind:=tcp://127.0.0.1:{head}", f"left_wrist_bind:=tcp://127.0.0.1:{lwrist}",
-                       f"right_wrist_bind:=tcp://127.0.0.1:{rwrist}"],
-        "camera_node": [f"head_address:=tcp://127.0.0.1:{head}", f"left_wrist_address:=tcp://127.0.0.1:{lwrist}",
-                        f"right_wrist_address:=tcp://127.0.0.1:{rwrist}"],
-    }
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 def seed_weak_policy(models_dir: Path) -> str:
@@ -224,9 +218,9 @@ def episode_distance(path: Path) -> dict[str, Any]:
     policy frame vs the last frame (the operator's hand held the arms at the corrected pose until the save)."""
     import numpy as np
 
-    from h1_training.recording.layout import read_episode
+    from h1_training.recording.reader import load_episode
 
-    ep = read_episode(path, with_images=False)
+    ep = load_episode(path, with_images=False)
     phase = np.asarray(ep.phase)
     policy = np.flatnonzero(phase == "policy")
     models = sorted({m for m, p in zip(ep.model_version or [], ep.phase) if p == "policy" and m})
@@ -240,10 +234,9 @@ def episode_distance(path: Path) -> dict[str, Any]:
 def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, Any]:
     """What the loop did, from its files: per epoch the episodes (validated), the synced files, the policy that
     drove, the model trained on the epoch and the epoch it was served as, and the reach-to-correction distance."""
-    from h1_training.policy.autotrain import SYNC_MARKER
-    from h1_training.policy.model_pool import STATE_FILE
     from h1_training.recording.inspect import inspect_path
-    from h1_training.recording.layout import session_dir
+    from h1_training.recording.layout import EPISODE_GLOB, SYNC_MARKER, session_dir, session_epoch_of
+    from h1_training.serve.model_pool import STATE_FILE
     from h1_training.training.registry import ModelRegistry
 
     state_path = models_dir / STATE_FILE
@@ -255,8 +248,8 @@ def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, 
         if data_epoch is not None:
             trained[int(data_epoch)] = info
     epochs = []
-    for folder in sorted(robot_dir.glob("training_session_epoch*"), key=lambda p: int(p.name.rsplit("h", 1)[1])):
-        epoch = int(folder.name.rsplit("h", 1)[1])
+    folders = {e: f for f in robot_dir.iterdir() if (e := session_epoch_of(f)) is not None and f.is_dir()}
+    for epoch, folder in sorted(folders.items()):
         report = inspect_path(folder)
         episodes = []
         for ep in report.episodes:
@@ -269,7 +262,7 @@ def loop_summary(robot_dir: Path, gpu_dir: Path, models_dir: Path) -> dict[str, 
             episodes.append(row)
         remote = session_dir(gpu_dir, epoch)
         synced = sorted(p.name for p in remote.iterdir() if p.is_file()) if remote.is_dir() else []
-        same = [f.name for f in sorted(folder.glob("episode_*.hdf5"))
+        same = [f.name for f in sorted(folder.glob(EPISODE_GLOB))
                 if (remote / f.name).is_file() and (remote / f.name).read_bytes() == f.read_bytes()]
         model = trained.get(epoch)
         swap = served.get(model.id) if model is not None else None
@@ -318,6 +311,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch: int,
                server_epoch: int | None) -> list[str]:
     """Why the loop did not complete (empty: it did)."""
+    from h1_training.recording.layout import SYNC_MARKER
+
     problems = []
     done = summary["epochs"]
     if len(done) < epochs:
@@ -329,7 +324,7 @@ def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch:
             problems.append(f"epoch {e['epoch']}: invalid episode(s) {bad}")
         if len(eps) != episodes:
             problems.append(f"epoch {e['epoch']}: {len(eps)} episode(s), expected {episodes}")
-        if len(e["synced_identical"]) != len(eps) or "SYNC_COMPLETE" not in e["synced_files"]:
+        if len(e["synced_identical"]) != len(eps) or SYNC_MARKER not in e["synced_files"]:
             problems.append(f"epoch {e['epoch']}: not fully synced ({e['synced_files']})")
         if e["trained_model"] is None or e["served_epoch"] is None:
             problems.append(f"epoch {e['epoch']}: the server did not retrain and serve a model on it")
@@ -343,12 +338,12 @@ def check_loop(summary: dict[str, Any], epochs: int, episodes: int, start_epoch:
 
 
 def run_loop(args: argparse.Namespace) -> int:
-    from h1_training.bringup import load_profile
+    from h1_training.bringup import load_profile, plan_ports
     from h1_training.policy.client import PolicyClientError, get_training_status
-    from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
+    from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env, resolve_executable
 
     t_start = time.monotonic()
-    domain = args.domain if args.domain is not None else random.randint(100, 200)
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     run_dir = Path(args.run_dir or Path(args.save_dir) / time.strftime("loop-%Y%m%d-%H%M%S")).resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         print(f"h1-training demo: {run_dir} is not empty (pick another --run-dir)", file=sys.stderr)
@@ -359,7 +354,7 @@ def run_loop(args: argparse.Namespace) -> int:
     first_model = seed_weak_policy(models_dir)
     env = loopback_ros_env(domain)
     profile = load_profile(PROFILE)
-    overrides = sim_port_overrides()
+    ports = plan_ports(profile)  # free loopback ports: runs beside another stack (`up sim`, a test, a bench)
     group = ProcessGroup(env=env, echo=None if args.quiet else sys.stdout)
     print(f"[demo] ROS_DOMAIN_ID={domain}, loopback only; run folder {run_dir}", flush=True)
     print(f"[demo]   robot side (recorder save_dir): {robot_dir}\n[demo]   GPU server folder (rsync target, "
@@ -374,17 +369,21 @@ def run_loop(args: argparse.Namespace) -> int:
     operator = None
     try:
         for node in profile.nodes:
-            tail = node.argv_tail()
+            tail = ports.argv_tail(node)  # the server's --port and the session's policy_port moved together
             if node.executable == SERVER_EXE:
-                tail += ["--port", "0", "--models-dir", str(models_dir), "--data-dir", str(gpu_dir)]
+                tail += ["--models-dir", str(models_dir), "--data-dir", str(gpu_dir)]
             elif node.executable == SESSION_EXE:
-                tail += ["-p", f"policy_port:={port}", "-p", f"save_dir:={robot_dir}", "-p",
-                         f"rsync_target:={gpu_dir}/"]
+                tail += ["-p", f"save_dir:={robot_dir}", "-p", f"rsync_target:={gpu_dir}/"]
             elif node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={robot_dir}"]
-            if node.name in overrides:
-                tail += [x for value in overrides[node.name] for x in ("-p", value)]
+            elif node.executable == WEB_EXE:
+                tail += ["-p", f"port:={port_or_free(WEB_PORT)}", "-p", f"data_roots:=['{run_dir}']"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
+            if node.executable == GATEWAY_EXE:
+                print_foxglove(group, node.name)
+            if node.executable == WEB_EXE:
+                line = group.wait_for_line(node.name, lambda s: "listening on http://" in s, timeout=60)
+                print(f"[demo] web training interface: {line.split('listening on ', 1)[1].strip()}", flush=True)
             if node.executable == SERVER_EXE:
                 line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
                 port = int(line.rsplit(":", 1)[1])
@@ -471,27 +470,39 @@ def run_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_foxglove(group, name: str) -> None:
+    """The gateway's URL (8765 unless taken) and where the extension and layouts are."""
+    line = group.wait_for_line(name, lambda s: "listening on ws://" in s, timeout=60)
+    root = Path(__file__).resolve().parents[3]
+    print(f"[demo] Foxglove: open connection {line.rsplit(' ', 1)[1]} (Foxglove WebSocket); extension "
+          f"{root / 'foxglove_panels/dist/h1-training-panels.foxe'}; layouts {root / 'foxglove_configs'}", flush=True)
+
+
 # --- --direct: the sim profile and the single-process scripted operator ------------------------------------------
 def run_direct(args: argparse.Namespace) -> int:
-    from h1_training.bringup import load_profile
-    from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
+    from h1_training.bringup import load_profile, plan_ports
+    from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env, resolve_executable
     from h1_training.recording.inspect import inspect_path
+    from h1_training.recording.layout import EPISODE_GLOB
 
-    domain = args.domain if args.domain is not None else random.randint(100, 200)
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     save_dir = Path(args.save_dir).resolve()
     save_dir.mkdir(parents=True, exist_ok=True)
-    before = set(save_dir.rglob("episode_*.hdf5"))
+    before = set(save_dir.rglob(EPISODE_GLOB))
     env = loopback_ros_env(domain)
     profile = load_profile("sim")
+    ports = plan_ports(profile)
     group = ProcessGroup(env=env, echo=None if args.quiet else sys.stdout)
     print(f"[demo] ROS_DOMAIN_ID={domain}, loopback only; episodes go to {save_dir}", flush=True)
     code = 1
     try:
         for node in profile.nodes:
-            tail = node.argv_tail()
+            tail = ports.argv_tail(node)
             if node.executable == RECORDER_EXE:
                 tail += ["-p", f"save_dir:={save_dir}"]
             group.start(node.name, resolve_executable(node.executable) + tail, extra_env=node.env or None)
+            if node.executable == GATEWAY_EXE:
+                print_foxglove(group, node.name)
         operator = group.start(
             "sim_operator",
             resolve_executable("sim_operator")
@@ -511,7 +522,7 @@ def run_direct(args: argparse.Namespace) -> int:
             code = operator.proc.returncode
     finally:
         group.stop()
-    new_files = sorted(set(save_dir.rglob("episode_*.hdf5")) - before)
+    new_files = sorted(set(save_dir.rglob(EPISODE_GLOB)) - before)
     print(f"[demo] {len(new_files)} new episode(s):", flush=True)
     valid = 0
     for path in new_files:

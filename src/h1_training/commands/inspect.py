@@ -1,9 +1,11 @@
-"""Validate recorded episodes against the HDF5 contract and report on them.
+"""Check recorded episodes (any variant of the seed's HDF5) and report on them.
 
-For each episode: frames, duration, achieved rate, missed ticks, policy/human split, success label, and
-camera problems (placeholder and stale shares, JPEGs that do not decode). Invalid files get the reason and
-make the exit code 1. Unsaved ``*.hdf5.partial`` files (recording now, or left by a crash) are listed;
-``--repair`` turns those left by a crash into valid truncated episodes (what the recorder does at start-up).
+For each episode: the variant it is in (ours, or e.g. "seed client layout, cam_head JPEG": every variant the seed
+wrote is read), what was derived because the file lacks it, frames, duration, achieved rate, missed ticks,
+policy/human split, success label, and camera problems (placeholder and stale shares, frames that do not decode,
+cameras not recorded). Files that cannot be used (a truncated dataset, no head camera, unreadable) are INVALID with
+the reason and make the exit code 1. Unsaved ``*.hdf5.partial`` files (recording now, or left by a crash) are
+listed; ``--repair`` turns those left by a crash into valid truncated episodes (what the recorder does at start-up).
 
     h1-training inspect data/h1_data_sim
     h1-training inspect data/h1_data_sim/training_session_epoch1/episode_0.hdf5 --json
@@ -15,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "validate episode files (or a folder of them) against the HDF5 contract and report on them"
+HELP = "check episode files (or a folder of them), in any variant of the seed's HDF5, and report on them"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         print(r.line())
     for e in report.episodes:
         if not e.valid:
-            print(f"INVALID {e.path}\n  " + "\n  ".join(e.problems))
+            print(f"INVALID {e.path}" + (f" ({e.variant})" if e.variant else "") + "\n  "
+                  + "\n  ".join(e.problems))
             continue
         total = max(e.frames, 1)
-        print(f"ok      {e.path}")
+        print(f"ok      {e.path} ({e.variant})")
         print(f"  frames {e.frames}  duration {e.duration_s:.2f} s  rate {_fmt(e.achieved_rate_hz, '.2f')} Hz "
               f"(fps attr {e.fps:g})  missed ticks {_fmt(e.missed_ticks)}")
         print(f"  policy {e.policy_frames} ({e.policy_frames / total:.0%})  human {e.human_frames} "
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
               + (f"  prompt {e.prompt!r}" if e.prompt else ""))
         cams = "  ".join(
             f"{name}: {c.mean_kb:.0f} kB, placeholder {_fmt(c.placeholder_share, '.0%')}, "
-            f"stale {_fmt(c.stale_share, '.0%')}" for name, c in e.cameras.items())
+            f"stale {_fmt(c.stale_share, '.0%')}" if c.recorded else f"{name}: not recorded"
+            for name, c in e.cameras.items())
         print(f"  {cams}")
         for w in e.warnings:
             print(f"  warning: {w}")

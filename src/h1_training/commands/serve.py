@@ -1,7 +1,7 @@
 """The policy and training server (what the H1 seed runs as ``uv run scripts/serve_policy.py --port 8000``).
 
 openpi-compatible WebSocket inference, ``GET /healthz``, ``GET /training_status`` and a JSON API to train, follow
-jobs, list and deploy models — all on one port (see ``h1_training/policy/server.py`` for the protocol).
+jobs, list and deploy models — all on one port (see ``h1_training/serve/server.py`` for the protocol).
 
 Examples::
 
@@ -62,25 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
     import signal
 
-    from h1_training.policy.autotrain import AutoTrainConfig
-    from h1_training.policy.jobs import POLICY_TYPES
-    from h1_training.policy.server import PolicyServer, ServerConfig
+    from h1_training.policy.train_request import resolve_device
+    from h1_training.serve.server import PolicyServer, ServerConfig
+    from h1_training.training.autotrain import AutoTrainConfig
+    from h1_training.training.jobs import POLICY_TYPES
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -107,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                    action_lookahead=args.auto_action_lookahead,
                                    require_marker=args.auto_require_marker)
         config = ServerConfig(host=args.host, port=args.port, models_dir=args.models_dir, data_dir=args.data_dir,
-                              work_dir=args.work_dir, api_key=api_key, device=_device(args.device),
+                              work_dir=args.work_dir, api_key=api_key, device=resolve_device(args.device),
                               default_model=args.default_model, max_loaded_models=args.max_loaded_models,
                               max_message_bytes=int(args.max_message_mb * 1024 * 1024), auto_train=auto)
     except (ValueError, OSError) as exc:

@@ -5,6 +5,11 @@
     h1-training up sim --domain 42 # pick the ROS domain
 
 Nothing is restarted silently: if a process exits, `up` says so and stops the rest (exit code 1).
+
+Loopback endpoints of the profile (the emulators' Modbus and image-server ports, the local policy server) move to
+free ports, so two stacks run side by side on one machine (`bringup.plan_ports`; the map is printed).
+``H1_PORT_5555=15555`` pins one, ``H1_FIXED_PORTS=1`` keeps the parameter files' ports. A robot's address never
+moves.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from h1_training.bringup import ProfileError, load_profile
+    from h1_training.bringup import ProfileError, load_profile, plan_ports
     from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
 
     try:
         profile = load_profile(args.profile)
-        commands = [(n, resolve_executable(n.executable) + n.argv_tail()) for n in profile.nodes]
+        ports = plan_ports(profile)
+        commands = [(n, resolve_executable(n.executable) + ports.argv_tail(n)) for n in profile.nodes]
     except (ProfileError, FileNotFoundError) as exc:
         print(f"h1-training up: {exc}", file=sys.stderr)
         return 2
@@ -53,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     group = ProcessGroup(env=env, echo=sys.stdout)
     print(f"[up] profile {profile.name}: {len(commands)} processes ({profile.description})", flush=True)
+    if ports.mapping:
+        moved = ", ".join(f"{old}->{new}" for old, new in ports.mapping.items())
+        print(f"[up] loopback ports (parameter file -> this stack): {moved}", flush=True)
     code = 0
     try:
         for node, argv in commands:

@@ -3,7 +3,9 @@ episode's quality, and keep the answers cached so that a periodic refresh of an 
 
 Datasets::
 
-    hdf5     a ``training_session_epoch*`` folder holding ``episode_<i>.hdf5`` files (the recorder's layout)
+    hdf5     a ``training_session_epoch*`` folder holding ``episode_<i>.hdf5`` files (the recorder's layout), or any
+             other folder holding ``episode_<i>.hdf5`` files directly (the seed client's ``epoch_N/raw``, the
+             seed's converter output); every variant of the seed's HDF5 is read (``recording.reader``)
     lerobot  a folder with ``meta/info.json`` (a LeRobotDataset, e.g. from ``h1-training convert``)
 
 Episodes are numbered 0..N-1 within a dataset (HDF5: by the file's episode number, so ``episode_0, episode_2``
@@ -24,6 +26,8 @@ and its report is turned into a 0-100 quality score by named deductions (``score
     stale:hand_state     hand state stale                                       0.3 per %, at most 10
     placeholder:<cam>    camera missing: the recorder stored its placeholder    0.5 per %, at most 25 per camera
     stale:<cam>          camera frame repeated past stale_after_s               0.3 per %, at most 15 per camera
+    missing:<cam>        the file holds no such camera (a seed variant)          25 per camera (as a camera that
+                                                                                was a placeholder all along)
 
 Shares under 1 % (the inspector's warning threshold) cost nothing. Score = max(0, 100 - sum of points). Seed
 files without our timing extras are scored on what they hold. A dataset's score is the mean of its episodes'
@@ -47,15 +51,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
-
 from h1_training.recording import layout as L
 from h1_training.recording.inspect import EpisodeReport, inspect_episode
-from h1_training.training.convert import PROVENANCE_FILE, read_provenance
+from h1_training.recording.reader import LAYOUT_OURS, EpisodeError, open_episode
 
 FORMAT_HDF5 = "hdf5"
 FORMAT_LEROBOT = "lerobot"
-SESSION_PREFIX = "training_session_epoch"
 LEROBOT_INFO = Path("meta") / "info.json"
 LEROBOT_EPISODES = Path("meta") / "episodes"
 NOT_ASSESSED = -1.0
@@ -132,6 +133,10 @@ def score_episode(rep: EpisodeReport, policy: QualityPolicy = QualityPolicy()) -
         if pts:
             out.append(Deduction(f"stale:{src}", pts, f"{share:.0%} of samples stale"))
     for cam, cr in rep.cameras.items():
+        if not cr.recorded:
+            out.append(Deduction(f"missing:{cam}", policy.placeholder_max,
+                                 "not recorded in this file (black frames when converted)"))
+            continue
         pts = _share_points(cr.placeholder_share, policy.placeholder_per_pct, policy.placeholder_max, policy)
         if pts:
             out.append(Deduction(f"placeholder:{cam}", pts,
@@ -159,6 +164,7 @@ class EpisodeEntry:
     recovered: bool = False
     quality: float = NOT_ASSESSED   # 0..100, -1 not assessed
     model_version: str = ""         # the model(s) that drove its policy frames, comma-separated
+    variant: str = ""               # reader.Variant.describe(): "h1_training layout, ego_cam JPEG", ...
     deductions: list[Deduction] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # facts that cost nothing (e.g. source not found)
     stat_key: tuple[int, int] | None = None         # (mtime_ns, size) of the file when inspected
@@ -189,6 +195,11 @@ class DatasetEntry:
     @property
     def valid_episodes(self) -> list[EpisodeEntry]:
         return [e for e in self.episodes if e.valid]
+
+    @property
+    def variants(self) -> dict[str, int]:
+        """reader.Variant.describe() -> number of episodes in it."""
+        return dict(Counter(e.variant for e in self.episodes if e.variant))
 
     @property
     def total_frames(self) -> int:
@@ -261,17 +272,19 @@ def _files_under(folder: Path) -> list[os.stat_result]:
 def _model_versions(path: Path) -> str:
     """Distinct non-empty model versions of an episode's policy frames (our extra dataset; "" without it)."""
     try:
-        with h5py.File(path, "r") as f:
-            if L.EXTRA_MODEL_VERSION not in f:
-                return ""
-            seen = dict.fromkeys(v.decode() if isinstance(v, bytes) else str(v) for v in f[L.EXTRA_MODEL_VERSION][:])
-    except (OSError, ValueError, KeyError):
+        with open_episode(path) as ep:
+            versions = ep.text_list(L.EXTRA_MODEL_VERSION) or []
+    except (EpisodeError, OSError, KeyError):
         return ""
-    return ",".join(v for v in seen if v)
+    return ",".join(v for v in dict.fromkeys(versions) if v)
 
 
 def _is_session_dir(path: Path) -> bool:
-    return path.name.startswith(SESSION_PREFIX)
+    return path.name.startswith(L.SESSION_PREFIX)
+
+
+def _holds_episodes(path: Path) -> bool:
+    return any(path.glob(L.EPISODE_GLOB))
 
 
 def _is_lerobot_dir(path: Path) -> bool:
@@ -362,8 +375,11 @@ class Catalog:
                 out.append((folder, FORMAT_LEROBOT))
                 return
             if _is_session_dir(folder):
-                if any(folder.glob("episode_*.hdf5*")):
+                if any(folder.glob(L.EPISODE_GLOB + "*")):
                     out.append((folder, FORMAT_HDF5))
+                return
+            if _holds_episodes(folder):  # a seed folder (epoch_N/raw, a converter's output) or any other
+                out.append((folder, FORMAT_HDF5))
                 return
             if depth >= self.max_depth:
                 return
@@ -401,12 +417,14 @@ class Catalog:
             human_frames=rep.human_frames, missed_ticks=rep.missed_ticks or 0,
             success=rep.success if rep.success in (0, 1) else -1, recovered=rep.recovered, quality=score,
             model_version=_model_versions(path) if rep.valid else "", deductions=deductions, stat_key=key,
+            variant=rep.variant,
+            notes=[f"seed variant: {rep.variant}"] if rep.variant and not rep.variant.startswith(LAYOUT_OURS) else [],
         )
         self._episodes[str(path)] = entry
         return dataclasses.replace(entry)
 
     def _hdf5_dataset(self, name: str, folder: Path, stats: RefreshStats, seen: set[str]) -> DatasetEntry:
-        files = sorted(folder.glob("episode_*.hdf5"), key=_episode_sort_key)
+        files = sorted(folder.glob(L.EPISODE_GLOB), key=_episode_sort_key)
         episodes = []
         for i, path in enumerate(files):
             seen.add(str(path))
@@ -416,8 +434,8 @@ class Catalog:
             name=name, path=str(folder), format=FORMAT_HDF5,
             created_ns=min((s.st_mtime_ns for s in stat_list), default=0),
             size_bytes=sum(s.st_size for s in stat_list), episodes=episodes,
-            partials=sorted(str(p) for p in folder.glob(f"episode_*.hdf5{L.PARTIAL_SUFFIX}")),
-            unrecoverable=sorted(str(p) for p in folder.glob("episode_*.unrecoverable")),
+            partials=sorted(str(p) for p in folder.glob(L.EPISODE_GLOB + L.PARTIAL_SUFFIX)),
+            unrecoverable=sorted(str(p) for p in folder.glob("episode_*" + L.UNRECOVERABLE_SUFFIX)),
         )
         rates = Counter(e.fps for e in ds.valid_episodes)
         if rates:
@@ -429,10 +447,14 @@ class Catalog:
                             "by a crash and repaired at the recorder's next start)")
         if ds.unrecoverable:
             ds.notes.append(f"{len(ds.unrecoverable)} unrecoverable file(s) kept as *.unrecoverable")
+        seed = {v: n for v, n in ds.variants.items() if not v.startswith(LAYOUT_OURS)}
+        if seed:
+            ds.notes.append("read from the seed's variants (h1-training import-seed brings them into our layout): "
+                            + "; ".join(f"{v} ({n})" for v, n in seed.items()))
         return ds
 
     def _lerobot_meta(self, folder: Path, stats: RefreshStats) -> dict:
-        meta_files = [folder / LEROBOT_INFO, folder / PROVENANCE_FILE]
+        meta_files = [folder / LEROBOT_INFO, folder / L.PROVENANCE_FILE]
         meta_files += sorted((folder / LEROBOT_EPISODES).rglob("*.parquet"))
         key = tuple((str(p), file_key(p)) for p in meta_files)
         cached = self._lerobot.get(str(folder))
@@ -449,7 +471,7 @@ class Catalog:
         meta["total_episodes"] = int(info.get("total_episodes") or 0)
         meta["total_frames"] = int(info.get("total_frames") or 0)
         meta["lengths"] = self._lerobot_lengths(meta_files[2:], meta)
-        meta["sources"] = list(read_provenance(folder).get("sources") or [])
+        meta["sources"] = list(L.read_provenance(folder).get("sources") or [])
         self._lerobot[str(folder)] = (key, meta)
         return meta
 

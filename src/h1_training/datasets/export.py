@@ -4,8 +4,15 @@
                so ``h1-training convert <out>`` and the catalog read it like the original), plus ``h1_export.json``
                (source, copied and skipped episodes with reasons). Copied into a hidden folder beside ``<out>``
                and renamed at the end: an interrupted export never leaves a half dataset under ``<out>``.
+    "mcap"     each valid episode as ``<out>/<session folder>/episode_<i>.mcap`` with ROS 2 JointState and
+               CompressedImage messages (``datasets/mcap_export.py``), so Foxglove replays it with the images;
+               same manifest, same hidden-folder-then-rename.
     "lerobot"  an HDF5 dataset's valid episodes converted with ``training.convert.convert_sessions`` (needs the
                ``train`` extras), also in a hidden folder renamed at the end; a LeRobot dataset is copied as it is.
+    "seed"     an HDF5 dataset's valid episodes in the variant the seed's ``convert_h1_data_to_lerobot.py`` reads
+               (``ego_cam`` as raw RGB arrays; ``recording.seed.write_seed_episode``), as
+               ``<out>/<session folder>/episode_<i>.hdf5`` plus ``seed_export.json``, every frame verified; also
+               staged in a hidden folder renamed at the end.
 
 ``<out>`` must not exist, or be an empty folder. ``ExportJob`` runs one export at a time in a worker thread.
 """
@@ -23,9 +30,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from h1_training.datasets.catalog import FORMAT_HDF5, FORMAT_LEROBOT, DatasetEntry, file_key
-from h1_training.training.convert import PROVENANCE_FILE, convert_sessions
+from h1_training.datasets.mcap_export import export_episode_mcap
+from h1_training.recording.layout import PROVENANCE_FILE
+from h1_training.recording.seed import export_seed
+from h1_training.training.convert import convert_sessions
 
-FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5)
+FORMAT_SEED = "seed"
+FORMAT_MCAP = "mcap"
+FORMATS = (FORMAT_LEROBOT, FORMAT_HDF5, FORMAT_SEED, FORMAT_MCAP)
 MANIFEST = "h1_export.json"
 
 
@@ -50,12 +62,27 @@ def default_output(export_dir: str | Path, dataset: DatasetEntry, fmt: str, now:
     return Path(export_dir) / f"{safe}_{fmt}_{stamp}"
 
 
+def contained_output(export_dir: str | Path, output_path: str) -> tuple[Path | None, str]:
+    """Where an export asked for ``output_path`` may write: inside ``export_dir`` only (a service caller must not
+    be able to write anywhere the node can). A relative path is taken under ``export_dir``; an absolute one must
+    lie inside it. ``..`` and symlinks are resolved first, so neither can lead out. Returns (path, "") or
+    (None, why)."""
+    root = Path(export_dir).resolve()
+    asked = Path(output_path)
+    candidate = asked if asked.is_absolute() else root / asked
+    resolved = candidate.resolve()  # follows the symlinks that exist, collapses ".."
+    if resolved == root or root not in resolved.parents:
+        return None, (f"output_path {output_path!r} is outside the export folder {root} (export_dir); give a "
+                      "folder name inside it, or leave output_path empty for a new one")
+    return resolved, ""
+
+
 def check_request(dataset: DatasetEntry, fmt: str, output: Path) -> str | None:
     """Why this export cannot run (None when it can); checked before any file is written."""
     if fmt not in FORMATS:
         return f"format must be one of {', '.join(FORMATS)}; got {fmt!r}"
-    if fmt == FORMAT_HDF5 and dataset.format != FORMAT_HDF5:
-        return f"{dataset.name} is a LeRobot dataset; it can be exported as lerobot (a copy), not as hdf5"
+    if fmt in (FORMAT_HDF5, FORMAT_SEED, FORMAT_MCAP) and dataset.format != FORMAT_HDF5:
+        return f"{dataset.name} is a LeRobot dataset; it can be exported as lerobot (a copy), not as {fmt}"
     if dataset.format == FORMAT_HDF5 and not dataset.valid_episodes:
         return f"{dataset.name} has no valid episode to export ({len(dataset.episodes)} file(s), all invalid)"
     if output.is_symlink() or output.is_file():
@@ -81,8 +108,10 @@ def export_dataset(dataset: DatasetEntry, fmt: str, output: str | Path, *, worke
         output.parent.mkdir(parents=True, exist_ok=True)
         if dataset.format == FORMAT_LEROBOT:
             return _copy_tree(dataset, output, cancel)
-        if fmt == FORMAT_HDF5:
-            return _copy_hdf5(dataset, output, cancel, log)
+        if fmt in (FORMAT_HDF5, FORMAT_MCAP):
+            return _copy_hdf5(dataset, output, cancel, log, fmt)
+        if fmt == FORMAT_SEED:
+            return _export_seed(dataset, output, cancel, log)
         return _convert(dataset, output, workers)
     except ExportCancelled:
         return ExportResult(False, "export cancelled (node stopping); nothing was left under the output path")
@@ -101,7 +130,7 @@ def _publish(staging: Path, output: Path) -> None:
 
 
 def _copy_hdf5(dataset: DatasetEntry, output: Path, cancel: threading.Event | None,
-               log: Callable[[str], None]) -> ExportResult:
+               log: Callable[[str], None], fmt: str = FORMAT_HDF5) -> ExportResult:
     staging = _staging(output)
     session = staging / Path(dataset.path).name
     session.mkdir(parents=True)
@@ -117,27 +146,67 @@ def _copy_hdf5(dataset: DatasetEntry, output: Path, cancel: threading.Event | No
             if file_key(src) != ep.stat_key:  # the catalog's verdict is about another version of the file
                 skipped.append({"path": ep.path, "reason": "changed or removed since the last refresh"})
                 continue
-            dst = session / src.name
-            shutil.copy2(src, dst)
-            if dst.stat().st_size != src.stat().st_size:
-                raise OSError(f"copy of {src} is incomplete")
+            if fmt == FORMAT_MCAP:
+                dst = session / (src.stem + ".mcap")
+                try:
+                    export_episode_mcap(src, dst)
+                except ValueError as exc:
+                    skipped.append({"path": ep.path, "reason": str(exc)})
+                    continue
+            else:
+                dst = session / src.name
+                shutil.copy2(src, dst)
+                if dst.stat().st_size != src.stat().st_size:
+                    raise OSError(f"copy of {src} is incomplete")
             copied.append(str(dst.relative_to(staging)))
             frames += ep.frames
             log(f"export: copied {src.name} ({len(copied)}/{len(dataset.valid_episodes)})")
         if not copied:
             raise OSError("no episode could be copied: " + "; ".join(s["reason"] for s in skipped[:3]))
-        manifest = {"source": dataset.path, "format": FORMAT_HDF5, "episodes": copied, "frames": frames,
+        manifest = {"source": dataset.path, "format": fmt, "episodes": copied, "frames": frames,
                     "skipped": skipped, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _publish(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    msg = f"exported {len(copied)} of {len(dataset.episodes)} episode(s), {frames} frames, as hdf5 to {output}"
+    msg = f"exported {len(copied)} of {len(dataset.episodes)} episode(s), {frames} frames, as {fmt} to {output}"
     if skipped:
         msg += f"; skipped {len(skipped)}: " + "; ".join(f"{Path(s['path']).name} ({s['reason']})"
                                                           for s in skipped[:5])
     return ExportResult(True, msg, str(output), len(copied), frames, skipped)
+
+
+def _export_seed(dataset: DatasetEntry, output: Path, cancel: threading.Event | None,
+                 log: Callable[[str], None]) -> ExportResult:
+    staging = _staging(output)
+    skipped = [{"path": e.path, "reason": "; ".join(e.problems) or "invalid"} for e in dataset.episodes
+               if not e.valid]
+    sources = []
+    for ep in dataset.valid_episodes:
+        if file_key(Path(ep.path)) != ep.stat_key:
+            skipped.append({"path": ep.path, "reason": "changed or removed since the last refresh"})
+        else:
+            sources.append(Path(ep.path))
+    try:
+        staging.mkdir(parents=True)
+        report = export_seed(sources, staging, log=log, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            raise ExportCancelled()
+        skipped += [{"path": p, "reason": why} for p, why in report.skipped.items()]
+        if not report.done:
+            raise OSError("no episode could be exported: " + "; ".join(s["reason"] for s in skipped[:3]))
+        _publish(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    frames = sum(d.frames for d in report.done)
+    msg = (f"exported {len(report.done)} of {len(dataset.episodes)} episode(s), {frames} frames, in the seed "
+           f"converter's variant (ego_cam raw RGB) to {output}")
+    if skipped:
+        msg += f"; skipped {len(skipped)}: " + "; ".join(f"{Path(s['path']).name} ({s['reason']})"
+                                                          for s in skipped[:5])
+    return ExportResult(True, msg, str(output), len(report.done), frames, skipped)
 
 
 def _copy_tree(dataset: DatasetEntry, output: Path, cancel: threading.Event | None) -> ExportResult:

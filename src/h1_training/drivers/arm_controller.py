@@ -32,6 +32,7 @@ import numpy as np
 
 from h1_training.drivers.arm_gravity import h1_2_arm_gravity
 from h1_training.drivers.arm_safety import ArmSafety, CommandRejected, _check_range
+from h1_training.params import param
 from h1_training.robot_model import ARM_KD, ARM_KP, NUM_ARM_JOINTS
 
 DAMPING_KD_RANGE = (0.0, 10.0)
@@ -58,11 +59,18 @@ REQUESTS = (*(m.value for m in Mode if m is not Mode.FAULT), RESET_ESTOP)
 class ControllerConfig:
     kp: np.ndarray = field(default_factory=lambda: ARM_KP.copy())
     kd: np.ndarray = field(default_factory=lambda: ARM_KD.copy())
-    damping_kd: float = 2.0  # unitree_rl_gym damps with kd 8 for a full body; arms alone need less
-    gain_ramp_s: float = 0.5
-    stiffness_scale: float = 1.0  # scales HOLD/TRACK kp: < 1 for a cautious first session on a robot
-    gravity_feedforward: bool = False  # DAMPING/E-STOP add the arms' gravity torque (ramped like the gains)
-    gravity_scale: float = 1.0  # < 1: partial compensation (the arms still sink, slowly)
+    # unitree_rl_gym damps with kd 8 for a full body; arms alone need less. The param fields are also
+    # h1_arm_node's ROS parameters (declared here once, see nodes/common.py).
+    damping_kd: float = param(2.0, "kd of DAMPING and E-STOP (kp is 0) [Nm s/rad]", min=DAMPING_KD_RANGE[0],
+        max=DAMPING_KD_RANGE[1])
+    gain_ramp_s: float = param(0.5, "time over which kp/kd ramp on every mode change [s]", min=GAIN_RAMP_RANGE[0],
+        max=GAIN_RAMP_RANGE[1])
+    stiffness_scale: float = param(1.0, "scales HOLD/TRACK kp (use < 1 for a cautious first session)",
+        min=STIFFNESS_SCALE_RANGE[0], max=STIFFNESS_SCALE_RANGE[1])
+    gravity_feedforward: bool = param(False, "add the H1-2 arms' gravity torque (URDF model with the Inspire "
+        "hands) in DAMPING/E-STOP, faded in and out with the gain ramp")
+    gravity_scale: float = param(1.0, "fraction of the gravity torque fed forward (< 1: the arms still sink, "
+        "slowly)", min=GRAVITY_SCALE_RANGE[0], max=GRAVITY_SCALE_RANGE[1])
     start_mode: Mode = Mode.HOLD
 
     def __post_init__(self) -> None:

@@ -1,5 +1,6 @@
-"""Inspire RH56 dexterous hands over Modbus (TCP or RTU) with pymodbus: register map, one client per hand,
-and a worker thread per hand that polls, writes targets and reconnects with backoff (no rclpy here).
+"""Inspire RH56 dexterous hands over Modbus (TCP or RTU): one client per hand, and a worker thread per hand that
+polls, writes targets and reconnects with backoff (no rclpy here). The register map and codec are
+``drivers/inspire_registers.py``; the link (pymodbus client, endpoint) is ``drivers/inspire_link.py``.
 
 Register map (holding registers; 6 x uint16 per block unless noted), from TechShare-inc/inspire_demos
 (``inspire_demos/inspire_modbus.py`` + ``inspire_serial.py`` regdict) and the inspire_hand_sdk:
@@ -22,252 +23,74 @@ silent hand can delay the other by at most one timeout per poll.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from h1_training.robot_model import HAND_DOF_NAMES, HAND_RAW_MAX
-
-# --- register map (TechShare-inc/inspire_demos regdict, Gen3 RH56) ----------------------------------------
-HAND_ID = 1000
-CLEAR_ERROR = 1004
-POS_SET = 1474
-ANGLE_SET = 1486
-FORCE_SET = 1498
-SPEED_SET = 1522
-POS_ACT = 1534
-ANGLE_ACT = 1546
-FORCE_ACT = 1582
-CURRENT = 1594
-ERROR = 1606  # 3 registers, one byte per finger
-STATUS = 1612  # 3 registers, one byte per finger
-TEMP = 1618  # 3 registers, one byte per finger
-NUM_DOF = 6
-KEEP = 0xFFFF  # "-1": leave this finger's setpoint unchanged
-
-# STATUS byte per finger (RH56 manual).
-STATUS_TEXT = {
-    0: "releasing",
-    1: "grasping",
-    2: "position reached",
-    3: "force reached",
-    5: "current protection stop",
-    6: "stall stop",
-    7: "fault stop",
-}
-# ERROR bits per finger (RH56 manual).
-ERROR_BITS = {
-    0: "stall",
-    1: "over-temperature",
-    2: "over-current",
-    3: "motor fault",
-    4: "communication fault",
-}
-
-DEFAULT_TCP_PORT = 6000  # Inspire Modbus TCP default 192.168.11.210:6000, unit 1 (DESIGN.md §3)
-DEFAULT_BAUDRATE = 115200
-
-
-def split_bytes(registers: Sequence[int]) -> list[int]:
-    """Byte blocks: each 16-bit register holds two fingers, low byte first (inspire_demos _read6_8bit)."""
-    out: list[int] = []
-    for reg in registers:
-        out.append(int(reg) & 0xFF)
-        out.append((int(reg) >> 8) & 0xFF)
-    return out
-
-
-def join_bytes(values: Sequence[int]) -> list[int]:
-    """Inverse of ``split_bytes`` (used by the emulator)."""
-    if len(values) % 2:
-        raise ValueError("byte blocks have an even number of values")
-    return [(int(values[i]) & 0xFF) | ((int(values[i + 1]) & 0xFF) << 8) for i in range(0, len(values), 2)]
-
-
-def describe_errors(error_bytes: Sequence[int]) -> str:
-    """'index: stall; thumb_bend: over-current' or '' when all clear."""
-    parts = []
-    for dof, code in zip(HAND_DOF_NAMES, error_bytes):
-        if code:
-            bits = [text for bit, text in ERROR_BITS.items() if code & (1 << bit)] or [f"code {code}"]
-            parts.append(f"{dof}: {', '.join(bits)}")
-    return "; ".join(parts)
-
-
-def normalized_to_raw(values: Sequence[float]) -> tuple[np.ndarray, bool]:
-    """0..1 (1 = open) -> register values 0..1000, clamped. Returns (raw, clamped?).
-
-    Raises ValueError for non-finite input: a NaN command must never reach a hand.
-    """
-    arr = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"non-finite hand command {arr.tolist()}")
-    clipped = np.clip(arr, 0.0, 1.0)
-    raw = np.rint(clipped * HAND_RAW_MAX).astype(np.int64)
-    return raw, bool(np.any(clipped != arr))
-
-
-def clamp_raw(values: Sequence[int]) -> np.ndarray:
-    """Clamp raw setpoints to 0..1000, keeping KEEP (0xFFFF / -1) as 'unchanged'."""
-    arr = np.asarray(values, dtype=np.int64)
-    keep = (arr == KEEP) | (arr == -1)
-    out = np.clip(arr, 0, HAND_RAW_MAX)
-    out[keep] = KEEP
-    return out
-
-
-# --- configuration ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HandEndpoint:
-    """Where one hand is: Modbus TCP host/port/unit, or RTU serial port/baud/unit."""
-
-    name: str  # "left" / "right"
-    transport: str = "tcp"
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_TCP_PORT
-    serial_port: str = ""
-    baudrate: int = DEFAULT_BAUDRATE
-    unit: int = 1
-
-    def __post_init__(self) -> None:
-        if self.transport not in ("tcp", "rtu"):
-            raise ValueError(f"{self.name} hand: transport must be 'tcp' or 'rtu', got {self.transport!r}")
-        if self.transport == "tcp" and not (self.host and 0 < self.port < 65536):
-            raise ValueError(f"{self.name} hand: Modbus TCP needs a host and a port 1..65535")
-        if self.transport == "rtu" and not self.serial_port:
-            raise ValueError(f"{self.name} hand: Modbus RTU needs a serial port (e.g. /dev/ttyUSB0)")
-        if not 0 <= self.unit <= 247:
-            raise ValueError(f"{self.name} hand: unit id must be 0..247, got {self.unit}")
-
-    def describe(self) -> str:
-        if self.transport == "tcp":
-            return f"tcp {self.host}:{self.port} unit {self.unit}"
-        return f"rtu {self.serial_port}@{self.baudrate} unit {self.unit}"
+from h1_training.backoff import Backoff
+from h1_training.drivers.inspire_link import HandEndpoint, HandLinkError, ModbusLink
+from h1_training.drivers.inspire_registers import (
+    ANGLE_ACT,
+    ANGLE_SET,
+    CLEAR_ERROR,
+    ERROR,
+    FORCE_ACT,
+    FORCE_SET,
+    KEEP,
+    NUM_DOF,
+    SPEED_SET,
+    STATUS,
+    TEMP,
+    clamp_raw,
+    split_bytes,
+)
+from h1_training.params import param
+from h1_training.rates import Ticker
+from h1_training.robot_model import HAND_RAW_MAX
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    read_rate_hz: float = 50.0
-    write_rate_hz: float = 50.0  # most ANGLE_SET writes per second (latest target wins)
-    timeout_s: float = 0.1  # bound on every Modbus request
-    reconnect_initial_s: float = 0.2
-    reconnect_max_s: float = 5.0
+    """One hand worker's settings. The ``param`` fields are also inspire_hand_node's ROS parameters (declared
+    here once, see nodes/common.py); the plain ones are fixed."""
+
+    read_rate_hz: float = param(50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True)
+    write_rate_hz: float = param(50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]",
+        min=1.0, max=200.0, read_only=True)
+    # ERROR/STATUS change rarely: read them at 10 Hz, not at every poll
+    status_rate_hz: float = param(10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
+        "[Hz]", min=0.1, max=200.0, read_only=True)
+    timeout_s: float = param(0.1, "Modbus request timeout (bounds every request) [s]", min=0.01, max=5.0,
+        read_only=True)
+    reconnect_initial_s: float = param(0.2, "first reconnect delay, doubled per failure [s]", min=0.01, max=60.0,
+        read_only=True)
+    reconnect_max_s: float = param(5.0, "longest reconnect delay (at least reconnect_initial_s) [s]", min=0.05,
+        max=600.0, read_only=True)
+    finger_speed: int = param(-1, "SPEED_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1,
+        max=HAND_RAW_MAX, read_only=True)
+    finger_force: int = param(-1, "FORCE_SET written on connect, 0..1000 (-1: leave the hand's own)", min=-1,
+        max=HAND_RAW_MAX, read_only=True)
     max_target_age_s: float = 0.5  # a target not written by then (link down) is dropped, never sent late
-    status_period_s: float = 0.1  # ERROR/STATUS change rarely: read them at 10 Hz, not at every poll
     temperature_period_s: float = 1.0
-    finger_speed: int = -1  # written to SPEED_SET on (re)connect when >= 0
-    finger_force: int = -1  # written to FORCE_SET on (re)connect when >= 0
+
+    @property
+    def status_period_s(self) -> float:
+        return 1.0 / self.status_rate_hz
 
     def __post_init__(self) -> None:
-        for name in ("read_rate_hz", "write_rate_hz", "status_period_s", "timeout_s", "reconnect_initial_s",
+        for name in ("read_rate_hz", "write_rate_hz", "status_rate_hz", "timeout_s", "reconnect_initial_s",
                      "reconnect_max_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s:g} s) must be >= reconnect_initial_s "
+                             f"({self.reconnect_initial_s:g} s)")
         for name in ("finger_speed", "finger_force"):
             if not -1 <= getattr(self, name) <= HAND_RAW_MAX:
                 raise ValueError(f"{name} must be -1 (leave as is) or 0..1000")
-
-
-class Backoff:
-    """Exponential reconnect delay: initial, x2 per failure, capped; reset on success."""
-
-    def __init__(self, initial: float, maximum: float, factor: float = 2.0) -> None:
-        self.initial, self.maximum, self.factor = initial, maximum, factor
-        self._next = initial
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self.maximum, self._next * self.factor)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
-
-
-# --- one Modbus link ---------------------------------------------------------------------------------------
-class HandLinkError(RuntimeError):
-    """The hand did not answer (timeout, connection refused/reset, Modbus exception response)."""
-
-
-class ModbusLink:
-    """One pymodbus sync client plus a lock; TCP hands get one each, hands on one RTU bus share one."""
-
-    def __init__(self, endpoint: HandEndpoint, timeout_s: float) -> None:
-        self.endpoint = endpoint
-        self.timeout_s = timeout_s
-        self.lock = threading.Lock()
-        self.client = None
-        self.shared = False
-
-    def open(self) -> None:
-        from pymodbus.client import ModbusSerialClient, ModbusTcpClient
-
-        with self.lock:
-            if self.client is not None and self.client.connected:
-                return
-            self._close_locked()
-            ep = self.endpoint
-            if ep.transport == "tcp":
-                client = ModbusTcpClient(ep.host, port=ep.port, timeout=self.timeout_s, retries=0)
-            else:
-                client = ModbusSerialClient(ep.serial_port, baudrate=ep.baudrate, timeout=self.timeout_s, retries=0)
-            try:
-                ok = client.connect()
-            except Exception as exc:  # noqa: BLE001 - serial/socket errors of any kind mean "not reachable"
-                client.close()
-                raise HandLinkError(f"cannot open {ep.describe()}: {exc}") from exc
-            if not ok:
-                client.close()
-                raise HandLinkError(f"cannot connect to {ep.describe()}")
-            self.client = client
-
-    def _close_locked(self) -> None:
-        if self.client is not None:
-            try:
-                self.client.close()
-            except Exception:  # noqa: BLE001 - closing a broken socket may raise; it is gone either way
-                pass
-        self.client = None
-
-    def close(self) -> None:
-        with self.lock:
-            self._close_locked()
-
-    @property
-    def is_open(self) -> bool:
-        client = self.client
-        return client is not None and bool(client.connected)
-
-    def read(self, address: int, count: int, unit: int) -> list[int]:
-        with self.lock:
-            client = self.client
-            if client is None:
-                raise HandLinkError("link not open")
-            try:
-                reply = client.read_holding_registers(address, count=count, device_id=unit)
-            except Exception as exc:  # noqa: BLE001 - pymodbus raises ModbusIOException/ConnectionException/...
-                raise HandLinkError(f"read {address}x{count} failed: {exc}") from exc
-        if reply.isError() or len(getattr(reply, "registers", [])) < count:
-            raise HandLinkError(f"read {address}x{count}: error reply {reply}")
-        return list(reply.registers[:count])
-
-    def write(self, address: int, values: Sequence[int], unit: int) -> None:
-        with self.lock:
-            client = self.client
-            if client is None:
-                raise HandLinkError("link not open")
-            try:
-                reply = client.write_registers(address, [int(v) & 0xFFFF for v in values], device_id=unit)
-            except Exception as exc:  # noqa: BLE001
-                raise HandLinkError(f"write {address} failed: {exc}") from exc
-        if reply.isError():
-            raise HandLinkError(f"write {address}: error reply {reply}")
 
 
 @dataclass
@@ -338,25 +161,6 @@ class InspireHandClient:
 
     def clear_error(self) -> None:
         self.link.write(CLEAR_ERROR, [1], self.endpoint.unit)
-
-
-def make_links(endpoints: Sequence[HandEndpoint], timeout_s: float) -> dict[str, ModbusLink]:
-    """One link per TCP hand; hands on the same serial port share one link (one RS-485 bus)."""
-    links: dict[str, ModbusLink] = {}
-    by_port: dict[str, ModbusLink] = {}
-    for ep in endpoints:
-        if ep.transport == "rtu":
-            link = by_port.get(ep.serial_port)
-            if link is None:
-                link = by_port[ep.serial_port] = ModbusLink(ep, timeout_s)
-            else:
-                link.shared = True
-                if link.endpoint.baudrate != ep.baudrate:
-                    raise ValueError(f"hands on {ep.serial_port} must use one baud rate")
-            links[ep.name] = link
-        else:
-            links[ep.name] = ModbusLink(ep, timeout_s)
-    return links
 
 
 # --- the worker: one thread per hand -----------------------------------------------------------------------
@@ -460,8 +264,7 @@ class HandWorker:
             pass
 
     def _run(self) -> None:
-        period = 1.0 / self.config.read_rate_hz
-        next_tick = time.monotonic()
+        ticker = Ticker(self.config.read_rate_hz)
         last_temp = 0.0
         last_status = 0.0
         last_write = 0.0
@@ -476,8 +279,15 @@ class HandWorker:
                     continue
                 connected = self._try_connect()
                 last_status = last_temp = 0.0  # fresh STATUS/ERROR/TEMP right after a (re)connect
-                next_tick = time.monotonic()
+                ticker.restart()  # tick 0 at once
                 continue
+            tick = ticker.wait(self._stop)
+            if tick is None:
+                break
+            if tick[1]:  # fell behind (slow link): the skipped ticks are not made up
+                with self._lock:
+                    self._health.loop_overruns += 1
+            now = time.monotonic()
             try:
                 previous = self._latest
                 fresh_status = previous is None or now - last_status >= self.config.status_period_s
@@ -524,14 +334,6 @@ class HandWorker:
                 connected = False
                 self._lost(f"unexpected {type(exc).__name__}: {exc}")
                 continue
-            next_tick += period
-            delay = next_tick - time.monotonic()
-            if delay < -period:  # fell behind (slow link): resynchronise instead of bursting
-                with self._lock:
-                    self._health.loop_overruns += 1
-                next_tick = time.monotonic()
-            elif delay > 0:
-                self._stop.wait(delay)
 
     def _try_connect(self) -> bool:
         try:
@@ -588,57 +390,3 @@ def is_fresh(reading: HandReading | None, stale_after_s: float, now: float | Non
         return False
     now = time.time() if now is None else now
     return (now - reading.stamp) <= stale_after_s
-
-
-@dataclass
-class HandCommandParse:
-    """Result of checking one 12-joint hand command: raw targets per hand (None = hand not addressed)."""
-
-    left: np.ndarray | None = None
-    right: np.ndarray | None = None
-    clamped: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-def parse_hand_command(
-    names: Sequence[str], positions: Sequence[float], joint_names: Sequence[str]
-) -> HandCommandParse:
-    """Check a hand command (normalized 0..1, 1 = open) and turn it into raw ANGLE_SET targets.
-
-    Without names: exactly 12 positions in ``joint_names`` order. With names: each must be one of
-    ``joint_names`` (any subset, e.g. one hand); fingers not named are left unchanged (KEEP).
-    Raises ValueError with an operator-readable reason (wrong length, unknown name, NaN/inf).
-    """
-    n_all = len(joint_names)
-    if names:
-        if len(names) != len(positions):
-            raise ValueError(f"{len(names)} names but {len(positions)} positions")
-        index = {n: i for i, n in enumerate(joint_names)}
-        unknown = [n for n in names if n not in index]
-        if unknown:
-            raise ValueError(f"unknown hand joint names {unknown}")
-        if len(set(names)) != len(names):
-            raise ValueError("duplicate joint names")
-        if not all(math.isfinite(float(v)) for v in positions):
-            raise ValueError(f"non-finite hand command {list(positions)}")
-        full = np.zeros(n_all)
-        given = np.zeros(n_all, dtype=bool)
-        for n, v in zip(names, positions):
-            full[index[n]] = v
-            given[index[n]] = True
-    else:
-        if len(positions) != n_all:
-            raise ValueError(f"expected {n_all} positions (or names), got {len(positions)}")
-        full = np.asarray(positions, dtype=np.float64)
-        if not np.all(np.isfinite(full)):
-            raise ValueError(f"non-finite hand command {full.tolist()}")
-        given = np.ones(n_all, dtype=bool)
-    raw, clamped = normalized_to_raw(np.where(given, full, 0.0))
-    raw[~given] = KEEP
-    out = HandCommandParse(clamped=clamped)
-    half = n_all // 2
-    if given[:half].any():
-        out.left = raw[:half]
-    if given[half:].any():
-        out.right = raw[half:]
-    return out

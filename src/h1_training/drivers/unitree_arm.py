@@ -26,6 +26,7 @@ import numpy as np
 
 from h1_training.drivers import unitree_hg
 from h1_training.drivers.arm_controller import ArmController
+from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_MOTOR_INDICES, NUM_MOTORS
 
 _ARM = np.array(ARM_MOTOR_INDICES)
@@ -193,22 +194,17 @@ class UnitreeArmDriver:
 
     def _write_loop(self) -> None:
         self._set_realtime()
-        period = 1.0 / self.config.command_rate_hz
-        next_t = time.monotonic()
+        ticker = Ticker(self.config.command_rate_hz)
         while not self._stop.is_set():
+            _, missed = ticker.wait()  # time.sleep, not an Event wait: the tightest wake-up for the 250 Hz writes
+            if missed:  # fell behind by more than a tick (machine busy): the skipped ticks are not made up
+                self.overruns += 1
             now = time.monotonic()
             try:
                 self._write_once(now)
             except Exception as exc:  # noqa: BLE001 - never let the loop die silently
                 self.write_errors += 1
                 self.controller.report("write_error", "error", f"lowcmd write failed: {exc!r}", now)
-            next_t += period
-            delay = next_t - time.monotonic()
-            if delay < -period:  # fell behind by more than a tick (machine busy): resynchronise, count it
-                self.overruns += 1
-                next_t = time.monotonic()
-            elif delay > 0:
-                time.sleep(delay)
 
     # --- measurements --------------------------------------------------------------------------------------
     def write_stats(self, now: float | None = None, window_s: float = 5.0) -> dict:

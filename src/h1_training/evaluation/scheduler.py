@@ -3,7 +3,7 @@
 Why not let the operator pick: trials run in the order the operator likes drift with time of day, battery,
 object wear and the operator's own expectations; alternating A, B, A, B lines one model up with every other
 reset. Permuted blocks (a fresh random order of all models in each block) keep the counts balanced at every
-moment, so the paired sequential test in :func:`~h1_training.evaluation.stats.decide` always has partners, and
+moment, so the paired sequential test in :func:`~h1_training.evaluation.stats.sequential_test` always has partners, and
 nobody chooses which model gets the next (easy or hard) set-up. The order is a pure function of the seed and the
 model ids, so a comparison can be replayed, and the operator can run it blind (ask for the next model, start it
 by id, never look at which one it is).

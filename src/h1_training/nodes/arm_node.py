@@ -14,6 +14,7 @@ or ``gain_ramp_s`` + 0.5 s skips the rest of the ramp; with no fresh rt/lowstate
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -21,20 +22,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from h1_training.drivers.arm_controller import (
-    DAMPING_KD_RANGE,
-    GAIN_RAMP_RANGE,
-    GRAVITY_SCALE_RANGE,
     RESET_ESTOP,
-    STIFFNESS_SCALE_RANGE,
     ArmController,
     ControllerConfig,
     Mode,
@@ -52,9 +48,10 @@ from h1_training.drivers.arm_safety import (
 from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
 from h1_training.drivers.unitree_hg import resolve_domain
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
+from h1_training.params import nested, param
 from h1_training.robot_model import ARM_JOINT_NAMES
+from h1_training.stamps import set_stamp
 from h1_training_interfaces.msg import ArmCommand
 from h1_training_interfaces.srv import SetArmMode
 
@@ -93,39 +90,36 @@ _CONTROLLER_PARAMS = {
 }
 
 
+@dataclass
+class ArmNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    dds_interface: str = param("lo", "network interface for unitree DDS (the laptop's NIC on the robot "
+        "network, e.g. eth0; lo for h1_sim)", read_only=True)
+    dds_domain: int = param(0, "unitree DDS domain of rt/lowstate and rt/lowcmd (the robot uses 0; -1 = the "
+        "same as ROS_DOMAIN_ID, for simulation)", min=-1, max=232, read_only=True)
+    command_rate_hz: float = param(250.0, "rt/lowcmd write rate [Hz] (xr_teleoperate writes at 250)", min=50.0,
+        max=1000.0, read_only=True)
+    state_rate_hz: float = param(100.0, "joint_states publish rate [Hz] (new lowstates only)", min=1.0, max=500.0)
+    watchdog_timeout_s: float = param(0.1, "TRACK falls back to HOLD when no valid arm_command arrived for this "
+        "long [s]", min=COMMAND_TIMEOUT_RANGE[0], max=COMMAND_TIMEOUT_RANGE[1])
+    lowstate_timeout_s: float = param(0.1, "FAULT (lowcmd writes stop) when rt/lowstate is silent this long [s]",
+        min=STATE_TIMEOUT_RANGE[0], max=STATE_TIMEOUT_RANGE[1])
+    velocity_limit_rad_s: float = param(2.0, "max speed of the commanded arm setpoint [rad/s], per joint",
+        min=VELOCITY_RANGE[0], max=VELOCITY_RANGE[1])
+    joint_limit_margin_rad: float = param(0.05, "targets are clamped this far inside the URDF joint limits [rad]",
+        min=MARGIN_RANGE[0], max=MARGIN_RANGE[1])
+    controller: ControllerConfig = nested(ControllerConfig)  # damping_kd ... gravity_scale (drivers/arm_controller.py)
+    hand_mass_kg: float = param(INSPIRE_RH56DFX_MASS_KG, "mass of each hand in the gravity model [kg] (Inspire "
+        "RH56DFX: 0.54)", min=0.0, max=3.0, read_only=True)
+    start_mode: str = param("HOLD", "mode once the first lowstate arrives", choices=("HOLD", "DAMPING"), read_only=True)
+    verify_state_crc: bool = param(True, "drop rt/lowstate messages whose CRC is wrong")
+    realtime_priority: int = param(0, "SCHED_FIFO priority of the lowcmd write thread (0 = normal; needs "
+        "CAP_SYS_NICE or an rtprio limit)", min=0, max=90, read_only=True)
+
+
 class ArmNode(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("dds_interface", "lo", "network interface for unitree DDS (the laptop's NIC on the robot "
-                  "network, e.g. eth0; lo for h1_sim)", read_only=True),
-        ParamSpec("dds_domain", 0, "unitree DDS domain of rt/lowstate and rt/lowcmd (the robot uses 0; -1 = the "
-                  "same as ROS_DOMAIN_ID, for simulation)", -1, 232, read_only=True),
-        ParamSpec("command_rate_hz", 250.0, "rt/lowcmd write rate [Hz] (xr_teleoperate writes at 250)",
-                  50.0, 1000.0, read_only=True),
-        ParamSpec("state_rate_hz", 100.0, "joint_states publish rate [Hz] (new lowstates only)", 1.0, 500.0),
-        ParamSpec("watchdog_timeout_s", 0.1, "TRACK falls back to HOLD when no valid arm_command arrived for this "
-                  "long [s]", *COMMAND_TIMEOUT_RANGE),
-        ParamSpec("lowstate_timeout_s", 0.1, "FAULT (lowcmd writes stop) when rt/lowstate is silent this long [s]",
-                  *STATE_TIMEOUT_RANGE),
-        ParamSpec("velocity_limit_rad_s", 2.0, "max speed of the commanded arm setpoint [rad/s], per joint",
-                  *VELOCITY_RANGE),
-        ParamSpec("joint_limit_margin_rad", 0.05, "targets are clamped this far inside the URDF joint limits [rad]",
-                  *MARGIN_RANGE),
-        ParamSpec("damping_kd", 2.0, "kd of DAMPING and E-STOP (kp is 0) [Nm s/rad]", *DAMPING_KD_RANGE),
-        ParamSpec("gain_ramp_s", 0.5, "time over which kp/kd ramp on every mode change [s]", *GAIN_RAMP_RANGE),
-        ParamSpec("stiffness_scale", 1.0, "scales HOLD/TRACK kp (use < 1 for a cautious first session)",
-                  *STIFFNESS_SCALE_RANGE),
-        ParamSpec("gravity_feedforward", False, "add the H1-2 arms' gravity torque (URDF model with the Inspire "
-                  "hands) in DAMPING/E-STOP, faded in and out with the gain ramp"),
-        ParamSpec("gravity_scale", 1.0, "fraction of the gravity torque fed forward (< 1: the arms still sink, "
-                  "slowly)", *GRAVITY_SCALE_RANGE),
-        ParamSpec("hand_mass_kg", INSPIRE_RH56DFX_MASS_KG, "mass of each hand in the gravity model [kg] (Inspire "
-                  "RH56DFX: 0.54)", 0.0, 3.0, read_only=True),
-        ParamSpec("start_mode", "HOLD", "mode once the first lowstate arrives", choices=("HOLD", "DAMPING"),
-                  read_only=True),
-        ParamSpec("verify_state_crc", True, "drop rt/lowstate messages whose CRC is wrong"),
-        ParamSpec("realtime_priority", 0, "SCHED_FIFO priority of the lowcmd write thread (0 = normal; needs "
-                  "CAP_SYS_NICE or an rtprio limit)", 0, 90, read_only=True),
-    )
+    PARAMS = ArmNodeParams
 
     def __init__(self) -> None:
         super().__init__("h1_arm_node")
@@ -136,10 +130,8 @@ class ArmNode(ParamsMixin, Node):
             command_timeout_s=p["watchdog_timeout_s"], state_timeout_s=p["lowstate_timeout_s"],
             max_tick_s=2.0 / p["command_rate_hz"]))
         self._events_gc = self.create_guard_condition(self._on_events)
-        self.controller = ArmController(safety, ControllerConfig(
-            damping_kd=p["damping_kd"], gain_ramp_s=p["gain_ramp_s"], stiffness_scale=p["stiffness_scale"],
-            gravity_feedforward=p["gravity_feedforward"], gravity_scale=p["gravity_scale"],
-            start_mode=Mode(p["start_mode"])),
+        self.controller = ArmController(safety, dataclasses.replace(self.config.controller,
+                                                                    start_mode=Mode(p["start_mode"])),
             gravity=h1_2_arm_gravity(hand_mass_kg=p["hand_mass_kg"]), on_event=self._events_gc.trigger)
         self.driver = UnitreeArmDriver(self.controller, ArmDriverConfig(
             interface=p["dds_interface"], domain=p["dds_domain"], command_rate_hz=p["command_rate_hz"],
@@ -220,20 +212,13 @@ class ArmNode(ParamsMixin, Node):
         self._publish_mode()
 
     def _log_events(self) -> None:
-        log = self.get_logger()
         if not self.context.ok():
             # shutting down: rclpy's logger would also try the dead /rosout publisher and print an rcl error
             for event in self.controller.drain_events():
                 print(f"[{event.level.upper()}] [{self.get_name()}]: {event.text}", file=sys.stderr, flush=True)
             return
         for event in self.controller.drain_events():
-            # one call site per severity: rclpy refuses a call site whose severity changes
-            if event.level == "error":
-                log.error(event.text)
-            elif event.level == "warn":
-                log.warning(event.text)
-            else:
-                log.info(event.text)
+            log_at(self, event.level, event.text)
 
     def _publish_mode(self) -> None:
         mode = self.controller.mode.value
@@ -251,8 +236,7 @@ class ArmNode(ParamsMixin, Node):
         # next slot one period on; if we fell behind (a slow robot stream), restart from now
         self._next_state_pub = max(self._next_state_pub + period, t + 0.5 * period)
         msg = self._joint_msg  # only this thread touches it
-        msg.header.stamp = Time(sec=state.received_wall_ns // 1_000_000_000,
-                                nanosec=state.received_wall_ns % 1_000_000_000)
+        set_stamp(msg.header.stamp, ns=state.received_wall_ns)
         msg.position, msg.velocity, msg.effort = state.q.tolist(), state.dq.tolist(), state.tau.tolist()
         try:
             self.joint_pub.publish(msg)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -29,48 +30,51 @@ from h1_training.drivers.cameras import (
     MonitorEvent,
     RealSenseSource,
     ZmqImageSource,
-    encode_jpeg,
-    estimate_jpeg_quality,
-    render_placeholder,
 )
-from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.jpeg import encode_jpeg, estimate_jpeg_quality, render_placeholder
+from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
+from h1_training.params import param
+from h1_training.rates import Ticker
 from h1_training.robot_model import CAMERA_NAMES
+from h1_training.stamps import set_stamp
 from h1_training_interfaces.msg import CameraStatus
 
 QUALITY_SLACK = 2  # estimated quality can be off by one or two; do not re-encode for that
 CHECK_PERIOD_S = 0.1
 
 
+@dataclass
+class CameraNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    head_enabled: bool = param(True, "publish the head camera (ego_cam)", read_only=True)
+    head_address: str = param("tcp://127.0.0.1:5555",
+        "head camera image server (ZMQ PUB; robot: tcp://192.168.123.163:5555)", read_only=True)
+    wrist_source: str = param("realsense", "wrist cameras: RealSense by serial, ZMQ image servers (sim), none",
+        choices=("realsense", "zmq", "none"), read_only=True)
+    left_wrist_serial: str = param("218622271789", "left wrist D405 serial number", read_only=True)
+    right_wrist_serial: str = param("218622275838", "right wrist D405 serial number", read_only=True)
+    left_wrist_address: str = param("tcp://127.0.0.1:5556", "left wrist image server (wrist_source zmq)",
+        read_only=True)
+    right_wrist_address: str = param("tcp://127.0.0.1:5557", "right wrist image server (wrist_source zmq)",
+        read_only=True)
+    width: int = param(640, "RealSense color width [px]", min=16, max=4096, read_only=True)
+    height: int = param(480, "RealSense color height [px]", min=16, max=4096, read_only=True)
+    fps: int = param(30, "RealSense color frame rate [Hz]", min=1, max=90, read_only=True)
+    jpeg_quality: int = param(85, "JPEG quality of published images (image-server JPEGs at or below it pass "
+        "through untouched)", min=1, max=100)
+    publish_placeholders: bool = param(False, "publish marked placeholder frames for a missing/stalled camera")
+    placeholder_rate_hz: float = param(10.0, "placeholder frame rate [Hz]", min=0.5, max=60.0, read_only=True)
+    stale_after_s: float = param(0.5, "a camera with no frame for this long is flagged stalled [s]", min=0.05, max=30.0)
+    status_rate_hz: float = param(2.0, "camera/status and diagnostics rate [Hz]", min=0.2, max=20.0, read_only=True)
+    max_clock_skew_s: float = param(1.0, "use the image server's capture timestamp only if it is within this of "
+        "our clock (else the receive time) [s]", min=0.0, max=3600.0, read_only=True)
+    realsense_retry_s: float = param(2.0, "how often a missing RealSense is looked for again [s]", min=0.2, max=60.0,
+        read_only=True)
+
+
 class CameraNode(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("head_enabled", True, "publish the head camera (ego_cam)", read_only=True),
-        ParamSpec("head_address", "tcp://127.0.0.1:5555",
-                  "head camera image server (ZMQ PUB; robot: tcp://192.168.123.163:5555)", read_only=True),
-        ParamSpec("wrist_source", "realsense", "wrist cameras: RealSense by serial, ZMQ image servers (sim), none",
-                  choices=("realsense", "zmq", "none"), read_only=True),
-        ParamSpec("left_wrist_serial", "218622271789", "left wrist D405 serial number", read_only=True),
-        ParamSpec("right_wrist_serial", "218622275838", "right wrist D405 serial number", read_only=True),
-        ParamSpec("left_wrist_address", "tcp://127.0.0.1:5556", "left wrist image server (wrist_source zmq)",
-                  read_only=True),
-        ParamSpec("right_wrist_address", "tcp://127.0.0.1:5557", "right wrist image server (wrist_source zmq)",
-                  read_only=True),
-        ParamSpec("width", 640, "RealSense color width [px]", min=16, max=4096, read_only=True),
-        ParamSpec("height", 480, "RealSense color height [px]", min=16, max=4096, read_only=True),
-        ParamSpec("fps", 30, "RealSense color frame rate [Hz]", min=1, max=90, read_only=True),
-        ParamSpec("jpeg_quality", 85, "JPEG quality of published images (image-server JPEGs at or below it pass "
-                  "through untouched)", min=1, max=100),
-        ParamSpec("publish_placeholders", False, "publish marked placeholder frames for a missing/stalled camera"),
-        ParamSpec("placeholder_rate_hz", 10.0, "placeholder frame rate [Hz]", min=0.5, max=60.0, read_only=True),
-        ParamSpec("stale_after_s", 0.5, "a camera with no frame for this long is flagged stalled [s]",
-                  min=0.05, max=30.0),
-        ParamSpec("status_rate_hz", 2.0, "camera/status and diagnostics rate [Hz]", min=0.2, max=20.0,
-                  read_only=True),
-        ParamSpec("max_clock_skew_s", 1.0, "use the image server's capture timestamp only if it is within this of "
-                  "our clock (else the receive time) [s]", min=0.0, max=3600.0, read_only=True),
-        ParamSpec("realsense_retry_s", 2.0, "how often a missing RealSense is looked for again [s]", min=0.2,
-                  max=60.0, read_only=True),
-    )
+    PARAMS = CameraNodeParams
 
     def __init__(self) -> None:
         super().__init__("camera_node")
@@ -144,36 +148,32 @@ class CameraNode(ParamsMixin, Node):
             return
         self.monitor.frame(frame.camera, time.monotonic())
         msg = CompressedImage(format="jpeg", data=data)
-        sec = int(frame.stamp)
-        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int((frame.stamp - sec) * 1e9)
+        set_stamp(msg.header.stamp, seconds=frame.stamp)
         msg.header.frame_id = frame.camera
         self.pubs[frame.camera].publish(msg)
 
     # --- health ---
     def _housekeeping(self) -> None:
-        jobs = [  # [period, next due, what]
-            [CHECK_PERIOD_S, 0.0, self._check],  # stall detection well within the 1 s the operator is promised
-            [1.0 / self.p["status_rate_hz"], 0.0, self._publish_status],
-            [1.0 / self.p["placeholder_rate_hz"], 0.0, self._publish_placeholders],
-        ]
-        start = time.monotonic()
-        for job in jobs:
-            job[1] = start + job[0]  # like a timer: the first run one period from now
+        now = time.monotonic_ns()
+        jobs = []  # (ticker, what): like timers, the first run one period from now; a late one is not repeated
+        for rate_hz, what in ((1.0 / CHECK_PERIOD_S, self._check),  # stall detection well within the 1 s promised
+                              (self.p["status_rate_hz"], self._publish_status),
+                              (self.p["placeholder_rate_hz"], self._publish_placeholders)):
+            ticker = Ticker(rate_hz, now)
+            ticker.claim(now)
+            jobs.append((ticker, what))
         while not self._stop.is_set():
-            now = time.monotonic()
-            for job in jobs:
-                if now < job[1]:
+            now = time.monotonic_ns()
+            for ticker, what in jobs:
+                if ticker.claim(now) is None:
                     continue
                 try:
-                    job[2]()
+                    what()
                 except Exception as exc:  # noqa: BLE001 - e.g. the context shutting down under us
                     if self._stop.is_set():
                         return
-                    self.get_logger().error(f"camera_node {job[2].__name__} failed: {exc}")
-                job[1] += job[0]
-                if job[1] < now:  # fell behind: resynchronise instead of bursting
-                    job[1] = now + job[0]
-            self._stop.wait(max(0.0, min(job[1] for job in jobs) - time.monotonic()))
+                    self.get_logger().error(f"camera_node {what.__name__} failed: {exc}")
+            self._stop.wait(max(0, min(ticker.due_ns() for ticker, _ in jobs) - time.monotonic_ns()) / 1e9)
 
     def _check(self) -> None:
         now = time.monotonic()
@@ -189,10 +189,7 @@ class CameraNode(ParamsMixin, Node):
             self._publish_status()
 
     def _announce(self, event: MonitorEvent) -> None:
-        if event.level == "warn":
-            self.get_logger().warning(event.message)
-        else:
-            self.get_logger().info(event.message)
+        log_at(self, event.level, event.message)
 
     def _publish_placeholders(self) -> None:
         with self._status_lock:
@@ -205,8 +202,7 @@ class CameraNode(ParamsMixin, Node):
                 data = render_placeholder(h.camera, reason, self.p["width"], self.p["height"], self.p["jpeg_quality"])
                 cached = self._placeholder_cache[h.camera] = (reason, data)
             msg = CompressedImage(format="jpeg", data=cached[1])
-            sec = int(now)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int((now - sec) * 1e9)
+            set_stamp(msg.header.stamp, seconds=now)
             msg.header.frame_id = f"{h.camera}_placeholder"
             self.pubs[h.camera].publish(msg)
 

@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -24,70 +25,49 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from h1_training.drivers.inspire_modbus import (
-    STATUS_TEXT,
-    HandEndpoint,
-    HandWorker,
-    WorkerConfig,
-    describe_errors,
-    is_fresh,
-    make_links,
-    parse_hand_command,
-)
-from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.drivers.inspire_link import HandEndpoint, make_links
+from h1_training.drivers.inspire_modbus import HandWorker, WorkerConfig, is_fresh
+from h1_training.drivers.inspire_registers import STATUS_TEXT, describe_errors, parse_hand_command
+from h1_training.nodes.common import COMMAND_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
+from h1_training.params import nested, param
+from h1_training.rates import Ticker
 from h1_training.robot_model import HAND_JOINT_NAMES, HAND_RAW_MAX
+from h1_training.stamps import set_stamp
 
 HANDS = ("left", "right")
 
 
+@dataclass
+class HandNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    transport: str = param("tcp", "Modbus transport for both hands", choices=("tcp", "rtu"), read_only=True)
+    left_enabled: bool = param(True, "drive the left hand", read_only=True)
+    right_enabled: bool = param(True, "drive the right hand", read_only=True)
+    left_host: str = param("127.0.0.1", "left hand Modbus TCP host (robot: 192.168.123.211)", read_only=True)
+    left_port: int = param(6000, "left hand Modbus TCP port", min=1, max=65535, read_only=True)
+    left_unit: int = param(1, "left hand Modbus unit id (RTU default 2)", min=0, max=247, read_only=True)
+    left_serial_port: str = param("/dev/ttyUSB0", "left hand RS-485 port (transport rtu)", read_only=True)
+    right_host: str = param("127.0.0.1", "right hand Modbus TCP host (robot: 192.168.123.210)", read_only=True)
+    right_port: int = param(6000, "right hand Modbus TCP port", min=1, max=65535, read_only=True)
+    right_unit: int = param(1, "right hand Modbus unit id (RTU default 1)", min=0, max=247, read_only=True)
+    right_serial_port: str = param("/dev/ttyUSB0", "right hand RS-485 port (transport rtu)", read_only=True)
+    baudrate: int = param(115200, "RS-485 baud rate (transport rtu)", min=1200, max=4000000, read_only=True)
+    stale_after_s: float = param(0.25, "a hand reading older than this is stale (published as NaN) [s]", min=0.02,
+        max=10.0)
+    worker: WorkerConfig = nested(WorkerConfig)  # read_rate_hz ... finger_force (drivers/inspire_modbus.py)
+    diagnostics_rate_hz: float = param(1.0, "diagnostics publish rate [Hz]", min=0.1, max=10.0, read_only=True)
+
+
 class InspireHandNode(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("transport", "tcp", "Modbus transport for both hands", choices=("tcp", "rtu"), read_only=True),
-        ParamSpec("left_enabled", True, "drive the left hand", read_only=True),
-        ParamSpec("right_enabled", True, "drive the right hand", read_only=True),
-        ParamSpec("left_host", "127.0.0.1", "left hand Modbus TCP host (robot: 192.168.123.211)", read_only=True),
-        ParamSpec("left_port", 6000, "left hand Modbus TCP port", min=1, max=65535, read_only=True),
-        ParamSpec("left_unit", 1, "left hand Modbus unit id (RTU default 2)", min=0, max=247, read_only=True),
-        ParamSpec("left_serial_port", "/dev/ttyUSB0", "left hand RS-485 port (transport rtu)", read_only=True),
-        ParamSpec("right_host", "127.0.0.1", "right hand Modbus TCP host (robot: 192.168.123.210)", read_only=True),
-        ParamSpec("right_port", 6000, "right hand Modbus TCP port", min=1, max=65535, read_only=True),
-        ParamSpec("right_unit", 1, "right hand Modbus unit id (RTU default 1)", min=0, max=247, read_only=True),
-        ParamSpec("right_serial_port", "/dev/ttyUSB0", "right hand RS-485 port (transport rtu)", read_only=True),
-        ParamSpec("baudrate", 115200, "RS-485 baud rate (transport rtu)", min=1200, max=4000000, read_only=True),
-        ParamSpec("read_rate_hz", 50.0, "hand state poll and publish rate [Hz]", min=1.0, max=200.0, read_only=True),
-        ParamSpec("write_rate_hz", 50.0, "most ANGLE_SET writes per hand per second (latest command wins) [Hz]",
-                  min=1.0, max=200.0, read_only=True),
-        ParamSpec("status_rate_hz", 10.0, "ERROR/STATUS poll rate (they change rarely; each read costs bus time) "
-                  "[Hz]", min=0.1, max=200.0, read_only=True),
-        ParamSpec("timeout_s", 0.1, "Modbus request timeout [s]", min=0.01, max=5.0, read_only=True),
-        ParamSpec("stale_after_s", 0.25, "a hand reading older than this is stale (published as NaN) [s]",
-                  min=0.02, max=10.0),
-        ParamSpec("reconnect_initial_s", 0.2, "first reconnect delay, doubled per failure [s]", min=0.01, max=60.0,
-                  read_only=True),
-        ParamSpec("reconnect_max_s", 5.0, "longest reconnect delay [s]", min=0.05, max=600.0, read_only=True),
-        ParamSpec("finger_speed", -1, "SPEED_SET written on connect, 0..1000 (-1: leave the hand's own)",
-                  min=-1, max=1000, read_only=True),
-        ParamSpec("finger_force", -1, "FORCE_SET written on connect, 0..1000 (-1: leave the hand's own)",
-                  min=-1, max=1000, read_only=True),
-        ParamSpec("diagnostics_rate_hz", 1.0, "diagnostics publish rate [Hz]", min=0.1, max=10.0, read_only=True),
-    )
+    PARAMS = HandNodeParams
 
     def __init__(self) -> None:
         super().__init__("inspire_hand_node")
         self.declare_specs()
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our own log lines say what went wrong
         p = self.p
-        config = WorkerConfig(
-            read_rate_hz=p["read_rate_hz"],
-            write_rate_hz=p["write_rate_hz"],
-            status_period_s=1.0 / p["status_rate_hz"],
-            timeout_s=p["timeout_s"],
-            reconnect_initial_s=p["reconnect_initial_s"],
-            reconnect_max_s=max(p["reconnect_max_s"], p["reconnect_initial_s"]),
-            finger_speed=p["finger_speed"],
-            finger_force=p["finger_force"],
-        )
+        config = self.config.worker  # reconnect_max_s < reconnect_initial_s is refused at start-up
         endpoints = [
             HandEndpoint(
                 name=hand,
@@ -129,32 +109,18 @@ class InspireHandNode(ParamsMixin, Node):
 
     # --- driver events (worker threads) ---
     def _on_driver_event(self, level: str, message: str) -> None:
-        # one call site per severity: rclpy refuses a call site whose severity changes between calls
-        log = self.get_logger()
-        if level == "error":
-            log.error(message)
-        elif level == "warn":
-            log.warning(message)
-        else:
-            log.info(message)
+        log_at(self, level, message)
 
     # --- states ---
     def _publish_loop(self) -> None:
-        period = 1.0 / self.p["read_rate_hz"]
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
+        ticker = Ticker(self.p["read_rate_hz"])
+        while ticker.wait(self._stop) is not None:  # a late tick is skipped, never made up by a burst
             try:
                 self._publish_states()
             except Exception as exc:  # noqa: BLE001 - e.g. the context shutting down under us
                 if self._stop.is_set():
                     return
                 self.get_logger().error(f"hand_states not published: {exc}")
-            next_tick += period
-            delay = next_tick - time.monotonic()
-            if delay < -period:  # fell behind: resynchronise instead of bursting
-                next_tick = time.monotonic()
-            elif delay > 0:
-                self._stop.wait(delay)
 
     def _publish_states(self) -> None:
         now = time.time()
@@ -173,10 +139,9 @@ class InspireHandNode(ParamsMixin, Node):
             force[sl] = reading.force
             newest = max(newest, reading.stamp)
         stamp = newest if newest > 0 else now
-        sec = int(stamp)
         msg, raw_msg = self._msg, self._raw_msg  # reused: publish() serializes before it returns
         msg.position = pos.tolist()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int((stamp - sec) * 1e9)
+        set_stamp(msg.header.stamp, seconds=stamp)
         raw_msg.position, raw_msg.effort = raw.tolist(), force.tolist()
         raw_msg.header = msg.header
         self.pub.publish(msg)

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import rclpy
@@ -26,9 +27,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from h1_training.nodes.common import ParamsMixin
-from h1_training.nodes.hil_session_node import STATUS_QOS
-from h1_training.params import ParamSpec
+from h1_training.nodes.common import STATUS_QOS, ParamsMixin, ServiceCallError, call_service
+from h1_training.params import param
 from h1_training_interfaces.msg import SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SessionCommand
 
@@ -37,14 +37,17 @@ INTERRUPT = "ctrl+c"
 HELP = "keys: y = yes, n = no, s = stop (damping), e = end and save, Ctrl+C = save and exit, q = quit this console"
 
 
+@dataclass
+class HilConsoleNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    session: str = param("hil_session", "name of the hil_session node (its command/label services, status)")
+    call_timeout_s: float = param(15.0, "how long to wait for the session's reply to a key [s]", min=1.0, max=600.0)
+    connect_timeout_s: float = param(60.0, "how long to wait for the session at start [s]", min=1.0, max=3600.0)
+
+
 class HilConsole(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("session", "hil_session", "name of the hil_session node (its command/label services, status)"),
-        ParamSpec("call_timeout_s", 15.0, "how long to wait for the session's reply to a key [s]", min=1.0,
-                  max=600.0),
-        ParamSpec("connect_timeout_s", 60.0, "how long to wait for the session at start [s]", min=1.0,
-                  max=3600.0),
-    )
+    PARAMS = HilConsoleNodeParams
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         super().__init__("hil_console")
@@ -89,14 +92,11 @@ class HilConsole(ParamsMixin, Node):
         if not client.wait_for_service(timeout_sec=2.0):
             self.say(f"  ! {client.srv_name} is not available: is hil_session running?")
             return None
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self.p["call_timeout_s"]):
-            client.remove_pending_request(future)
-            self.say(f"  ! no reply from {client.srv_name} within {self.p['call_timeout_s']:g} s")
+        try:
+            return call_service(client, request, self.p["call_timeout_s"])
+        except ServiceCallError as exc:
+            self.say(f"  ! {exc}")
             return None
-        return future.result()
 
     def send_key(self, key: str) -> None:
         reply = self._call(self.command_client, SessionCommand.Request(key=key))

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,82 +33,50 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin
-from h1_training.nodes.polled import PolledSubscription
-from h1_training.params import ParamSpec
+from h1_training.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    STATUS_QOS,
+    ParamsMixin,
+    PolledSubscription,
+    ServiceCallError,
+    call_service,
+    log_at,
+)
+from h1_training.params import nested, param
 from h1_training.recording.layout import episode_index_of
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES
-from h1_training.session.runner import (
-    EffectError,
-    ObservationBuilder,
-    SessionRunner,
-    Snapshot,
-    load_training_config,
-    resolve_settings,
-)
+from h1_training.session.observation import ObservationBuilder
+from h1_training.session.runner import EffectError, SessionRunner, Snapshot
+from h1_training.session.settings import SessionSettings, load_training_config, resolve_settings
 from h1_training.session.state_machine import ArmMode, Saved
+from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus, SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SaveEpisode, SessionCommand, SetArmMode, StartEpisode
 
-# The status keeps its last 10 messages for late subscribers (a console started mid-session sees the recent
-# lines), and a reliable depth of 10 so that quick transitions (SAVING -> DECIDING) all reach the subscribers.
-STATUS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
-PARAMS = [
-    ParamSpec("config", "", "the seed's training_config.yaml (policy_server.host/port/api_key, rsync.target, "
-              "save_dir); parameters that are set win over it", read_only=True),
-    ParamSpec("policy_host", "", "policy server host (\"\" = config file, else 127.0.0.1)"),
-    ParamSpec("policy_port", 0, "policy server port (0 = config file, else 8000)", min=0, max=65535),
-    ParamSpec("api_key", "", "policy server API key (\"\" = config file, else $H1_POLICY_API_KEY)"),
-    ParamSpec("model", "", "pin a model id on the server (\"\" = the deployed default)"),
-    ParamSpec("save_dir", "", "the recorder's save_dir, synced from (\"\" = config file, else data/h1_data_auto); "
-              "the recorder's own file paths win when they differ"),
-    ParamSpec("rsync_target", "", "rsync destination of each epoch (\"\" = config file; empty there = no sync)"),
-    ParamSpec("sync_enabled", True, "false: never sync (the data stays in save_dir)"),
-    ParamSpec("prompt", "", "task text sent to the policy and stored with each episode"),
-    ParamSpec("ask_label", True, "after 's', ask whether the policy succeeded (LABELING) before damping"),
-    ParamSpec("last_seen_epoch", -1, "offer only weights with a newer epoch (resume a session)", min=-1,
-              read_only=True),
-    ParamSpec("poll_period_s", 1.0, "GET /training_status period while WAITING [s]", min=0.1, max=60.0),
-    ParamSpec("poll_timeout_s", 2.0, "timeout of one /training_status request [s]", min=0.1, max=30.0),
-    ParamSpec("control_rate_hz", 50.0, "rate the policy's action rows are published at [Hz] (the arm's command "
-              "watchdog needs one at least every 100 ms)", min=11.0, max=500.0),
-    ParamSpec("replan_steps", 25, "rows of a chunk executed before the next chunk is requested (0 = when the "
-              "chunk runs out)", min=0, max=10000),
-    ParamSpec("max_chunk_rows", 0, "execute at most this many rows of each chunk (0 = all)", min=0, max=10000),
-    ParamSpec("skip_elapsed_rows", True, "start a new chunk at the row for now (rows computed for the time the "
-              "server took are skipped)"),
-    ParamSpec("connect_timeout_s", 3.0, "WebSocket connect timeout per attempt [s]", min=0.1, max=60.0),
-    ParamSpec("connect_attempts", 2, "connect attempts before the policy counts as unreachable", min=1, max=10),
-    ParamSpec("inference_timeout_s", 2.0, "no reply to an inference within this: the policy fails [s]",
-              min=0.05, max=60.0),
-    ParamSpec("state_timeout_s", 0.5, "joint_states older than this: no observation, the policy fails [s]",
-              min=0.02, max=10.0),
-    ParamSpec("max_track_resumes", 3, "TRACK re-enabled after a command-watchdog HOLD at most this often per "
-              "episode while the policy is healthy (then the episode fails)", min=0, max=100),
-    ParamSpec("send_images", True, "send the three camera images with each observation"),
-    ParamSpec("image_width", 0, "resize images to this width before sending (0 = as the camera sends)",
-              min=0, max=4096),
-    ParamSpec("image_height", 0, "resize images to this height before sending (0 = as the camera sends)",
-              min=0, max=4096),
-    ParamSpec("service_timeout_s", 5.0, "timeout of arm/recorder service calls [s]", min=0.1, max=60.0),
-    ParamSpec("startup_timeout_s", 30.0, "wait this long for the arm and recorder services at start [s]",
-              min=0.0, max=600.0),
-    ParamSpec("status_rate_hz", 1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0),
-    ParamSpec("sync_attempts", 3, "rsync attempts per epoch", min=1, max=20),
-    ParamSpec("sync_io_timeout_s", 30.0, "rsync --timeout: no data moved this long [s]", min=1.0, max=3600.0),
-    ParamSpec("sync_attempt_timeout_s", 1800.0, "wall-clock limit of one rsync run [s]", min=1.0, max=86400.0),
-    ParamSpec("sync_bwlimit_kbps", 0, "rsync bandwidth limit [KB/s] (0 = none)", min=0, max=10_000_000),
-]
-NODE_ONLY = {"config", "sync_enabled", "send_images", "image_width", "image_height", "service_timeout_s",
-             "status_rate_hz"}
+@dataclass
+class HilSessionNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    config: str = param("", "the seed's training_config.yaml (policy_server.host/port/api_key, rsync.target, "
+        "save_dir); parameters that are set win over it", read_only=True)
+    session: SessionSettings = nested(SessionSettings)  # policy_host ... sync_bwlimit_kbps (session/settings.py)
+    send_images: bool = param(True, "send the three camera images with each observation")
+    image_width: int = param(0, "resize images to this width before sending (0 = as the camera sends)", min=0, max=4096)
+    image_height: int = param(0, "resize images to this height before sending (0 = as the camera sends)", min=0,
+        max=4096)
+    service_timeout_s: float = param(5.0, "timeout of arm/recorder service calls [s]", min=0.1, max=60.0)
+    status_rate_hz: float = param(1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0)
+
+
+PARAMS = HilSessionNodeParams
 ARM_MODE_NAMES = {getattr(SetArmMode.Request, f"MODE_{n}"): n for n in ("HOLD", "TRACK", "DAMPING", "ESTOP", "FAULT")}
 
 
@@ -118,7 +87,7 @@ class HilSessionNode(ParamsMixin, Node):
         super().__init__("hil_session")
         p = self.declare_specs()
         self._config_values = load_training_config(p["config"]) if p["config"] else {}
-        settings = resolve_settings({k: v for k, v in p.items() if k not in NODE_ONLY}, self._config_values)
+        settings = resolve_settings(self.config.session, self._config_values)
         self._clients_group = ReentrantCallbackGroup()
         self._services_group = MutuallyExclusiveCallbackGroup()
         self.cmd_pub = self.create_publisher(ArmCommand, "arm_command", COMMAND_QOS)
@@ -129,7 +98,7 @@ class HilSessionNode(ParamsMixin, Node):
                                                callback_group=self._clients_group)
         self.save_client = self.create_client(SaveEpisode, "episode_recorder/save",
                                               callback_group=self._clients_group)
-        # taken when an observation is built (2 Hz), not called back at 100 + 3x30 Hz (see nodes/polled.py)
+        # taken when an observation is built (2 Hz), not called back at 100 + 3x30 Hz (see PolledSubscription)
         self._joints = PolledSubscription(self, JointState, "joint_states", SENSOR_QOS)
         self._cams = {cam: PolledSubscription(self, CompressedImage, f"camera/{cam}/compressed", SENSOR_QOS)
                       for cam in CAMERA_NAMES}
@@ -159,17 +128,10 @@ class HilSessionNode(ParamsMixin, Node):
     # --- SessionPorts ------------------------------------------------------------------------------------
     def _call(self, client: Any, request: Any, what: str, timeout: float | None = None) -> Any:
         timeout = self.p["service_timeout_s"] if timeout is None else timeout
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise EffectError(f"{what}: service {client.srv_name} not available")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
-            raise EffectError(f"{what}: no reply from {client.srv_name} within {timeout:g} s")
-        if future.exception() is not None:
-            raise EffectError(f"{what}: {future.exception()}")
-        return future.result()
+        try:
+            return call_service(client, request, timeout, what)
+        except ServiceCallError as exc:
+            raise EffectError(str(exc)) from exc
 
     def wait_ready(self, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -218,7 +180,7 @@ class HilSessionNode(ParamsMixin, Node):
                 q = self._arm_order(js.name, js.position)
             except ValueError as exc:
                 raise ValueError(f"joint_states: {exc}") from exc
-            builder.set_state(q, js.header.stamp.sec * 1_000_000_000 + js.header.stamp.nanosec)
+            builder.set_state(q, stamp_ns(js.header.stamp))
         for cam, sub in self._cams.items():
             img = sub.take_latest()
             if img is not None and len(img.data) > 4:
@@ -254,14 +216,7 @@ class HilSessionNode(ParamsMixin, Node):
                 raise
 
     def log(self, level: str, text: str) -> None:
-        # one call site per severity: rclpy refuses a call site whose severity changes
-        logger = self.get_logger()
-        if level == "error":
-            logger.error(text)
-        elif level == "warn":
-            logger.warning(text)
-        else:
-            logger.info(text)
+        log_at(self, level, text)
 
     # --- ROS inputs --------------------------------------------------------------------------------------
     def _on_recorder_status(self, msg: RecorderStatus) -> None:
@@ -286,7 +241,7 @@ class HilSessionNode(ParamsMixin, Node):
 
     def on_params_changed(self, changed: dict[str, Any]) -> None:
         try:
-            fresh = resolve_settings({k: v for k, v in self.p.items() if k not in NODE_ONLY}, self._config_values)
+            fresh = resolve_settings(self.config.session, self._config_values)
         except ValueError as exc:
             self.get_logger().error(f"parameter change not applied: {exc}")
             return

@@ -1,16 +1,16 @@
 """``model_comparison``: the RoArm seed's Model Comparison & A/B Testing, for our policies (thin adapter).
 
-The statistics and the trial bookkeeping are ``evaluation/comparison.py`` (on ``evaluation/stats.py``); the
-blind, balanced trial order is ``evaluation/scheduler.py``. This node checks model ids against the policy server
-(``GET /models``), keeps one comparison at a time, publishes its status and, when asked, deploys the winner
-(``POST /models/<id>/deploy``).
+The comparison's lifecycle, statistics and trial bookkeeping are ``evaluation/comparison.py`` (on
+``evaluation/stats.py``); the blind, balanced trial order is ``evaluation/scheduler.py``. This node declares the
+parameters, asks the policy server for its models (``GET /models``), publishes the status and, when the lifecycle
+says so, deploys the winner (``POST /models/<id>/deploy``).
 
     model_comparison --ros-args -p policy_port:=8000 -p trials_per_model:=30
     ros2 service call /model_comparison/start h1_training_interfaces/srv/CompareModels \\
         "{model_ids: ['v1-act-...', 'v2-act-...'], mode: ab}"
     ros2 service call /model_comparison/next_model std_srvs/srv/Trigger          # message = model id to run
     ros2 service call /model_comparison/record_trial h1_training_interfaces/srv/RecordTrial \\
-        "{model_id: 'v2-act-...', success: true, execution_time_s: 12.5, grasp_confidence: -1.0}"
+        "{model_id: 'v2-act-...', success: true, execution_time_s: 12.5, grasp_confidence: -1.0, score: 1.0}"
     ros2 service call /model_comparison/get_status std_srvs/srv/Empty            # republish + log a summary
     ros2 topic echo /model_comparison/status
 
@@ -18,80 +18,54 @@ Services: ``model_comparison/start`` (CompareModels: 2 models for ``ab``, 2-4 fo
 picks ``ab`` for 2 models, else ``detailed``), ``model_comparison/record_trial`` (RecordTrial),
 ``model_comparison/stop`` (Trigger), ``model_comparison/get_status`` (Empty), ``model_comparison/next_model``
 (Trigger). Topic: ``model_comparison/status`` (ModelComparisonStatus, latched). One comparison runs at a time; it
-is COMPLETED when its verdict is final (A/B: the sequential rule fired or the planned trials are in; detailed:
-the planned trials are in), CANCELLED by ``stop``. Only then is a winner recommended, or deployed when
+is COMPLETED when its verdict is final (A/B: the anytime-valid sequential test stopped - winner, futility or
+cap; detailed: the planned trials are in), CANCELLED by ``stop``. Only then is a winner recommended, or deployed when
 ``auto_deploy_winner`` is true.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
-import time
+from dataclasses import dataclass
 from typing import Any
 
 from rclpy.node import Node
 from std_srvs.srv import Empty, Trigger
 
-from h1_training.evaluation.comparison import MODE_AB, MODE_DETAILED, Comparison, ComparisonResult
-from h1_training.evaluation.scheduler import TrialScheduler
-from h1_training.evaluation.stats import newcombe_difference_interval
+from h1_training.evaluation.comparison import ComparisonLifecycle, State
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.params import param
 from h1_training.policy.client import PolicyClientError, http_json
 from h1_training_interfaces.msg import ModelComparisonStatus, ModelMetrics
 from h1_training_interfaces.srv import CompareModels, RecordTrial
 
-PARAMS = [
-    ParamSpec("policy_host", "127.0.0.1", "policy server (h1-training serve) host: GET /models, deploy"),
-    ParamSpec("policy_port", 8000, "policy server port", min=1, max=65535),
-    ParamSpec("api_key", "", "policy server API key (\"\" = $H1_POLICY_API_KEY, else none)"),
-    ParamSpec("alpha", 0.05, "significance level when the request gives 0 (overall: the A/B test spends 1/5 "
-              "of it on the early-stopping rule)", min=0.001, max=0.2),
-    ParamSpec("trials_per_model", 100, "planned trials per model when the request gives 0 (the RoArm seed "
-              "runs 100)", min=1, max=100000),
-    ParamSpec("auto_deploy_winner", False, "deploy the winner on the policy server when the verdict is final "
-              "(false: only recommend it)"),
-    ParamSpec("seed", 0, "seed of the randomized, balanced trial order (next_model)", min=0, max=2**31 - 1),
-    ParamSpec("http_timeout_s", 5.0, "timeout of GET /models [s] (a deploy may take twice this)",
-              min=0.1, max=60.0),
-]
 
-STATE_NAMES = {ModelComparisonStatus.STATE_IDLE: "IDLE", ModelComparisonStatus.STATE_RUNNING: "RUNNING",
-               ModelComparisonStatus.STATE_COMPLETED: "COMPLETED", ModelComparisonStatus.STATE_CANCELLED: "CANCELLED"}
+@dataclass
+class ModelComparisonNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    policy_host: str = param("127.0.0.1", "policy server (h1-training serve) host: GET /models, deploy")
+    policy_port: int = param(8000, "policy server port", min=1, max=65535)
+    api_key: str = param("", "policy server API key (\"\" = $H1_POLICY_API_KEY, else none)")
+    alpha: float = param(0.05, "significance level when the request gives 0 (the false-positive rate the "
+                         "comparison guarantees)", min=0.001, max=0.2)
+    trials_per_model: int = param(0, "when the request gives 0: A/B - the trial cap per model (0 = from the "
+                                  "planned effect); detailed - the planned trials per model (0 = 100, as in the "
+                                  "RoArm seed)", min=0, max=100000)
+    planned_rate_a: float = param(0.5, "A/B: planned success rate of the first (baseline) model when the request "
+                                  "gives 0", min=0.01, max=0.99)
+    planned_rate_b: float = param(0.8, "A/B: planned success rate of the second model when the request gives 0 "
+                                  "(the effect the sequential test aims at; must exceed planned_rate_a)",
+                                  min=0.01, max=0.99)
+    auto_deploy_winner: bool = param(False, "deploy the winner on the policy server when the verdict is final "
+                                     "(false: only recommend it)")
+    seed: int = param(0, "seed of the randomized, balanced trial order (next_model)", min=0, max=2**31 - 1)
+    http_timeout_s: float = param(5.0, "timeout of GET /models [s] (a deploy may take twice this)",
+                                  min=0.1, max=60.0)
 
 
-def _pct(x: float) -> str:
-    return f"{100.0 * x:.0f}%"
-
-
-def operator_summary(comparison_id: str, state_name: str, cmp: Comparison, result: ComparisonResult,
-                     note: str = "") -> str:
-    """One paragraph an operator reads: rates with their intervals, times, the difference, the verdict, and
-    what to do next."""
-    kind = "A/B test" if cmp.mode == MODE_AB else f"detailed comparison of {len(cmp.models)} models"
-    least = min(m.trials for m in result.models)
-    parts = [f"Comparison {comparison_id} ({kind}, {state_name}): {least} of {cmp.trials_per_model} planned "
-             f"trials per model, alpha {cmp.alpha:g}."]
-    for m in result.models:
-        line = (f"{m.model_id}: {m.successes}/{m.trials} succeeded ({_pct(m.success_rate)}, 95% CI "
-                f"{_pct(m.success_ci_low)}-{_pct(m.success_ci_high)})")
-        if m.mean_execution_time_s > 0:
-            line += f", {m.mean_execution_time_s:.1f} +- {m.std_execution_time_s:.1f} s per success"
-        parts.append(line + ".")
-    if cmp.mode == MODE_AB:
-        a, b = result.models
-        ci = newcombe_difference_interval(a.successes, a.trials, b.successes, b.trials)
-        parts.append(f"{b.model_id} minus {a.model_id}: {100 * (b.success_rate - a.success_rate):+.0f} points "
-                     f"(95% CI {100 * ci.low:+.0f} to {100 * ci.high:+.0f}).")
-    p = "not yet tested" if result.p_value < 0 else f"{result.p_value:.4g}"
-    parts.append(f"Verdict ({result.test_name}, p {p}): {result.message}.")
-    if note:
-        parts.append(note)
-    elif state_name == "RUNNING":
-        parts.append("Run the next trial with the model /model_comparison/next_model names.")
-    return " ".join(parts)
+PARAMS = ModelComparisonNodeParams
 
 
 class ModelComparisonNode(ParamsMixin, Node):
@@ -102,12 +76,7 @@ class ModelComparisonNode(ParamsMixin, Node):
         self.declare_specs()
         # Service callbacks run one at a time (single-threaded executor); the deploy thread also publishes.
         self._lock = threading.Lock()
-        self._cmp: Comparison | None = None
-        self._scheduler: TrialScheduler | None = None
-        self._state = ModelComparisonStatus.STATE_IDLE
-        self._id = ""
-        self._note = ""  # what happened to the winner (recommended, deployed, deploy failed)
-        self._started = 0
+        self._life = ComparisonLifecycle(seed=int(self.p["seed"]))
         self._status_pub = self.create_publisher(ModelComparisonStatus, "model_comparison/status", LATCHED_QOS)
         self.create_service(CompareModels, "model_comparison/start", self._on_start)
         self.create_service(RecordTrial, "model_comparison/record_trial", self._on_record)
@@ -117,8 +86,8 @@ class ModelComparisonNode(ParamsMixin, Node):
         self._publish()
         p = self.p
         self.get_logger().info(
-            f"model_comparison: policy server {p['policy_host']}:{p['policy_port']}; defaults {p['trials_per_model']} "
-            f"trials per model, alpha {p['alpha']:g}; winner "
+            f"model_comparison: policy server {p['policy_host']}:{p['policy_port']}; alpha {p['alpha']:g}, A/B "
+            f"planned for {p['planned_rate_a']:g} vs {p['planned_rate_b']:g}; winner "
             f"{'deployed automatically' if p['auto_deploy_winner'] else 'recommended only (auto_deploy_winner false)'}")
 
     # --- policy server -------------------------------------------------------------------------------------
@@ -146,27 +115,31 @@ class ModelComparisonNode(ParamsMixin, Node):
             note = f"Deploying {model_id} failed: {exc}. Deploy it by hand: POST /models/{model_id}/deploy."
             self.get_logger().error(f"comparison {comparison_id}: {note}")
         with self._lock:
-            if self._id == comparison_id:
-                self._note = note
+            self._life.deployed(comparison_id, note)
         self._publish()
 
     # --- status --------------------------------------------------------------------------------------------
     def _status(self) -> tuple[ModelComparisonStatus, str]:
         """The status message and the operator's paragraph (under the lock)."""
+        life = self._life
         msg = ModelComparisonStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.state = self._state
-        msg.state_name = STATE_NAMES[self._state]
-        msg.comparison_id = self._id
-        msg.p_value = -1.0
-        if self._cmp is None:
+        msg.state = life.state.value
+        msg.state_name = life.state.name
+        msg.comparison_id = life.comparison_id
+        msg.p_value = msg.reference_p_value = msg.score_p_value = msg.time_p_value = -1.0
+        msg.e_value = -1.0
+        msg.expected_more_trials = -1
+        cmp = life.comparison
+        if cmp is None:
             msg.alpha = float(self.p["alpha"])
             msg.trials_per_model_target = int(self.p["trials_per_model"])
-            msg.message = "no comparison yet: call /model_comparison/start with 2-4 model ids"
+            msg.planned_rate_a, msg.planned_rate_b = float(self.p["planned_rate_a"]), float(self.p["planned_rate_b"])
+            msg.message = life.summary()
             return msg, msg.message
-        cmp, result = self._cmp, self._cmp.result()
+        result = cmp.result()
         msg.mode = cmp.mode
-        msg.trials_per_model_target = cmp.trials_per_model
+        msg.trials_per_model_target = msg.trials_cap = cmp.trials_per_model
         msg.test_name = result.test_name
         msg.p_value = float(result.p_value)
         msg.significant = bool(result.significant)
@@ -177,9 +150,31 @@ class ModelComparisonNode(ParamsMixin, Node):
                 model_id=m.model_id, trials=m.trials, successes=m.successes, success_rate=m.success_rate,
                 success_ci_low=m.success_ci_low, success_ci_high=m.success_ci_high,
                 mean_execution_time_s=m.mean_execution_time_s, std_execution_time_s=m.std_execution_time_s,
-                grasp_confidence=m.grasp_confidence, consistency_score=m.consistency_score))
-        msg.message = result.message + (f". {self._note}" if self._note else "")
-        return msg, operator_summary(self._id, msg.state_name, cmp, result, self._note)
+                grasp_confidence=m.grasp_confidence, consistency_score=m.consistency_score,
+                scored_trials=m.scored_trials, mean_score=m.mean_score))
+        if result.difference is not None:
+            a, b = result.models[:2]
+            msg.difference = float(b.success_rate - a.success_rate)
+            msg.difference_ci_low, msg.difference_ci_high = float(result.difference.low), float(result.difference.high)
+        seq, plan = result.sequential, result.plan
+        if seq is not None and plan is not None:
+            msg.e_value, msg.e_threshold = float(seq.e_value), float(seq.threshold)
+            msg.futility_bound = float(seq.futility)
+            msg.stop_reason = result.stop_reason
+            msg.expected_more_trials = int(result.expected_more_trials)
+            msg.planned_rate_a, msg.planned_rate_b = float(plan.rate_a), float(plan.rate_b)
+        if result.reference is not None:
+            msg.reference_test_name, msg.reference_p_value = result.reference.test_name, float(result.reference.p_value)
+        if result.score_test is not None:
+            msg.score_test_name, msg.score_p_value = result.score_test.test_name, float(result.score_test.p_value)
+            msg.score_effect = float(result.score_test.effect)
+        if result.time_test is not None:
+            msg.time_test_name, msg.time_p_value = result.time_test.test_name, float(result.time_test.p_value)
+        if result.bayes is not None:
+            msg.prob_best = [float(x) for x in result.bayes.prob_best]
+            msg.expected_loss = [float(x) for x in result.bayes.expected_loss]
+        msg.message = result.message + (f". {life.note}" if life.note else "")
+        return msg, life.summary()
 
     def _publish(self) -> str:
         with self._lock:
@@ -187,104 +182,51 @@ class ModelComparisonNode(ParamsMixin, Node):
         self._status_pub.publish(msg)
         return summary
 
-    def _finish_if_final(self) -> None:
-        """After a trial: a final verdict completes the comparison; then recommend or deploy the winner."""
-        assert self._cmp is not None
-        result = self._cmp.result()
-        if not result.complete:
-            return
-        self._state = ModelComparisonStatus.STATE_COMPLETED
-        if not result.winner:
-            self._note = "No winner: keep the deployed model (or plan a larger comparison)."
-        elif self.p["auto_deploy_winner"]:
-            self._note = f"Deploying {result.winner} (auto_deploy_winner)..."
-            threading.Thread(target=self._deploy, args=(self._id, result.winner), daemon=True).start()
-        else:
-            self._note = (f"Recommendation: deploy {result.winner} (POST /models/{result.winner}/deploy on the "
-                          "policy server; auto_deploy_winner is false).")
-        self.get_logger().info(f"comparison {self._id} COMPLETED: {result.message}. {self._note}")
-
     # --- services ------------------------------------------------------------------------------------------
     def _on_start(self, req: CompareModels.Request, res: CompareModels.Response) -> CompareModels.Response:
-        ids = [str(m).strip() for m in req.model_ids]
-        mode = req.mode.strip().lower() or (MODE_AB if len(ids) == 2 else MODE_DETAILED)
-        with self._lock:
-            running = self._id if self._state == ModelComparisonStatus.STATE_RUNNING else ""
-        if running:
-            res.success, res.message = False, (f"comparison {running} is running; stop it first "
-                                               "(/model_comparison/stop)")
-            return res
+        p = self.p
+        rates = (float(req.planned_rate_a) or float(p["planned_rate_a"]),
+                 float(req.planned_rate_b) or float(p["planned_rate_b"]))
         try:
-            if not math.isfinite(req.alpha):
-                raise ValueError(f"alpha must be a number, got {req.alpha}")
-            # ids, counts, mode and numbers first: a wrong request needs no server
-            cmp = Comparison(ids, mode, int(req.trials_per_model) or int(self.p["trials_per_model"]),
-                             float(req.alpha) or float(self.p["alpha"]))
-            known = self._known_models()
+            with self._lock:
+                self._life.seed = int(p["seed"])
+                res.message = self._life.start(list(req.model_ids), req.mode, int(req.trials_per_model)
+                                               or int(p["trials_per_model"]), float(req.alpha) or float(p["alpha"]),
+                                               rates, self._known_models)
+                res.comparison_id = self._life.comparison_id
         except ValueError as exc:
-            res.success, res.message = False, str(exc).replace("an A/B test", "A/B")
+            res.success, res.message = False, str(exc)
             return res
         except PolicyClientError as exc:
-            res.success, res.message = False, f"cannot list the policy server's models: {exc}"
+            res.success, res.message = False, (f"cannot list the models of the policy server at "
+                                               f"{p['policy_host']}:{p['policy_port']}: {exc}")
             return res
-        unknown = [m for m in ids if m not in known]
-        if unknown:
-            res.success = False
-            res.message = (f"unknown model id{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                           f"the policy server at {self.p['policy_host']}:{self.p['policy_port']} has: "
-                           f"{', '.join(known) or 'none'}")
-            return res
-        with self._lock:
-            self._started += 1
-            self._id = f"cmp-{time.strftime('%Y%m%dT%H%M%S')}-{self._started}"
-            self._cmp = cmp
-            self._scheduler = TrialScheduler(ids, seed=int(self.p["seed"]), planned_per_model=cmp.trials_per_model)
-            self._state = ModelComparisonStatus.STATE_RUNNING
-            self._note = ""
-            res.comparison_id = self._id
         res.success = True
-        res.message = (f"{'A/B test' if mode == MODE_AB else 'detailed comparison'} {self._id} of "
-                       f"{', '.join(ids)}: {cmp.trials_per_model} trials per model, alpha {cmp.alpha:g}")
         self.get_logger().info(f"started {res.message}")
         self._publish()
         return res
 
     def _on_record(self, req: RecordTrial.Request, res: RecordTrial.Response) -> RecordTrial.Response:
         with self._lock:
-            res.accepted, res.message = self._record(req)
-        if res.accepted:
-            self._publish()
-        else:
-            self.get_logger().warning(f"trial rejected: {res.message}")
+            out = self._life.record(req.model_id, bool(req.success), float(req.execution_time_s),
+                                    float(req.grasp_confidence), float(req.score), bool(self.p["auto_deploy_winner"]))
+            cid, final = self._life.comparison_id, self._life.state is State.COMPLETED
+        res.accepted, res.message = out.accepted, out.message
+        if not out.accepted:
+            self.get_logger().warning(f"trial rejected: {out.message}")
+            return res
+        if final:
+            self.get_logger().info(f"comparison {cid} COMPLETED: {self._life.summary()}")
+        if out.deploy:
+            threading.Thread(target=self._deploy, args=(cid, out.deploy), daemon=True).start()
+        self._publish()
         return res
-
-    def _record(self, req: RecordTrial.Request) -> tuple[bool, str]:
-        if self._cmp is None or self._state != ModelComparisonStatus.STATE_RUNNING:
-            last = f" (comparison {self._id} is {STATE_NAMES[self._state]})" if self._id else ""
-            return False, f"no comparison is running{last}; start one with /model_comparison/start"
-        cmp = self._cmp
-        trials = cmp.models[req.model_id].trials if req.model_id in cmp.models else 0
-        if req.model_id in cmp.models and trials >= cmp.trials_per_model:
-            return False, (f"model {req.model_id!r} already has its {cmp.trials_per_model} planned trials (the "
-                           "test uses only those); /model_comparison/next_model names the model to run")
-        try:
-            cmp.record(req.model_id, bool(req.success), float(req.execution_time_s), float(req.grasp_confidence))
-        except ValueError as exc:
-            return False, str(exc)
-        counts = ", ".join(f"{m.model_id} {m.successes}/{m.trials}" for m in cmp.models.values())
-        self._finish_if_final()
-        done = f"; comparison {STATE_NAMES[self._state]}" if self._state != ModelComparisonStatus.STATE_RUNNING else ""
-        return True, f"recorded {'success' if req.success else 'failure'} of {req.model_id} ({counts}){done}"
 
     def _on_stop(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         with self._lock:
-            if self._state != ModelComparisonStatus.STATE_RUNNING:
-                res.success, res.message = False, "no comparison is running"
-                return res
-            self._state = ModelComparisonStatus.STATE_CANCELLED
-            self._note = "Cancelled before a final verdict: nothing is recommended."
-            res.success, res.message = True, f"comparison {self._id} cancelled"
-        self.get_logger().info(self._publish())
+            res.success, res.message = self._life.stop()
+        if res.success:
+            self.get_logger().info(self._publish())
         return res
 
     def _on_get_status(self, _req: Empty.Request, res: Empty.Response) -> Empty.Response:
@@ -293,11 +235,7 @@ class ModelComparisonNode(ParamsMixin, Node):
 
     def _on_next_model(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         with self._lock:
-            if self._cmp is None or self._scheduler is None or self._state != ModelComparisonStatus.STATE_RUNNING:
-                res.success, res.message = False, "no comparison is running"
-                return res
-            model = self._scheduler.next_model({m: t.trials for m, t in self._cmp.models.items()})
-        res.success, res.message = model is not None, model or "every model has its planned trials"
+            res.success, res.message = self._life.next_model()
         return res
 
 

@@ -1,8 +1,14 @@
 """A small rclpy helper node for tests, benchmarks and the CLI: graph-based waits, topic capture,
-service calls and parameter sets with timeouts. Spins in its own thread; call ``close()`` when done."""
+service calls and parameter sets with timeouts. Spins in its own thread; call ``close()`` when done.
+
+Message and service types may be given as classes or by their ROS names (``"sensor_msgs/msg/JointState"``,
+``"std_srvs/srv/Trigger"``), and requests as dicts of fields: code outside ``nodes/`` (the benches) then talks
+ROS through the probe without importing any ROS package itself (the import contract in pyproject.toml).
+"""
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections import deque
@@ -17,6 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from h1_training.nodes.common import ServiceCallError, call_service
 from h1_training.procs import wait_until
 
 
@@ -70,21 +77,26 @@ class RosProbe:
     # --- topics --------------------------------------------------------------------------------------
     def capture(self, msg_type: Any, topic: str, qos: QoSProfile | int = 10, keep: int = 10000) -> Capture:
         cap = Capture(keep)
-        cap.subscription = self.node.create_subscription(msg_type, topic, cap.add, qos)
+        cap.subscription = self.node.create_subscription(ros_type(msg_type), topic, cap.add, qos)
         return cap
 
     def publisher(self, msg_type: Any, topic: str, qos: QoSProfile | int = 10):
-        return self.node.create_publisher(msg_type, topic, qos)
+        return self.node.create_publisher(ros_type(msg_type), topic, qos)
 
     # --- services & parameters -----------------------------------------------------------------------
     def call(self, srv_type: Any, name: str, request: Any = None, timeout: float = 10.0) -> Any:
+        """The reply of service ``name``; ``request``: a Request, a dict of its fields, or None (defaults)."""
+        srv_type = ros_type(srv_type)
+        if isinstance(request, dict):
+            fields = request
+            request = srv_type.Request()
+            for key, value in fields.items():
+                setattr(request, key, value)
         client = self.node.create_client(srv_type, name)
         try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} not available after {timeout:.1f}s")
-            future = client.call_async(request if request is not None else srv_type.Request())
-            wait_until(future.done, timeout, f"reply from {name}")
-            return future.result()
+            return call_service(client, request if request is not None else srv_type.Request(), timeout)
+        except ServiceCallError as exc:
+            raise TimeoutError(str(exc)) from exc
         finally:
             self.node.destroy_client(client)
 
@@ -94,6 +106,17 @@ class RosProbe:
         req.parameters = [Parameter(name=name, value=to_parameter_value(value))]
         reply = self.call(SetParameters, f"/{node.lstrip('/')}/set_parameters", req, timeout)
         return reply.results[0]
+
+
+def ros_type(spec: Any) -> Any:
+    """A message/service class from its ROS name (``"pkg/msg/Name"``, ``"pkg/srv/Name"``); a class as it is."""
+    if not isinstance(spec, str):
+        return spec
+    package, sep, rest = spec.partition("/")
+    kind, sep2, name = rest.partition("/")
+    if not (sep and sep2 and kind in ("msg", "srv") and name):
+        raise ValueError(f"expected 'package/msg/Name' or 'package/srv/Name', got {spec!r}")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
 def to_parameter_value(value: Any) -> ParameterValue:

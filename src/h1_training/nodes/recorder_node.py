@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -21,49 +22,38 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, run_node
-from h1_training.params import ParamSpec
+from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
+from h1_training.params import nested, param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES, NUM_ARM_JOINTS
+from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus
 from h1_training_interfaces.srv import SaveEpisode, StartEpisode
 
-PARAMS = [
-    ParamSpec("save_dir", "data/h1_data", "folder holding training_session_epoch{E}/episode_{i}.hdf5 "
-              "(relative to the working directory)"),
-    ParamSpec("rate_hz", 50.0, "sampling rate [Hz] (the H1 seed records at 50 Hz); applies at the next episode",
-              min=1.0, max=500.0),
-    ParamSpec("stale_after_s", 0.2, "an input older than this (since it arrived) is flagged stale per sample [s]",
-              min=0.02, max=10.0),
-    ParamSpec("proposal_stale_s", 0.5, "a policy proposal older than this is not stored for a human frame [s]",
-              min=0.02, max=10.0),
-    ParamSpec("batch_frames", 25, "samples appended to the file per write (a flush writes a smaller batch "
-              "sooner); fewer, larger writes cost less CPU", min=1, max=100),
-    ParamSpec("flush_interval_s", 0.5, "longest time between flushes to disk: what a crash may cost [s]",
-              min=0.05, max=1.0),
-    ParamSpec("fsync", True, "fsync at every flush so a power loss also costs at most flush_interval_s"),
-    ParamSpec("min_free_mb", 200.0, "refuse to start, or stop and save, when the disk has less free space [MB]",
-              min=0.0, max=1e7),
-    ParamSpec("max_backlog_s", 5.0, "stop with an error when this much data waits for the disk [s]",
-              min=0.5, max=60.0),
-    ParamSpec("status_rate_hz", 5.0, "status topic rate while idle or recording [Hz]", min=0.2, max=50.0),
-    ParamSpec("placeholder_width", 640, "width of the flagged placeholder JPEG stored for a silent camera",
-              min=16, max=4096),
-    ParamSpec("placeholder_height", 480, "height of that placeholder JPEG", min=16, max=4096),
-    ParamSpec("sampler_nice", -10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
-              "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19),
-    ParamSpec("process_nice", 0, "nice value of the whole recorder process at start-up (its callbacks hold "
-              "the interpreter lock the sampler needs); negative needs CAP_SYS_NICE", min=-20, max=19),
-    ParamSpec("gil_switch_ms", 1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
-              "the interpreter while callbacks run", min=0.1, max=10.0),
-    ParamSpec("repair_on_start", True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up"),
-]
+
+@dataclass
+class RecorderNodeParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    status_rate_hz: float = param(5.0, "status topic rate while idle or recording [Hz]", min=0.2, max=50.0)
+    placeholder_width: int = param(640, "width of the flagged placeholder JPEG stored for a silent camera", min=16,
+        max=4096)
+    placeholder_height: int = param(480, "height of that placeholder JPEG", min=16, max=4096)
+    process_nice: int = param(0, "nice value of the whole recorder process at start-up (its callbacks hold "
+        "the interpreter lock the sampler needs); negative needs CAP_SYS_NICE", min=-20, max=19)
+    gil_switch_ms: float = param(1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
+        "the interpreter while callbacks run", min=0.1, max=10.0)
+    repair_on_start: bool = param(True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up")
+    recorder: RecorderConfig = nested(RecorderConfig)  # save_dir, rate_hz, ... (recording/recorder.py)
+
+
+PARAMS = RecorderNodeParams
 
 
 
 def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return stamp_ns(header.stamp)
 
 
 class EpisodeRecorderNode(ParamsMixin, Node):
@@ -74,12 +64,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         p = self.declare_specs()
         self._status_pub = self.create_publisher(RecorderStatus, "episode_recorder/status", LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
-        config = RecorderConfig(
-            save_dir=p["save_dir"], rate_hz=p["rate_hz"], stale_after_s=p["stale_after_s"],
-            proposal_stale_s=p["proposal_stale_s"], batch_frames=p["batch_frames"],
-            flush_interval_s=p["flush_interval_s"], fsync=p["fsync"], min_free_mb=p["min_free_mb"],
-            max_backlog_s=p["max_backlog_s"], sampler_nice=p["sampler_nice"],
-        )
+        config = self.config.recorder
         sys.setswitchinterval(p["gil_switch_ms"] / 1000.0)
         if p["process_nice"]:
             try:
@@ -197,14 +182,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         self._diag_pub.publish(arr)
 
     def _log(self, level: str, text: str) -> None:
-        # one call site per severity: rclpy refuses a call site whose severity changes
-        logger = self.get_logger()
-        if level == "error":
-            logger.error(text)
-        elif level == "warn":
-            logger.warning(text)
-        else:
-            logger.info(text)
+        log_at(self, level, text)
 
     def on_params_changed(self, changed: dict[str, Any]) -> None:
         cfg = self.recorder.config

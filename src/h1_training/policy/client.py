@@ -24,6 +24,7 @@ from typing import Any
 import websockets
 from websockets.sync.client import ClientConnection, connect
 
+from h1_training.backoff import Backoff
 from h1_training.policy import codec
 
 log = logging.getLogger("h1_training.policy.client")
@@ -98,7 +99,7 @@ class PolicyClient:
     def connect(self) -> dict[str, Any]:
         """Connect (bounded attempts with backoff); returns the server's metadata."""
         self.close()
-        delay = self.backoff_s
+        backoff = Backoff(self.backoff_s, self.max_backoff_s)
         last: Exception | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -114,8 +115,7 @@ class PolicyClient:
                 log.warning("policy server %s not reachable (attempt %d/%d): %s", self.uri, attempt,
                             self.max_attempts, exc)
                 if attempt < self.max_attempts:
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.max_backoff_s)
+                    time.sleep(backoff.next_delay())
         raise ServerUnavailable(f"policy server {self.uri} unreachable after {self.max_attempts} attempts: {last}")
 
     def close(self) -> None:

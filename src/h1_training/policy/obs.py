@@ -19,7 +19,9 @@ import numpy as np
 
 from h1_training.robot_model import NUM_ARM_JOINTS
 
-OBS_CAMERAS = ("cam_head", "cam_left_wrist", "cam_right_wrist")
+# The HDF5 camera names (robot_model.CAMERA_NAMES) -> the observation / dataset names (DESIGN.md §3).
+HDF5_TO_OBS_CAMERA = {"ego_cam": "cam_head", "cam_left_wrist": "cam_left_wrist", "cam_right_wrist": "cam_right_wrist"}
+OBS_CAMERAS = tuple(HDF5_TO_OBS_CAMERA.values())
 
 
 def check_state(obs: Any, state_dim: int = NUM_ARM_JOINTS) -> np.ndarray:

@@ -148,3 +148,21 @@ def is_scripted_dir(model_dir: str | Path) -> bool:
         return json.loads(path.read_text()).get("policy_type") == POLICY_TYPE
     except (OSError, ValueError, AttributeError):
         return False
+
+
+class NoopPolicy:
+    """The wire baseline: answers every observation with the same precomputed [horizon, 14] zero chunk, without
+    looking at it. Serving it measures the server, codec and WebSocket alone (``h1-training bench serve``); it
+    is never deployed to a robot (zeros are not a safe arm target) and the registry cannot hold one."""
+
+    def __init__(self, horizon: int = 50, model_id: str = "noop") -> None:
+        self.model_id = model_id
+        self._actions = np.zeros((horizon, NUM_ARM_JOINTS), np.float32)
+        self.metadata: dict[str, Any] = {"policy_type": "noop", "model_id": model_id, "action_horizon": horizon,
+                                         "action_dim": NUM_ARM_JOINTS}
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def infer(self, obs: dict) -> dict:  # noqa: ARG002 - a no-op by definition
+        return {"actions": self._actions, "policy_timing": {"infer_ms": 0.0}}

@@ -1,7 +1,9 @@
-"""Validate episode files against the HDF5 contract and report what an operator or trainer needs to know
-(no rclpy): frames, duration, achieved rate, missed ticks, policy/human split, camera problems.
+"""Check episode files and report what an operator or trainer needs to know (no rclpy): the variant of the seed's
+HDF5 the file is in, frames, duration, achieved rate, missed ticks, policy/human split, camera problems.
 
-Seed-format files without our extra datasets are valid; the figures that need extras are then ``None``.
+Files are read through ``recording.reader``: every variant the seed wrote is valid when its data is usable (the
+head camera as ``cam_head`` or ``ego_cam``, JPEG or raw frames, with or without phase); the figures that need our
+extras are then ``None``. A problem is what makes the episode unusable (a truncated dataset, no head camera, ...).
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from h1_training.recording import layout as L
+from h1_training.recording.reader import EpisodeError, EpisodeView, open_episode
 from h1_training.robot_model import CAMERA_NAMES
 
 
@@ -20,9 +22,11 @@ from h1_training.robot_model import CAMERA_NAMES
 class CameraReport:
     placeholder_share: float | None = None
     stale_share: float | None = None
-    checked: int = 0          # JPEGs decoded
+    checked: int = 0          # frames decoded
     undecodable: int = 0
     mean_kb: float = 0.0
+    recorded: bool = True     # False: the file holds no such camera (a seed variant without wrist cameras)
+    encoding: str = ""        # "jpeg" or "raw" (reader.JPEG / reader.RAW)
 
 
 @dataclass
@@ -30,6 +34,7 @@ class EpisodeReport:
     path: str
     valid: bool
     problems: list[str] = field(default_factory=list)
+    variant: str = ""         # reader.Variant.describe(): "seed client layout, cam_head JPEG", ...
     warnings: list[str] = field(default_factory=list)
     frames: int = 0
     duration_s: float = 0.0
@@ -65,85 +70,101 @@ def _decode_indices(t: int, decode: str) -> list[int]:
 
 
 def inspect_episode(path: str | Path, decode: str = "sample", warn_share: float = 0.01) -> EpisodeReport:
-    """``decode``: "sample" (12 JPEGs per camera), "all" or "none"."""
+    """``decode``: "sample" (12 frames per camera), "all" or "none". Any variant of the seed's HDF5 is read
+    (``recording.reader``): ``variant`` says which; only what cannot be used is a problem."""
     path = Path(path)
     rep = EpisodeReport(path=str(path), valid=False)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        rep.problems.append(f"not a readable HDF5 file ({exc})")
+        ep = open_episode(path)
+    except EpisodeError as exc:
+        rep.problems.append(str(exc).replace(f"{path}: ", ""))
         return rep
-    with f:
-        try:
-            rep.problems = L.validate(f)
-        except Exception as exc:  # noqa: BLE001 - a damaged file is a finding, not a crash of the tool
-            rep.problems = [f"damaged file: {exc}"]
+    with ep:
+        rep.variant = ep.variant.describe()
+        rep.problems = list(ep.problems)
+        rep.warnings = list(ep.warnings)
         if rep.problems:
             return rep
-        t = int(f[L.QPOS].shape[0])
-        a = f.attrs
-        rep.frames = t
-        rep.fps = float(a["fps"])
-        rep.policy_frames = int(a["policy_frames"])
-        rep.human_frames = int(a["human_frames"])
-        rep.success = int(a[L.ATTR_SUCCESS]) if L.ATTR_SUCCESS in a else None
-        rep.recovered = bool(a.get(L.ATTR_RECOVERED, False))
-        rep.recovered_reason = _s(a.get(L.ATTR_RECOVERED_REASON, ""))
-        rep.end_reason = _s(a.get(L.ATTR_END_REASON, ""))
-        rep.prompt = _s(a.get(L.ATTR_PROMPT, ""))
-        rep.epoch = int(a[L.ATTR_EPOCH]) if L.ATTR_EPOCH in a else None
-        rep.episode_index = int(a[L.ATTR_EPISODE_INDEX]) if L.ATTR_EPISODE_INDEX in a else None
-        rep.missed_ticks = int(a[L.ATTR_MISSED_TICKS]) if L.ATTR_MISSED_TICKS in a else None
-        if L.EXTRA_SAMPLE_TIME_NS in f and t > 1:
-            ns = f[L.EXTRA_SAMPLE_TIME_NS][:]
-            span = (int(ns[-1]) - int(ns[0])) / 1e9
-            rep.duration_s = span
-            rep.achieved_rate_hz = (t - 1) / span if span > 0 else None
-            if np.any(np.diff(ns) <= 0):
-                rep.problems.append("sample times are not strictly increasing")
-        else:
-            rep.duration_s = t / rep.fps if rep.fps > 0 else 0.0
-            if L.ATTR_ACHIEVED_RATE in a:
-                rep.achieved_rate_hz = float(a[L.ATTR_ACHIEVED_RATE])
-        for src in L.STALE_SOURCES:
-            key = L.stale_key(src)
-            if key in f and t:
-                rep.stale_share[src] = float(np.mean(f[key][:]))
-        idx = _decode_indices(t, decode)
-        import cv2
-
-        for cam, key in zip(CAMERA_NAMES, L.IMAGE_KEYS):
-            cr = CameraReport()
-            if L.placeholder_key(cam) in f and t:
-                cr.placeholder_share = float(np.mean(f[L.placeholder_key(cam)][:]))
-            if L.stale_key(cam) in f and t:
-                cr.stale_share = float(np.mean(f[L.stale_key(cam)][:]))
-            ds = f[key]
-            sizes = []
-            for i in idx:
-                buf = np.asarray(ds[i], dtype=np.uint8)
-                sizes.append(buf.size)
-                cr.checked += 1
-                if buf.size == 0 or cv2.imdecode(buf, cv2.IMREAD_COLOR) is None:
-                    cr.undecodable += 1
-            cr.mean_kb = float(np.mean(sizes) / 1e3) if sizes else 0.0
-            if cr.undecodable:
-                rep.problems.append(f"{cam}: {cr.undecodable} of {cr.checked} checked JPEGs do not decode")
-            if cr.placeholder_share and cr.placeholder_share >= warn_share:
-                rep.warnings.append(f"{cam}: {cr.placeholder_share:.0%} placeholder frames (camera missing)")
-            if cr.stale_share and cr.stale_share >= warn_share:
-                rep.warnings.append(f"{cam}: {cr.stale_share:.0%} stale frames")
-            rep.cameras[cam] = cr
-        for src in ("qpos", "hand_state"):
-            share = rep.stale_share.get(src)
-            if share and share >= warn_share:
-                rep.warnings.append(f"{src}: {share:.0%} stale samples")
-        if rep.missed_ticks:
-            rep.warnings.append(f"{rep.missed_ticks} missed ticks")
-        if rep.recovered:
-            rep.warnings.append(f"recovered after a crash: {rep.recovered_reason}")
+        try:
+            _fill(rep, ep, decode, warn_share)
+        except Exception as exc:  # noqa: BLE001 - a damaged file is a finding, not a crash of the tool
+            rep.problems.append(f"damaged file: {type(exc).__name__}: {exc}")
     rep.valid = not rep.problems
     return rep
+
+
+def _fill(rep: EpisodeReport, ep: EpisodeView, decode: str, warn_share: float) -> None:
+    t = ep.length
+    a = ep.attrs
+    rep.frames = t
+    rep.fps = ep.fps
+    rep.policy_frames = int(a["policy_frames"])
+    rep.human_frames = int(a["human_frames"])
+    rep.success = ep.success
+    rep.recovered = bool(a.get(L.ATTR_RECOVERED, False))
+    rep.recovered_reason = _s(a.get(L.ATTR_RECOVERED_REASON, ""))
+    rep.end_reason = _s(a.get(L.ATTR_END_REASON, ""))
+    rep.prompt = _s(a.get(L.ATTR_PROMPT, ""))
+    rep.epoch = int(a[L.ATTR_EPOCH]) if L.ATTR_EPOCH in a else None
+    rep.episode_index = int(a[L.ATTR_EPISODE_INDEX]) if L.ATTR_EPISODE_INDEX in a else None
+    rep.missed_ticks = int(a[L.ATTR_MISSED_TICKS]) if L.ATTR_MISSED_TICKS in a else None
+    ns = ep.extra(L.EXTRA_SAMPLE_TIME_NS)
+    if ns is not None and t > 1 and len(ns) >= t:
+        ns = ns[:t]
+        span = (int(ns[-1]) - int(ns[0])) / 1e9
+        rep.duration_s = span
+        rep.achieved_rate_hz = (t - 1) / span if span > 0 else None
+        if np.any(np.diff(ns) <= 0):
+            rep.problems.append("sample times are not strictly increasing")
+    else:
+        rep.duration_s = t / rep.fps if rep.fps > 0 else 0.0
+        if L.ATTR_ACHIEVED_RATE in a:
+            rep.achieved_rate_hz = float(a[L.ATTR_ACHIEVED_RATE])
+    stale = ep.extra_group(L.EXTRA_STALE)
+    for src in L.STALE_SOURCES:
+        if src in stale and t:
+            rep.stale_share[src] = float(np.mean(stale[src][:t]))
+    placeholder = ep.extra_group(L.EXTRA_PLACEHOLDER)
+    idx = _decode_indices(t, decode)
+    for cam in CAMERA_NAMES:
+        frames = ep.cameras.get(cam)
+        cr = CameraReport(recorded=frames is not None)
+        if frames is None:
+            rep.cameras[cam] = cr
+            continue
+        cr.encoding = frames.encoding
+        if cam in placeholder and t:
+            cr.placeholder_share = float(np.mean(placeholder[cam][:t]))
+        if cam in stale and t:
+            cr.stale_share = float(np.mean(stale[cam][:t]))
+        sizes = []
+        first_error = ""
+        for i in idx:
+            data = frames.stored(i)
+            sizes.append(len(data) if isinstance(data, bytes) else data.nbytes)
+            cr.checked += 1
+            try:
+                frames.rgb(i)
+            except ValueError as exc:
+                cr.undecodable += 1
+                first_error = first_error or str(exc)
+        cr.mean_kb = float(np.mean(sizes) / 1e3) if sizes else 0.0
+        if cr.undecodable:
+            rep.problems.append(f"{cam}: {cr.undecodable} of {cr.checked} checked frames do not decode "
+                                f"({first_error})")
+        if cr.placeholder_share and cr.placeholder_share >= warn_share:
+            rep.warnings.append(f"{cam}: {cr.placeholder_share:.0%} placeholder frames (camera missing)")
+        if cr.stale_share and cr.stale_share >= warn_share:
+            rep.warnings.append(f"{cam}: {cr.stale_share:.0%} stale frames")
+        rep.cameras[cam] = cr
+    for src in ("qpos", "hand_state"):
+        share = rep.stale_share.get(src)
+        if share and share >= warn_share:
+            rep.warnings.append(f"{src}: {share:.0%} stale samples")
+    if rep.missed_ticks:
+        rep.warnings.append(f"{rep.missed_ticks} missed ticks")
+    if rep.recovered:
+        rep.warnings.append(f"recovered after a crash: {rep.recovered_reason}")
 
 
 @dataclass
@@ -181,7 +202,7 @@ def inspect_path(target: str | Path, decode: str = "sample") -> FolderReport:
     if target.is_dir():
         files = sorted(target.rglob("*.hdf5"), key=lambda p: (str(p.parent), L.episode_index_of(p) or 0, p.name))
         partials = sorted(str(p) for p in target.rglob(f"*.hdf5{L.PARTIAL_SUFFIX}"))
-        bad = sorted(str(p) for p in target.rglob("*.unrecoverable"))
+        bad = sorted(str(p) for p in target.rglob("*" + L.UNRECOVERABLE_SUFFIX))
         return FolderReport([inspect_episode(p, decode) for p in files], partials, bad)
     if not target.exists():
         return FolderReport([EpisodeReport(str(target), False, ["no such file or folder"])], [], [])

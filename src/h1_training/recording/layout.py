@@ -16,6 +16,7 @@ Files live at ``save_dir/training_session_epoch{E}/episode_{i}.hdf5``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,26 @@ ATTR_FRAMES_FLUSHED = "frames_flushed"    # int: rows known complete on disk (up
 ATTR_FORMAT_VERSION = "format_version"
 ATTR_STALE_AFTER_S = "stale_after_s"
 FORMAT_VERSION = 1
+
+# --- the seed's other on-disk variants (read by recording/reader.py, never written by the recorder) --------------
+# ThomasChen98/openpi (auto_training) examples/h1_control_client/: the recording client passes its images as
+# "cam_head", "cam_left_wrist", "cam_right_wrist" to utils/episode_writer_hdf5.py (JPEG, vlen uint8, quality 85,
+# images 224x224), "phase" as fixed-length bytes ('S10'), attrs episode_length, fps, timestamp, advantage,
+# policy_frames, human_frames (older versions: no phase, no advantage, no frame counts); qpos/action are [T, 26]
+# when it records the hands (include_hands: 14 arm joints + 12 hand values). convert_humanoid_everyday_to_hdf5.py
+# stores "ego_cam" as raw RGB [T, H, W, 3] uint8 (no wrist cameras, no phase) with attrs fps, num_frames, source,
+# arm_dof. Its convert_h1_data_to_lerobot.py reads "cam_head" (JPEG or raw) or else "ego_cam" as raw arrays.
+SEED_HEAD_CAMERA = "cam_head"                       # the seed client's name of the head camera (ours: ego_cam)
+HEAD_CAMERA_NAMES = (CAMERA_NAMES[0], SEED_HEAD_CAMERA)
+SEED_ATTR_ADVANTAGE = "advantage"                   # bool: the operator's good/bad label (seed client)
+SEED_ATTR_NUM_FRAMES = "num_frames"                 # int: the frame count (Humanoid Everyday converter)
+SEED_ATTR_SOURCE = "source"                         # str: e.g. "humanoid_everyday"
+SEED_PHASE_DTYPE = "S10"                            # the seed client's fixed-length phase strings
+# What an import from a seed variant adds beside the contract (additive, like EXTRA_*).
+EXTRA_SEED_QPOS_HANDS = "seed/qpos_hands"           # [T, 12] float32: qpos columns 14..25 as recorded (seed units)
+EXTRA_SEED_ACTION_HANDS = "seed/action_hands"       # [T, 12] float32: action columns 14..25 as recorded
+ATTR_SEED_SOURCE = "seed_source"                    # str: the file an imported episode came from
+ATTR_SEED_VARIANT = "seed_variant"                  # str: the variant it was in (reader.Variant.describe())
 
 # An episode being recorded lives under a temporary name beside its final one and is renamed on save.
 PARTIAL_SUFFIX = ".partial"
@@ -126,15 +147,45 @@ COLUMNS: tuple[Column, ...] = (
     )
 )
 
+# --- on-disk names ------------------------------------------------------------------------------------------
+SESSION_PREFIX = "training_session_epoch"  # one folder per epoch: save_dir/training_session_epoch{E}/
+SYNC_MARKER = "SYNC_COMPLETE"              # written last by the robot's sync: the epoch folder is complete
+LABEL_NOTE_ATTR = "label_note"             # extra attr beside ATTR_SUCCESS (the contract allows extra attrs)
+PROVENANCE_FILE = "h1_conversion.json"     # in a converted LeRobot dataset: the HDF5 sources and the summary
+
+UNRECOVERABLE_SUFFIX = ".unrecoverable"     # a damaged recording the repair kept (renamed, never deleted)
+EPISODE_GLOB = "episode_*.hdf5"             # saved episodes in a session folder (not the .partial ones)
 _EPISODE_RE = re.compile(r"^episode_(\d+)\.hdf5$")
+_SESSION_RE = re.compile(rf"^{SESSION_PREFIX}(\d+)$")
 
 
 def session_dir(save_dir: str | Path, epoch: int) -> Path:
-    return Path(save_dir) / f"training_session_epoch{epoch}"
+    return Path(save_dir) / f"{SESSION_PREFIX}{epoch}"
+
+
+def session_epoch_of(path: str | Path) -> int | None:
+    """E of a ``training_session_epoch{E}`` folder, None for any other name."""
+    m = _SESSION_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def is_episode_name(name: str) -> bool:
+    """A saved episode's file name (``episode_{i}.hdf5``; not the ``.partial`` of one being recorded)."""
+    return _EPISODE_RE.match(name) is not None
+
+
+def episode_name(index: int) -> str:
+    return f"episode_{index}.hdf5"
 
 
 def episode_path(save_dir: str | Path, epoch: int, index: int) -> Path:
-    return session_dir(save_dir, epoch) / f"episode_{index}.hdf5"
+    return session_dir(save_dir, epoch) / episode_name(index)
+
+
+def is_in_progress_name(name: str) -> bool:
+    """A file still being written: hidden (rsync's temporary ``.episode_3.hdf5.XXXX``), ``*.partial`` (a
+    recording) or ``*.tmp``."""
+    return name.startswith(".") or name.endswith((PARTIAL_SUFFIX, ".tmp")) or PARTIAL_SUFFIX in name
 
 
 def partial_path(final: str | Path) -> Path:
@@ -147,7 +198,32 @@ def find_partials(save_dir: str | Path) -> list[Path]:
     root = Path(save_dir)
     if not root.is_dir():
         return []
-    return sorted(root.glob(f"training_session_epoch*/episode_*.hdf5{PARTIAL_SUFFIX}"))
+    return sorted(root.glob(f"{SESSION_PREFIX}*/{EPISODE_GLOB}{PARTIAL_SUFFIX}"))
+
+
+# "Exclude from training": a sidecar file beside the episode (``episode_3.hdf5.exclude``, its text the reason).
+# The recorded file is never rewritten for it; rsync carries it to the GPU server with the episode, and every
+# trainer's episode search (``training.convert.find_episodes``, ``training.scripted_fit.episode_files``) skips it.
+EXCLUDE_SUFFIX = ".exclude"
+
+
+def exclude_marker(episode: str | Path) -> Path:
+    return Path(str(episode) + EXCLUDE_SUFFIX)
+
+
+def is_excluded(episode: str | Path) -> bool:
+    return exclude_marker(episode).exists()
+
+
+def set_excluded(episode: str | Path, excluded: bool, reason: str = "") -> bool:
+    """Flag (or unflag) an episode; returns whether it was flagged before."""
+    marker = exclude_marker(episode)
+    before = marker.exists()
+    if excluded:
+        marker.write_text(reason or "excluded by the operator")
+    elif before:
+        marker.unlink()
+    return before
 
 
 def episode_index_of(path: str | Path) -> int | None:
@@ -299,3 +375,35 @@ def write_episode(path: str | Path, ep: Episode) -> Path:
         f.attrs["human_frames"] = ep.human_frames
         f.attrs["format_version"] = FORMAT_VERSION
     return path
+
+
+def relabel(path: str | Path, success: int, note: str = "", under: str | Path | None = None) -> tuple[bool, str]:
+    """Label a saved episode: ATTR_SUCCESS (and the note, LABEL_NOTE_ATTR) in its HDF5 attrs.
+
+    ``under``: refuse a file outside that folder. Returns (ok, message); never raises for a bad path.
+    """
+    path = Path(path)
+    if under is not None:
+        try:
+            path.resolve().relative_to(Path(under).resolve())
+        except ValueError:
+            return False, f"{path} is not an episode under {under}"
+    if path.suffix != ".hdf5" or not path.is_file():
+        return False, f"no saved episode at {path}"
+    try:
+        with h5py.File(path, "r+") as f:
+            f.attrs[ATTR_SUCCESS] = int(success)
+            if note:
+                f.attrs[LABEL_NOTE_ATTR] = note
+    except OSError as exc:
+        return False, f"cannot label {path}: {exc}"
+    return True, f"labeled {path.name} {'success' if success else 'failure'}"
+
+
+def read_provenance(dataset_dir: str | Path) -> dict:
+    """The conversion summary (PROVENANCE_FILE) of a LeRobot dataset folder; {} when there is none."""
+    path = Path(dataset_dir) / PROVENANCE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

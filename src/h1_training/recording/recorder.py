@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from h1_training.params import param
 from h1_training.recording import layout as L
 from h1_training.recording.repair import RepairResult, repair_all
 from h1_training.recording.sampler import Sample, Sampler, SamplerLoop, Slots
@@ -29,17 +30,29 @@ IDLE, RECORDING, SAVING, ERROR = 0, 1, 2, 3
 
 @dataclass
 class RecorderConfig:
-    save_dir: str
-    rate_hz: float = 50.0
-    stale_after_s: float = 0.2
-    proposal_stale_s: float = 0.5
-    batch_frames: int = 25
-    flush_interval_s: float = 0.5
-    fsync: bool = True
-    min_free_mb: float = 200.0
-    max_backlog_s: float = 5.0
+    """The recorder's settings; the ``param`` fields are also episode_recorder's ROS parameters (declared here
+    once, see nodes/common.py)."""
+
+    save_dir: str = param("data/h1_data", "folder holding training_session_epoch{E}/episode_{i}.hdf5 "
+        "(relative to the working directory)")
+    rate_hz: float = param(50.0, "sampling rate [Hz] (the H1 seed records at 50 Hz); applies at the next episode",
+        min=1.0, max=500.0)
+    stale_after_s: float = param(0.2, "an input older than this (since it arrived) is flagged stale per sample [s]",
+        min=0.02, max=10.0)
+    proposal_stale_s: float = param(0.5, "a policy proposal older than this is not stored for a human frame [s]",
+        min=0.02, max=10.0)
+    batch_frames: int = param(25, "samples appended to the file per write (a flush writes a smaller batch "
+        "sooner); fewer, larger writes cost less CPU", min=1, max=100)
+    flush_interval_s: float = param(0.5, "longest time between flushes to disk: what a crash may cost [s]", min=0.05,
+        max=1.0)
+    fsync: bool = param(True, "fsync at every flush so a power loss also costs at most flush_interval_s")
+    min_free_mb: float = param(200.0, "refuse to start, or stop and save, when the disk has less free space [MB]",
+        min=0.0, max=1e7)
+    max_backlog_s: float = param(5.0, "stop with an error when this much data waits for the disk [s]", min=0.5,
+        max=60.0)
     chunk_rows: int = 100
-    sampler_nice: int = 0
+    sampler_nice: int = param(-10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
+        "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19)
 
     def __post_init__(self) -> None:
         if not self.save_dir:

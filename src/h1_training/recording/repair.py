@@ -21,17 +21,17 @@ import fcntl
 import json
 import os
 import re
-import subprocess
+import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
+from h1_training import procs
 from h1_training.recording import layout as L
 from h1_training.recording.sampler import achieved_rate
 from h1_training.recording.writer import (
@@ -46,7 +46,7 @@ _EOF_RE = re.compile(r"stored[_ ]eof\s*=\s*(\d+)")
 _BLOCK = 50  # rows verified per progress report: a hang inside a block costs at most this many more
 _PROGRESS = "progress "
 _RESULT = "result "
-UNRECOVERABLE_SUFFIX = ".unrecoverable"
+UNRECOVERABLE_SUFFIX = L.UNRECOVERABLE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -204,32 +204,20 @@ def _run_worker(partial: Path, why: str, max_rows: int | None, hang_timeout_s: f
     cmd = [sys.executable, "-m", "h1_training.recording.repair", str(partial), "--why", why]
     if max_rows is not None:
         cmd += ["--max-rows", str(max_rows)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    state = {"verified": 0, "last": time.monotonic(), "result": None}
+    state: dict[str, Any] = {"verified": 0, "result": None}
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            state["last"] = time.monotonic()
-            if line.startswith(_PROGRESS):
-                state["verified"] = int(line[len(_PROGRESS):])
-            elif line.startswith(_RESULT):
-                state["result"] = RepairResult(**json.loads(line[len(_RESULT):]))
+    def line(text: str) -> None:
+        if text.startswith(_PROGRESS):
+            state["verified"] = int(text[len(_PROGRESS):])
+        elif text.startswith(_RESULT):
+            state["result"] = RepairResult(**json.loads(text[len(_RESULT):]))
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    while proc.poll() is None:
-        if time.monotonic() - state["last"] > hang_timeout_s:
-            proc.kill()
-            break
-        time.sleep(0.05)
-    proc.wait()
-    reader.join(timeout=5.0)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    if state["result"] is None and proc.returncode not in (0, -9):
+    # a worker silent for hang_timeout_s is stuck inside HDF5: kill it at once (nothing to save)
+    run = procs.run(cmd, on_line=line, idle_timeout_s=hang_timeout_s, stop_signals=((signal.SIGKILL, 5.0),),
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if state["result"] is None and not run.stopped and run.rc not in (0, -9):
         # the worker crashed (not a hang we caused): report with its last words, keep the file
-        tail = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        tail = run.stderr.strip().splitlines()[-1:] or [f"exit code {run.rc}"]
         return _give_up(partial, f"the repair worker failed ({tail[0]})"), state["verified"]
     return state["result"], state["verified"]
 

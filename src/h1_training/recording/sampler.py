@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from h1_training.rates import Ticker
 from h1_training.recording.layout import PHASE_HUMAN, PHASE_POLICY, STALE_SOURCES
 from h1_training.robot_model import CAMERA_NAMES, NUM_ARM_JOINTS, NUM_HAND_JOINTS
 
@@ -226,31 +227,6 @@ class Sampler:
 assert len(STALE_SOURCES) == 2 + len(CAMERA_NAMES)  # Sample.stale order: qpos, hand, cameras
 
 
-class TickClock:
-    """Which tick a wake-up at ``now_ns`` belongs to, and how many ticks were missed before it."""
-
-    def __init__(self, rate_hz: float, start_ns: int) -> None:
-        if not 0 < rate_hz <= 1000:
-            raise ValueError(f"rate_hz must be in (0, 1000], got {rate_hz}")
-        self.period_ns = int(round(1e9 / rate_hz))
-        self.start_ns = start_ns
-        self.index = 0  # next tick not yet claimed
-
-    def due_ns(self) -> int:
-        return self.start_ns + self.index * self.period_ns
-
-    def claim(self, now_ns: int) -> tuple[int, int] | None:
-        """None when the next tick is not due yet; else ``(tick, missed)`` — ``missed`` ticks whose slots
-        passed without a sample (they are skipped, never filled in)."""
-        due = self.due_ns()
-        if now_ns < due:
-            return None
-        missed = (now_ns - due) // self.period_ns
-        tick = self.index + missed
-        self.index = tick + 1
-        return tick, int(missed)
-
-
 @dataclass
 class RateStats:
     """Running counts for the status topic."""
@@ -312,11 +288,11 @@ class SamplerLoop:
         self.stats = RateStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.tick_clock: TickClock | None = None
+        self.tick_clock: Ticker | None = None
         self.error: BaseException | None = None
 
     def start(self) -> None:
-        self.tick_clock = TickClock(self.rate_hz, self.clock())
+        self.tick_clock = Ticker(self.rate_hz, self.clock(), clock=self.clock)
         self._thread = threading.Thread(target=self._run, name="sampler-50hz", daemon=True)
         self._thread.start()
 
@@ -335,14 +311,7 @@ class SamplerLoop:
         assert tc is not None
         self._raise_priority()
         try:
-            while not self._stop.is_set():
-                wait_ns = tc.due_ns() - self.clock()
-                if wait_ns > 0:
-                    self._stop.wait(wait_ns / 1e9)
-                    continue
-                claimed = tc.claim(self.clock())
-                if claimed is None:
-                    continue
+            while (claimed := tc.wait(self._stop)) is not None:
                 tick, missed = claimed
                 sample = self.sampler.take(tick, self.clock(), self.wall())
                 self.stats.add(sample, missed)

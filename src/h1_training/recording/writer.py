@@ -243,7 +243,7 @@ def publish_atomically(src: Path, final: Path) -> Path:
         try:
             os.link(src, target)  # fails if target exists: never overwrites a saved episode
         except FileExistsError:
-            target = final.parent / f"episode_{L.next_episode_index(final.parent)}.hdf5"
+            target = final.parent / L.episode_name(L.next_episode_index(final.parent))
             continue
         os.unlink(src)
         fsync_dir(final.parent)

@@ -9,7 +9,7 @@
 rsync daemon (``rsync://host[:port]/module/path/``, ``host::module/path``). The target folder must exist (as the
 seed's troubleshooting says); the epoch folder in it is created.
 
-What the GPU side's auto-train (``policy/autotrain.py``) counts as complete: ``episode_*.hdf5`` files, no
+What the GPU side's auto-train (``training/autotrain.py``) counts as complete: ``episode_*.hdf5`` files, no
 ``*.partial``/``*.tmp``/hidden file, and ``SYNC_MARKER`` in the folder. So the data run:
 
 - never sends the recorder's in-progress ``*.partial`` files, ``*.tmp`` or hidden files;
@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -43,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from h1_training.policy.autotrain import SYNC_MARKER
-from h1_training.recording.layout import PARTIAL_SUFFIX, episode_index_of, session_dir
+from h1_training import procs
+from h1_training.backoff import Backoff
+from h1_training.recording.layout import PARTIAL_SUFFIX, SYNC_MARKER, episode_index_of, session_dir
 
 PARTIAL_DIR = ".rsync-partial"
 TargetKind = Literal["local", "ssh", "daemon"]
@@ -199,70 +197,22 @@ class _Run:
     seconds: float = 0.0
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM first (the receiver then keeps the partial file for the next run), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        try:
-            os.killpg(proc.pid, sig)  # own group: ssh and a local receiver go too
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _run(argv: list[str], timeout_s: float, cancel: threading.Event | None,
          on_progress: Callable[[SyncProgress], None] | None) -> _Run:
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    """rsync through the one runner (procs.run): SIGTERM to its group first (the receiver then keeps the
+    partial file for the next run), SIGKILL if it lingers; ssh and a local receiver go too."""
     out_lines: list[str] = []
-    err_chunks: list[bytes] = []
 
-    def pump_out() -> None:
-        assert proc.stdout is not None
-        buf = b""
-        while chunk := proc.stdout.read1(65536):
-            buf += chunk
-            *lines, buf = re.split(rb"[\r\n]", buf)   # progress2 redraws its line with \r
-            for raw in lines:
-                line = raw.decode(errors="replace")
-                prog = parse_progress(line) if on_progress is not None else None
-                if prog is not None:
-                    on_progress(prog)
-                elif line.strip():
-                    out_lines.append(line)
-        if buf.strip():
-            out_lines.append(buf.decode(errors="replace"))
+    def line(text: str) -> None:
+        prog = parse_progress(text) if on_progress is not None else None
+        if prog is not None:
+            on_progress(prog)
+        elif text.strip():
+            out_lines.append(text)
 
-    def pump_err() -> None:
-        assert proc.stderr is not None
-        while chunk := proc.stderr.read1(65536):
-            err_chunks.append(chunk)
-
-    readers = [threading.Thread(target=f, daemon=True) for f in (pump_out, pump_err)]
-    for t in readers:
-        t.start()
-    stopped = ""
-    deadline = t0 + timeout_s
-    while proc.poll() is None:
-        if cancel is not None and cancel.is_set():
-            stopped = "cancelled"
-        elif time.monotonic() >= deadline:
-            stopped = "timeout"
-        if stopped:
-            _stop(proc)
-            break
-        try:
-            proc.wait(0.1)
-        except subprocess.TimeoutExpired:
-            pass
-    for t in readers:
-        t.join(5.0)
-    return _Run(None if stopped else proc.returncode, "\n".join(out_lines),
-                b"".join(err_chunks).decode(errors="replace"), stopped, time.monotonic() - t0)
+    # progress2 redraws its line with \r
+    run = procs.run(argv, on_line=line, timeout_s=timeout_s, cancel=cancel, split_cr=True)
+    return _Run(run.rc, "\n".join(out_lines), run.stderr, run.stopped, run.seconds)
 
 
 def _detail(stderr: str) -> str:
@@ -344,6 +294,7 @@ def sync_epoch(save_dir: str | Path, epoch: int, cfg: SyncConfig, *,
     wait = sleep if sleep is not None else (cancel.wait if cancel is not None else time.sleep)
     with tempfile.TemporaryDirectory(prefix="h1_sync_") as tmp:
         marker = Path(tmp) / SYNC_MARKER
+        backoff = Backoff(cfg.backoff_s, cfg.max_backoff_s)
         for attempt in range(1, cfg.max_attempts + 1):
             res.attempts = attempt
             run = _run(build_argv(src, dest, cfg), cfg.attempt_timeout_s, cancel, on_progress)
@@ -362,7 +313,7 @@ def sync_epoch(save_dir: str | Path, epoch: int, cfg: SyncConfig, *,
             res.detail = _detail(run.stderr)
             if not retry or attempt == cfg.max_attempts or (cancel is not None and cancel.is_set()):
                 break
-            wait(min(cfg.max_backoff_s, cfg.backoff_s * 2 ** (attempt - 1)))
+            wait(backoff.next_delay())
             if cancel is not None and cancel.is_set():
                 res.error = "sync cancelled; no SYNC_COMPLETE written; sync again to resume"
                 break

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from h1_training.params import param
 from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_MOTOR_INDICES, ARM_UPPER_RAD, NUM_MOTORS
 
 ARM = np.array(ARM_MOTOR_INDICES)
@@ -36,13 +37,17 @@ GRAVITY_UPDATE_S = 0.004
 
 @dataclass(frozen=True)
 class DynamicsConfig:
-    arm_inertia: float = 0.15  # [kg m^2] effective inertia per arm joint: a rough figure, not identified
+    """The ``param`` fields are also h1_sim's ROS parameters (declared here once, see nodes/common.py)."""
+
+    arm_inertia: float = param(0.15, "effective inertia per arm joint [kg m^2]", min=0.01, max=5.0)
     other_inertia: float = 1.0  # legs and torso (not used by the arm tests; they just stay put)
-    viscous_friction: float = 0.3  # [Nm s/rad]
-    operator_stiffness: float = 40.0  # [Nm/rad] how hard the simulated hand pulls toward its target
+    viscous_friction: float = param(0.3, "joint viscous friction [Nm s/rad]", min=0.0, max=20.0)
+    operator_stiffness: float = param(40.0, "stiffness of the operator's pull [Nm/rad]", min=0.0, max=500.0)
     operator_damping: float = 2.0  # [Nm s/rad] the hand's own damping
-    operator_kp_threshold: float = 1.0  # the hand moves a joint only while its commanded kp is below this
-    command_timeout_s: float = 0.5  # motors go passive (zero torque) when lowcmd stops this long
+    operator_kp_threshold: float = param(1.0, "the hand moves only joints whose commanded kp is below this", min=0.0,
+        max=50.0)
+    command_timeout_s: float = param(0.5, "motors go passive when no valid lowcmd arrives this long [s]", min=0.01,
+        max=10.0)
     substep_s: float = 0.002  # integration step (semi-implicit Euler: stable while h * sqrt(kp/I) << 2; 0.06 at
     #                           kp 140, I 0.15; the tests also run kp 420 with 20 ms ticks)
 

@@ -1,6 +1,6 @@
 """Emulated Inspire RH56 hand behind a real Modbus server (pymodbus; TCP, or RTU framing over TCP), no rclpy.
 
-The register map is the one the driver uses (``h1_training.drivers.inspire_modbus``, from
+The register map is the one the driver uses (``h1_training.drivers.inspire_registers``, from
 TechShare-inc/inspire_demos). Physics is deliberately simple but plausible:
 
 - each finger moves toward ANGLE_SET at a finite speed (``max_speed`` units/s scaled by SPEED_SET/1000);
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from h1_training.drivers import inspire_modbus as reg
+from h1_training.drivers import inspire_registers as reg
 
 BLOCK_START = 1000
 BLOCK_END = reg.TEMP + 3  # one past the last register we serve

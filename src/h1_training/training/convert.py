@@ -1,4 +1,5 @@
-"""Seed-format HDF5 episodes -> a LeRobotDataset (v3 layout of lerobot 0.4.4).
+"""HDF5 episodes (any variant of the seed's, read through ``recording.reader``) -> a LeRobotDataset (v3 layout of
+lerobot 0.4.4).
 
     from h1_training.training.convert import convert_sessions
     summary = convert_sessions([Path("data/h1_data_auto/training_session_epoch3")], Path("data/lerobot/epoch3"))
@@ -21,8 +22,18 @@ Choices and why:
   and wrong for conversion, so frames are only handed over when every camera's queue has room (``_wait_for_room``).
 - JPEG decoding runs in a thread pool: ``cv2.imdecode`` releases the GIL, so threads decode in parallel without
   copying ~1 MB frames between processes; the next episode is read from disk while the current one is encoded.
+- Image statistics (LeRobot computes running per-channel quantiles of every frame in its encoder threads) are taken
+  on frames strided to at most ``STATS_MAX_SIDE`` px a side (``_cheap_image_stats``). ``h1-training bench convert``'s
+  profile showed them costing more than the H.264 encoding: 4.2 ms per 640x480 camera frame (LeRobot strides it to
+  160x120) against ~1.7 ms of encoding, and 9.5 ms at 224x224, which LeRobot does not downsample at all (under
+  300 px) -- which is why ``--resize 224x224`` converted no faster than full size. 80x60 px per frame, over every
+  frame of a dataset, estimates the normalization statistics of pixel values as well; the stats cost ~1.3 ms.
 - A bad episode (unreadable, contract broken, truncated, undecodable JPEG, non-finite values, wrong rate) is skipped
   and the reason is kept in the summary; the run goes on.
+- Every variant the seed wrote converts (``recording.reader``): the head camera as ``cam_head`` or ``ego_cam``, JPEG
+  or raw RGB frames, with or without phase. A camera the file did not record (the seed's Humanoid Everyday converter
+  keeps only the head camera) gets black frames, as the seed's own converter does, and is listed in the summary
+  (``filled_cameras``).
 """
 
 from __future__ import annotations
@@ -36,29 +47,30 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from h1_training.drivers.cameras import decode_jpeg_rgb
 from h1_training.policy.models.base import (
     ACTION_KEY,
-    HDF5_TO_OBS_CAMERA,
     INTERVENTION_KEY,
     STATE_KEY,
     ensure_offline_hub,
     image_key,
 )
-from h1_training.recording.layout import Episode, read_episode
+from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
+from h1_training.recording.layout import EPISODE_GLOB, PROVENANCE_FILE, episode_index_of, is_excluded
+from h1_training.recording.reader import EpisodeView, open_episode
 from h1_training.robot_model import ARM_JOINT_NAMES, NUM_ARM_JOINTS
 
 log = logging.getLogger("h1_training.convert")
 
 DEFAULT_REPO_ID = "local/h1_training"
 DEFAULT_TASK = "manipulation"
-PROVENANCE_FILE = "h1_conversion.json"
 HUMAN = "human"
+STATS_MAX_SIDE = 80  # px: image statistics on frames strided to at most this size a side (see the docstring)
 _WINDOW = 32  # frames decoded ahead of the encoder (bounded memory: ~3 MB per frame at 640x480x3 cameras)
 
 
@@ -81,6 +93,8 @@ class ConvertSummary:
     human_frames: int = 0
     derived_frames: int = 0                # action targets derived from qpos (human frames + empty policy rows)
     resized_frames: int = 0                # camera frames resized to the dataset's image shape
+    filled_cameras: dict[str, list[str]] = field(default_factory=dict)  # episode -> cameras given black frames
+    variants: dict[str, int] = field(default_factory=dict)  # reader.Variant.describe() -> converted episodes
     skipped: list[SkippedEpisode] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -97,22 +111,23 @@ class ConvertSummary:
 
 def find_episodes(paths: list[Path]) -> list[Path]:
     """Episode files under ``paths`` (files, session folders or a save_dir of sessions), in session then
-    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone."""
+    episode order. In-progress files (``episode_N.hdf5.partial``) do not match and are left alone; episodes flagged
+    "exclude from training" (``recording.layout.is_excluded``) are left out."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
             found.append(p)
         elif p.is_dir():
-            found.extend(sorted(p.rglob("episode_*.hdf5"), key=_episode_sort_key))
+            found.extend(sorted(p.rglob(EPISODE_GLOB), key=_episode_sort_key))
         else:
             raise FileNotFoundError(f"{p} does not exist")
     seen: set[Path] = set()
-    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve()))]
+    return [f for f in found if not (f.resolve() in seen or seen.add(f.resolve())) and not is_excluded(f)]
 
 
 def _episode_sort_key(path: Path) -> tuple:
-    stem = path.name[len("episode_"):-len(".hdf5")]
-    return (str(path.parent), int(stem) if stem.isdigit() else 1 << 30, path.name)
+    index = episode_index_of(path)
+    return (str(path.parent), index if index is not None else 1 << 30, path.name)
 
 
 def derive_actions(qpos: np.ndarray, action: np.ndarray, phase: list[str],
@@ -135,13 +150,7 @@ def derive_actions(qpos: np.ndarray, action: np.ndarray, phase: list[str],
     return out, human.astype(np.int64), derived
 
 
-def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
-    if len(data) < 4 or data[:2] != b"\xff\xd8":
-        raise ValueError(f"camera {camera} frame {index}: not a JPEG ({len(data)} bytes)")
-    try:
-        img = decode_jpeg_rgb(data)
-    except ValueError as exc:
-        raise ValueError(f"camera {camera} frame {index}: {exc}") from exc
+def _fit(img: np.ndarray, shape_hw: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
     if shape_hw is not None and img.shape[:2] != shape_hw:
         import cv2
 
@@ -149,7 +158,21 @@ def _decode_jpeg(data: bytes, camera: str, index: int, shape_hw: tuple[int, int]
     return img, False
 
 
-def _check_episode(ep: Episode, min_frames: int,
+def _open_episode(path: Path) -> EpisodeView:
+    """Open an episode for conversion (JPEG rows read into memory); ValueError with the reasons when unusable."""
+    ep = open_episode(path)
+    try:
+        if ep.problems:
+            raise ValueError("; ".join(ep.problems))
+        for cam in ep.cameras.values():
+            cam.preload()
+        return ep
+    except BaseException:
+        ep.close()
+        raise
+
+
+def _check_episode(ep: EpisodeView, min_frames: int,
                    cameras: tuple[str, ...] = tuple(HDF5_TO_OBS_CAMERA)) -> str | None:
     if ep.length < min_frames:
         return f"too short: {ep.length} frames (need >= {min_frames})"
@@ -159,11 +182,10 @@ def _check_episode(ep: Episode, min_frames: int,
         return "action contains NaN or inf"
     if not (ep.fps and np.isfinite(ep.fps) and ep.fps > 0):
         return f"invalid fps attribute {ep.fps!r}"
-    for cam in cameras:
-        n = len(ep.images.get(cam, []))
-        if n != ep.length:
-            return f"camera {cam} holds {n} frames for {ep.length} samples"
-        empty = sum(1 for b in ep.images[cam] if len(b) == 0)
+    for cam, frames in ep.cameras.items():
+        if cam not in cameras:
+            continue
+        empty = frames.empty_frames()
         if empty:
             return f"camera {cam} has {empty} empty frame(s) (truncated recording)"
     return None
@@ -190,6 +212,30 @@ def _wait_for_room(ds, stop_after_s: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"video encoder made no progress for {stop_after_s:.0f} s")
         time.sleep(0.001)
+
+
+def _stats_downsample(img: np.ndarray, target_size: int = STATS_MAX_SIDE, max_size_threshold: int = 0) -> np.ndarray:
+    """``img`` [C, H, W] strided so that neither side exceeds ``STATS_MAX_SIDE`` (a view, no copy). Same signature
+    as ``lerobot.datasets.compute_stats.auto_downsample_height_width``, which it stands in for (the arguments of
+    that one are ignored: one rule for every size)."""
+    _, height, width = img.shape
+    step = max(1, -(-max(height, width) // STATS_MAX_SIDE))
+    return img[:, ::step, ::step]
+
+
+@contextmanager
+def _cheap_image_stats() -> Iterator[None]:
+    """While converting, LeRobot's streaming encoder threads (lerobot 0.4.4, pinned in setup.py) downsample frames
+    for their running image statistics with ``_stats_downsample``: each thread looks the function up in
+    ``compute_stats`` when it starts, so it is swapped there, and put back afterwards."""
+    from lerobot.datasets import compute_stats
+
+    original = compute_stats.auto_downsample_height_width
+    compute_stats.auto_downsample_height_width = _stats_downsample
+    try:
+        yield
+    finally:
+        compute_stats.auto_downsample_height_width = original
 
 
 def _dropped_frames(ds) -> int:
@@ -221,12 +267,13 @@ class _Converter:
         if self.ds is not None:
             self.ds.finalize()
 
-    def _create(self, ep: Episode) -> None:
+    def _create(self, ep: EpisodeView) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         if self.resize_hw is None:
-            first, _ = _decode_jpeg(ep.images[self.cameras[0]][0], self.cameras[0], 0, None)
-            self.resize_hw = first.shape[:2]
+            # the first selected camera this file holds sets the size (a missing one is padded black below)
+            cam = next((c for c in self.cameras if c in ep.cameras), next(iter(ep.cameras)))
+            self.resize_hw = ep.cameras[cam].rgb(0).shape[:2]
         shape = (int(self.resize_hw[0]), int(self.resize_hw[1]), 3)
         fps = int(round(ep.fps))
         self.ds = LeRobotDataset.create(
@@ -239,18 +286,22 @@ class _Converter:
         self.summary.recorded_fps = float(ep.fps)
         self.summary.image_shape = list(shape)
 
-    def _decode_frame(self, ep: Episode, i: int) -> dict[str, np.ndarray]:
+    def _decode_frame(self, ep: EpisodeView, i: int) -> dict[str, np.ndarray]:
         out = {}
         for cam in self.cameras:
             name = HDF5_TO_OBS_CAMERA[cam]
-            img, resized = _decode_jpeg(ep.images[cam][i], cam, i, self.resize_hw)
+            frames = ep.cameras.get(cam)
+            if frames is None:  # not recorded in this file: black, as the seed's converter pads a missing camera
+                out[image_key(name)] = np.zeros((*self.resize_hw, 3), np.uint8)
+                continue
+            img, resized = _fit(frames.rgb(i), self.resize_hw)
             if resized:
                 with self._resized_lock:
                     self.summary.resized_frames += 1
             out[image_key(name)] = img
         return out
 
-    def _decoded(self, ep: Episode) -> Iterator[dict[str, np.ndarray]]:
+    def _decoded(self, ep: EpisodeView) -> Iterator[dict[str, np.ndarray]]:
         """Frames in order, decoded up to one window ahead."""
         pending: list[Future] = []
         nxt = 0
@@ -260,7 +311,7 @@ class _Converter:
                 nxt += 1
             yield pending.pop(0).result()
 
-    def _write(self, ep: Episode, bar) -> None:
+    def _write(self, ep: EpisodeView, bar) -> None:
         actions, intervention, derived = derive_actions(ep.qpos, ep.action, ep.phase, self.lookahead)
         task = str(ep.attrs.get("prompt") or self.task)
         qpos = ep.qpos.astype(np.float32)
@@ -285,6 +336,10 @@ class _Converter:
         s.frames += ep.length
         s.human_frames += int(intervention.sum())
         s.derived_frames += int(derived.sum())
+        desc = ep.variant.describe()
+        s.variants[desc] = s.variants.get(desc, 0) + 1
+        if ep.missing_cameras:
+            s.filled_cameras[str(ep.path)] = list(ep.missing_cameras)
 
     def run(self, episodes: list[Path]) -> ConvertSummary:
         bar = None
@@ -292,11 +347,12 @@ class _Converter:
             from tqdm import tqdm
 
             bar = tqdm(total=_count_frames(episodes), unit="frame", desc="convert", dynamic_ncols=True)
-        futures = [self.reader.submit(read_episode, episodes[0])] if episodes else []
+        futures = [self.reader.submit(_open_episode, episodes[0])] if episodes else []
         try:
             for n, path in enumerate(episodes):
                 if n + 1 < len(episodes):  # read the next file while this one is encoded
-                    futures.append(self.reader.submit(read_episode, episodes[n + 1]))
+                    futures.append(self.reader.submit(_open_episode, episodes[n + 1]))
+                ep = None
                 try:
                     ep = futures[n].result()
                     futures[n] = None  # free the JPEG bytes once converted
@@ -313,24 +369,28 @@ class _Converter:
                     reason = str(exc).replace(f"{path}: ", "")
                     log.warning("skipping %s: %s", path, reason)
                     self.summary.skipped.append(SkippedEpisode(str(path), reason))
+                finally:
+                    if ep is not None:
+                        ep.close()
                 if bar is not None:
                     bar.set_postfix(episodes=self.summary.episodes, skipped=len(self.summary.skipped))
         finally:
             if bar is not None:
                 bar.close()
+            for fut in futures:  # episodes opened ahead of a failure that ended the run
+                if fut is not None and fut.done() and fut.exception() is None:
+                    fut.result().close()
         return self.summary
 
 
 def _count_frames(episodes: list[Path]) -> int:
-    """Frames announced by the files (attrs only; a damaged file counts 0), for the progress bar."""
-    import h5py
-
+    """Frames the files hold (shapes only; a damaged file counts 0), for the progress bar."""
     total = 0
     for p in episodes:
         try:
-            with h5py.File(p, "r") as f:
-                total += int(f.attrs.get("episode_length", 0))
-        except (OSError, ValueError, TypeError):
+            with open_episode(p) as ep:
+                total += ep.length
+        except ValueError:
             pass
     return total
 
@@ -377,7 +437,7 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
         out_dir.rmdir()  # LeRobotDataset.create insists on making the folder itself
     t0 = time.perf_counter()
     conv = _Converter(out_dir, repo_id, workers, task, lookahead, vcodec, resize, min_frames, progress, cams)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _cheap_image_stats():
         # datasets encodes LeRobot's shape-(1,) columns (our intervention flag) with int(array): NumPy deprecation
         warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0", category=DeprecationWarning)
         try:
@@ -394,9 +454,3 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
     return summary
 
 
-def read_provenance(dataset_dir: Path) -> dict:
-    path = Path(dataset_dir) / PROVENANCE_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

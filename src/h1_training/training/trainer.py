@@ -36,6 +36,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -48,13 +49,11 @@ import numpy as np
 
 from h1_training.policy.models import POLICY_TYPES, get_policy_type, policy_type_of
 from h1_training.policy.models.base import INTERVENTION_KEY, configure_torch_threads, ensure_offline_hub
+from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINING_DEVICES
 from h1_training.training.memory_data import MemoryDataset, image_bytes
 from h1_training.training.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger("h1_training.train")
-
-_DEVICES = ("auto", "cpu", "cuda", "mps")
-
 
 @dataclass
 class TrainConfig:
@@ -65,7 +64,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float | None = None                 # None: the policy's preset (ACT 1e-5, Diffusion 1e-4, CNN-LSTM 3e-4)
     seed: int = 0
-    device: str = "auto"                    # auto (cuda when present), cpu, cuda, mps; GPUs: CUDA_VISIBLE_DEVICES
+    device: str = DEFAULT_TRAINING_DEVICE   # TRAINING_DEVICES (policy/train_request.py)
     human_weight: float = 1.0               # sampling weight of human-correction frames (policy frames: 1)
     parent_model: str | None = None         # registry id or model folder to fine-tune from
     extra: dict[str, Any] = field(default_factory=dict)  # policy config options (e.g. chunk_size, dim_model);
@@ -89,8 +88,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not (math.isfinite(self.human_weight) and self.human_weight >= 0):
             raise ValueError(f"human_weight must be >= 0, got {self.human_weight}")
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES} (select GPUs with CUDA_VISIBLE_DEVICES), "
+        if self.device not in TRAINING_DEVICES:
+            raise ValueError(f"device must be one of {TRAINING_DEVICES} (select GPUs with CUDA_VISIBLE_DEVICES), "
                              f"got {self.device!r}")
         if not (math.isfinite(self.pre_intervention_s) and self.pre_intervention_s >= 0):
             raise ValueError(f"pre_intervention_s must be >= 0, got {self.pre_intervention_s}")
@@ -209,7 +208,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
     from lerobot.datasets.utils import dataset_to_policy_features
     from lerobot.utils.random_utils import set_seed
 
-    from h1_training.training.convert import read_provenance
+    from h1_training.recording.layout import read_provenance
 
     warnings.filterwarnings("ignore", message=".*video decoding and encoding capabilities of torchvision.*")
     dataset_dir = Path(cfg.dataset_dir)
@@ -380,15 +379,94 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
     return registry.get(model_id)
 
 
+# --- command line (h1-training train) ------------------------------------------------------------------
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``h1-training train`` (and of this module run with ``-m``)."""
+    parser.add_argument("--policy", default="act", choices=sorted(POLICY_TYPES), help="policy type")
+    parser.add_argument("--dataset", required=True, type=Path, help="LeRobotDataset folder (h1-training convert)")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="model registry folder")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=8, help="per process")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the policy's preset)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=DEFAULT_TRAINING_DEVICE, choices=TRAINING_DEVICES,
+                        help="auto: cuda when present (select GPUs with CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--human-weight", type=float, default=1.0,
+                        help="sampling weight of human-correction frames relative to policy frames")
+    parser.add_argument("--parent", default=None, help="fine-tune from this model (registry id or folder)")
+    parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="policy config option (repeatable)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--deploy", action="store_true", help="deploy the new model when training succeeds")
+    parser.add_argument("--json", action="store_true", help="print the ModelInfo as JSON")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``h1-training train`` and ``python -m h1_training.training.trainer``: train, register, report."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = TrainConfig(policy_type=args.policy, dataset_dir=args.dataset, output_root=args.models,
+                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          device=args.device, human_weight=args.human_weight, parent_model=args.parent,
+                          extra=dict(args.option), num_workers=args.num_workers)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    # under `accelerate launch` every process runs this; only rank 0 reports, deploys and prints
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    bar = tqdm(total=cfg.steps, unit="step", desc=f"train {cfg.policy_type}", dynamic_ncols=True,
+               disable=not main_process)
+
+    def show(p) -> None:
+        bar.n = p.step
+        bar.set_postfix(loss=f"{p.loss:.4f}", lr=f"{p.lr:.1e}", epoch=f"{p.epoch:.2f}")
+        bar.refresh()
+
+    try:
+        info = run_training(cfg, progress=show)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no model registered", file=sys.stderr)
+        return 130
+    except TrainingStopped as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    if not main_process:
+        return 0
+    if args.deploy:
+        ModelRegistry(Path(args.models)).deploy(info.id)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2, default=str))
+    else:
+        print(f"registered {info.id} (epoch {info.epoch}) in {args.models}: final loss "
+              f"{info.metrics.get('final_loss'):.4f}, {info.metrics.get('steps_per_s')} steps/s"
+              + (", deployed" if args.deploy else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m h1_training.training.trainer`` / ``accelerate launch -m h1_training.training.trainer``: the
     same options as ``h1-training train``."""
-    from h1_training.commands import train as train_command
-
     parser = argparse.ArgumentParser(prog="h1_training.training.trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    train_command.add_arguments(parser)
-    return train_command.run(parser.parse_args(argv))
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ The ``Policy`` protocol (also implemented by ``policy/scripted.py``)::
 
 ``obs`` is the H1 observation (DESIGN.md §3): ``{"images": {"cam_head", "cam_left_wrist", "cam_right_wrist"}``
 (HxWx3 uint8, RGB), ``"state"``: [14] float, ``"prompt"``: str}. The recorder's HDF5 names the head camera
-``ego_cam``; the dataset and the models use the wire name ``cam_head`` (``HDF5_TO_OBS_CAMERA``).
+``ego_cam``; the dataset and the models use the wire name ``cam_head`` (``policy.obs.HDF5_TO_OBS_CAMERA``).
 
 A malformed observation raises ``ValueError`` with what is wrong; the server turns that into the error frame.
 """
@@ -20,12 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from h1_training.policy.obs import check_state
+from h1_training.policy.obs import OBS_CAMERAS, check_state
 from h1_training.robot_model import NUM_ARM_JOINTS
 
-# The HDF5 camera names (robot_model.CAMERA_NAMES) -> the observation / dataset names (DESIGN.md §3).
-HDF5_TO_OBS_CAMERA = {"ego_cam": "cam_head", "cam_left_wrist": "cam_left_wrist", "cam_right_wrist": "cam_right_wrist"}
-OBS_CAMERAS = tuple(HDF5_TO_OBS_CAMERA.values())
 # Accepted in an observation too, so a client that kept the recorder's name still works.
 _CAMERA_ALIASES = {"ego_cam": "cam_head"}
 

@@ -1,0 +1,1 @@
+"""GPU server: openpi WebSocket + HTTP API, model pool."""

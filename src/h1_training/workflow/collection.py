@@ -1,0 +1,58 @@
+"""``/lerobot/start_data_collection``: which modes exist and how a collection drives ``hil_session``.
+
+hil_session (the H1 seed's session) records every episode; the plan only presses the keys between episodes that
+an operator would press to keep collecting (``y`` in READY to start an episode, ``y`` in DECIDING for another,
+``n`` in DECIDING once the target is reached, which ends the epoch and syncs it). The operator still stops the
+policy (``s``), labels, corrects and saves (``e``): the human stays in the loop.
+
+    hil           policy drives, the operator corrects in damping (the seed's HIL flow)
+    policy        evaluation rollouts: the same session, the operator labels and saves without correcting
+    kinesthetic   damping-only demonstrations         - refused: hil_session has no such mode yet
+    teleoperation arm targets from an external topic  - refused: hil_session has no such mode yet
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODES = ("hil", "policy", "kinesthetic", "teleoperation")
+SUPPORTED = ("hil", "policy")
+
+
+@dataclass
+class CollectionPlan:
+    mode: str
+    target_episodes: int
+    start_total: int              # hil_session's episodes_total when the plan started
+    collected: int = 0
+    finished: bool = False
+
+    @classmethod
+    def create(cls, mode: str, target_episodes: int, start_total: int) -> CollectionPlan:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+        if mode not in SUPPORTED:
+            raise ValueError(f"mode {mode!r} is not available: hil_session records 'hil' (policy + human "
+                             "corrections) and 'policy' (evaluation rollouts) only")
+        if not 1 <= target_episodes <= 100000:
+            raise ValueError(f"target_episodes must be 1..100000, got {target_episodes}")
+        return cls(mode, target_episodes, start_total)
+
+    def next_key(self, state_name: str, episodes_total: int) -> str:
+        """The key to press for the session's state now ("" = nothing; the operator's turn)."""
+        self.collected = max(0, episodes_total - self.start_total)
+        done = self.collected >= self.target_episodes
+        if self.finished:
+            return ""
+        if state_name == "READY" and not done:
+            return "y"
+        if state_name == "DECIDING":
+            if done:
+                self.finished = True
+                return "n"
+            return "y"
+        return ""
+
+    def describe(self) -> str:
+        state = "finished" if self.finished else "collecting"
+        return f"{self.mode}: {self.collected}/{self.target_episodes} episodes ({state})"

@@ -1,0 +1,59 @@
+"""procs.run, the one subprocess runner: streamed lines, timeouts, cancel, and a kill that takes the group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from h1_training import procs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not reaped by its dead parent) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_lines_stream_while_the_child_runs_and_stderr_is_kept():
+    got: list[tuple[float, str]] = []
+    code = ("import sys, time; print('first', flush=True); sys.stdout.write('a\\rb\\n'); sys.stdout.flush(); "
+            "print('oops', file=sys.stderr); time.sleep(1.0); print('last')")
+    t0 = time.monotonic()
+    run = procs.run([sys.executable, "-c", code], on_line=lambda line: got.append((time.monotonic() - t0, line)),
+                    split_cr=True)
+    assert run.rc == 0 and run.stopped == "" and "oops" in run.stderr
+    assert [line for _, line in got] == ["first", "a", "b", "last"]
+    assert got[0][0] < got[-1][0] - 0.5  # "first" arrived a second before the end, not at exit
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60']); "
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)")
+    run = procs.run([sys.executable, "-c", code], timeout_s=1.5)
+    assert run.stopped == "timeout" and run.rc is None and run.seconds < 10
+    grandchild = int(pidfile.read_text())
+    procs.wait_until(lambda: not _alive(grandchild), 5.0, "the grandchild to go with its group")
+
+
+def test_idle_timeout_and_cancel():
+    run = procs.run([sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"],
+                    idle_timeout_s=1.0)
+    assert run.stopped == "idle" and run.seconds < 10
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    run = procs.run([sys.executable, "-c", "import time; time.sleep(60)"], cancel=cancel)
+    assert run.stopped == "cancelled" and run.rc is None and run.seconds < 10
+
+
+def test_a_failing_child_reports_its_exit_code():
+    run = procs.run([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert run.rc == 3 and run.stopped == ""
