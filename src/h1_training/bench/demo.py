@@ -49,4 +49,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "wall_s": round(time.monotonic() - t0, 1),
             "epochs": len(result.rows), "problems": result.problems, "run_dir": str(result.run_dir),
         })
-    return {"runs": rows}
+    from h1_training.bench.report import Target, evaluate
+
+    # issue 10's bar, on every seed: a weak start (<= 30 %), >= 80 % at the end, and the A/B test says so
+    figures: dict[str, Any] = {
+        "first_success_max": max((r["first_success"] for r in rows if r["first_success"] is not None), default=None),
+        "last_success_min": min((r["last_success"] for r in rows if r["last_success"] is not None), default=None),
+        "ab_p_value_max": max((r["ab_p_value"] for r in rows if r["ab_p_value"] is not None), default=None),
+        "inputs": {"seeds": list(args.seeds), "epochs": args.epochs, "episodes": args.episodes,
+                   "train_steps": args.train_steps},
+        "runs": rows,
+    }
+    figures["targets"] = evaluate(figures, [Target("first_success_max", "<=", 0.3),
+                                            Target("last_success_min", ">=", 0.8),
+                                            Target("ab_p_value_max", "<", 0.05)])
+    return figures

@@ -16,35 +16,41 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from h1_training.nodes.common import LATCHED_QOS, ParamsMixin
-from h1_training.params import ParamSpec
+from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, call_service
+from h1_training.params import param
 from h1_training_interfaces.msg import ModelComparisonStatus
 from h1_training_interfaces.srv import CompareModels, RecordTrial
 
 
+@dataclass
+class SimABTrialsParams:
+    """The parameters of this node: the one declaration (see nodes/common.py)."""
+
+    comparison: str = param("model_comparison", "name of the model_comparison node", read_only=True)
+    model_a: str = param("", "first model id (registry id on the policy server)", read_only=True)
+    model_b: str = param("", "second model id", read_only=True)
+    models_dir: str = param("", "the policy server's registry folder (h1-training serve --models-dir)",
+                            read_only=True)
+    trials_per_model: int = param(40, "planned trials per model", min=1, max=100000, read_only=True)
+    alpha: float = param(0.05, "significance level", min=0.001, max=0.2, read_only=True)
+    seed: int = param(0, "run seed of the episodes (objects)", min=0, max=2**31 - 1, read_only=True)
+    episode_offset: int = param(200000, "index of the first episode in the seed's sequence (fresh episodes, not "
+                                "the per-epoch evaluation set)", min=0, read_only=True)
+    image_width: int = param(96, "camera width [px]", min=16, max=1920, read_only=True)
+    image_height: int = param(72, "camera height [px]", min=16, max=1080, read_only=True)
+    exec_index: int = param(0, "action-chunk row executed each frame", min=0, max=1000, read_only=True)
+    result_file: str = param("", "write the verdict here as JSON ('' = only log it)", read_only=True)
+    timeout_s: float = param(1800.0, "give up after this long [s]", min=1.0, max=86400.0, read_only=True)
+
+
 class SimABTrials(ParamsMixin, Node):
-    PARAMS = (
-        ParamSpec("comparison", "model_comparison", "name of the model_comparison node", read_only=True),
-        ParamSpec("model_a", "", "first model id (registry id on the policy server)", read_only=True),
-        ParamSpec("model_b", "", "second model id", read_only=True),
-        ParamSpec("models_dir", "", "the policy server's registry folder (h1-training serve --models-dir)",
-                  read_only=True),
-        ParamSpec("trials_per_model", 40, "planned trials per model", min=1, max=100000, read_only=True),
-        ParamSpec("alpha", 0.05, "significance level", min=0.001, max=0.2, read_only=True),
-        ParamSpec("seed", 0, "run seed of the episodes (objects)", min=0, max=2**31 - 1, read_only=True),
-        ParamSpec("episode_offset", 200000, "index of the first episode in the seed's sequence (fresh episodes, "
-                  "not the per-epoch evaluation set)", min=0, read_only=True),
-        ParamSpec("image_width", 96, "camera width [px]", min=16, max=1920, read_only=True),
-        ParamSpec("image_height", 72, "camera height [px]", min=16, max=1080, read_only=True),
-        ParamSpec("exec_index", 0, "action-chunk row executed each frame", min=0, max=1000, read_only=True),
-        ParamSpec("result_file", "", "write the verdict here as JSON ('' = only log it)", read_only=True),
-        ParamSpec("timeout_s", 1800.0, "give up after this long [s]", min=1.0, max=86400.0, read_only=True),
-    )
+    PARAMS = SimABTrialsParams
 
     def __init__(self) -> None:
         super().__init__("sim_ab_trials")
@@ -60,15 +66,7 @@ class SimABTrials(ParamsMixin, Node):
         self.status = msg
 
     def _call(self, client, request, timeout: float = 30.0):
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"service {client.srv_name} not available after {timeout:.0f} s")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no reply from {client.srv_name} in {timeout:.0f} s")
-            time.sleep(0.005)
-        return future.result()
+        return call_service(client, request, timeout)
 
     def run(self) -> int:
         from h1_training.sim.reach_task import episode_rng, sample_object
