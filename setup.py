@@ -50,7 +50,7 @@ setup(
         # robot laptop: unitree_sdk2py itself is installed with --no-deps by scripts/setup_env.sh
         "robot": ["cyclonedds==11.0.1", "pyrealsense2"],
         # GPU server: training and serving (torch comes with lerobot)
-        "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av"],
+        "train": ["lerobot==0.4.4", "imageio[ffmpeg]==2.37.0", "av", "matplotlib>=3.8"],
         "gateway": ["foxglove-sdk>=0.30,<0.31"],
         # training_web_app: FastAPI on uvicorn; python-multipart for the login form
         "web": ["fastapi==0.163.2", "uvicorn==0.54.0", "python-multipart==0.0.34"],

@@ -145,7 +145,7 @@ def test_demo_runs_the_full_loop_and_the_policy_improves(tmp_path, domain_id):
     run_dir = tmp_path / "run"
     out = subprocess.run(
         resolve_executable("h1-training") + [
-            "demo", "--epochs", "2", "--episodes", "1", "--policy-seconds", "3", "--human-seconds", "2",
+            "demo", "--stack", "--epochs", "2", "--episodes", "1", "--policy-seconds", "3", "--human-seconds", "2",
             "--run-dir", str(run_dir), "--domain", str(domain_id), "--quiet", "--timeout", "180"],
         capture_output=True, text=True, timeout=230)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]

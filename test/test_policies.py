@@ -57,7 +57,7 @@ def _check_actions(result: dict, horizon: int) -> None:
 
 
 def test_registry_of_types_is_the_one_place():
-    assert set(POLICY_TYPES) == {"act", "diffusion", "cnn_lstm"}
+    assert set(POLICY_TYPES) == {"act", "diffusion", "cnn_lstm", "keypoint"}
     for name in POLICY_TYPES:
         assert get_policy_type(name).name == name
     with pytest.raises(ValueError, match="unknown policy type"):
@@ -90,6 +90,23 @@ def test_cnn_lstm_trains_and_serves(workdir):
     obs["images"]["ego_cam"] = obs["images"].pop("cam_head")
     obs["images"]["cam_left_wrist"] = np.ascontiguousarray(obs["images"]["cam_left_wrist"].transpose(2, 0, 1))
     _check_actions(policy.infer(obs), horizon)
+
+
+def test_keypoint_trains_serves_and_sees_only_its_camera(workdir):
+    info, path = _train(workdir, "keypoint", steps=4)
+    assert info.metrics["steps"] == 4 and np.isfinite(info.metrics["final_loss"])
+    policy = load_policy(path)
+    assert policy.metadata["policy_type"] == "keypoint" and policy.metadata["action_horizon"] == 10
+    assert policy.metadata["cameras"] == ["cam_head"]  # the wrist cameras are not looked at
+    obs = _obs(h=48, w=64, seed=1)
+    first = policy.infer(obs)
+    _check_actions(first, 10)
+    wristless = {**obs, "images": {"cam_head": obs["images"]["cam_head"]}}
+    np.testing.assert_allclose(policy.infer(wristless)["actions"], first["actions"], rtol=1e-5, atol=1e-5)
+    moved = {**obs, "images": {"cam_head": np.roll(obs["images"]["cam_head"], 12, axis=1)}}
+    assert not np.allclose(policy.infer(moved)["actions"], first["actions"])  # the pixels matter
+    batch = policy.infer_batch([obs, moved])
+    np.testing.assert_allclose(batch[0], first["actions"], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -173,3 +173,43 @@ def test_fine_tune_from_parent_and_cli(dataset, tmp_path, capsys):
     info = json.loads(out[out.index("{"):])
     assert info["epoch"] == 3 and ModelRegistry(models).deployed().id == info["id"]
     assert main(["train", "--dataset", str(tmp_path / "nothing"), "--models", str(models), "--device", "cpu"]) == 2
+
+
+@pytest.mark.parametrize("policy_type", ["cnn_lstm", "act"])
+def test_memory_batches_match_lerobot_items(dataset, policy_type):
+    """The trainer's in-memory batches hold what LeRobotDataset's items hold (history, chunks, padding, images)."""
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.datasets.utils import dataset_to_policy_features
+
+    from h1_training.policy.models import get_policy_type
+    from h1_training.training.memory_data import MemoryDataset
+
+    meta = LeRobotDatasetMetadata("local/dataset", root=dataset)
+    ptype = get_policy_type(policy_type)
+    config = ptype.make_config(dataset_to_policy_features(meta.features), "cpu", TINY_POLICY_OPTIONS[policy_type])
+    ds = LeRobotDataset("local/dataset", root=dataset, delta_timestamps=resolve_delta_timestamps(config, meta),
+                        video_backend="pyav")
+    keys = list(config.image_features)
+    memory = MemoryDataset(ds, keys, ds.delta_indices)
+    idx = np.array([0, 3, 29, 30, 59])
+    batch = memory.batch(idx)
+    for row, i in enumerate(idx):
+        item = ds[int(i)]
+        for key in ["observation.state", "action", "action_is_pad", *keys]:
+            want, got = item[key], batch[key][row]
+            assert tuple(want.shape) == tuple(got.shape), key
+            tol = 1.0 / 255 + 1e-6 if key in keys else 1e-6
+            assert torch.allclose(want.float(), got.float(), atol=tol), (key, int(i))
+
+
+def test_convert_only_the_cameras_a_policy_uses(tmp_path):
+    from h1_training.training.convert import convert_sessions
+
+    write_session(tmp_path / "save", 1, episodes=1, frames=10, width=64, height=48)
+    summary = convert_sessions([tmp_path / "save"], tmp_path / "ds", progress=False, cameras=("ego_cam",))
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    videos = sorted(k for k, f in info["features"].items() if f["dtype"] == "video")
+    assert summary.episodes == 1 and videos == ["observation.images.cam_head"]
+    with pytest.raises(ValueError, match="unknown camera"):
+        convert_sessions([tmp_path / "save"], tmp_path / "ds2", progress=False, cameras=("nose_cam",))

@@ -24,6 +24,7 @@ NODES: dict[str, str] = {
     "training_workflow_manager": "h1_training.nodes.training_workflow_manager_node:main",
     "foxglove_gateway": "h1_training.nodes.foxglove_gateway_node:main",
     "training_web_app": "h1_training.nodes.training_web_app_node:main",
+    "sim_ab_trials": "h1_training.nodes.sim.ab_trials:main",
 }
 
 # The command-line tool.

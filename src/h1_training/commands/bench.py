@@ -12,6 +12,7 @@ missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_
     h1-training bench ab --json            # sequential A/B test vs the exact fixed design (seeded simulation)
     h1-training bench datasets --json      # catalog refresh of 1,000 episodes, playback timing
     h1-training bench web --json           # page load and ROS -> page latency in chromium
+    h1-training bench demo --json          # the learning demo: success per HIL epoch on fresh seeded episodes
     h1-training bench all --json > bench.json && python scripts/bench_table.py bench.json   # README table
 """
 
@@ -26,8 +27,8 @@ import time
 import traceback
 
 HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
-        "foxglove, web, all)")
-BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web")
+        "foxglove, web, demo, all)")
+BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web", "demo")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -1,23 +1,23 @@
-"""The main job in simulation: the whole human-in-the-loop training loop on loopback.
+"""The main job in simulation: a pixel policy that gets better because of a person's corrections.
 
-``h1-training demo`` brings up the ``sim_hil`` profile - the simulated H1-2, hands and cameras with the real
-drivers and the recorder, ``h1-training serve`` as the GPU server (auto-training the scripted policy on every
-synced epoch) and ``hil_session`` - and lets ``sim_operator`` (mode ``session``) be the person at the console.
-Per epoch: the server's policy drives the arms, the operator stops it ('s'), labels it, corrects the arms by hand
-in damping, saves ('e') and finishes the epoch ('n'); hil_session rsyncs the epoch to the server's folder, the
-server fits the policy to where the operator left the arms and hot-swaps it in (epoch + 1), hil_session sees
-``/training_status`` ready with the higher epoch and the next epoch runs on the new policy. The first policy is
-a weak one (it reaches short of the target and off to the side); the demo prints, per epoch, how far the
-policy's reach ended from the operator's corrected pose, so the improvement shows. At the end everything is
-stopped in order and the recorded episodes are validated.
+``h1-training demo`` (what ``make demo`` runs) is the learning loop of ``workflow/sim_learning.py``: a reach task
+whose object lies somewhere else on the table every episode (seen only by the head camera), a keypoint image
+policy trained by the GPU server's epoch watcher (``h1-training serve --auto-train``) on every epoch so far with
+the simulated person's corrections weighted up, hot-swapped, and evaluated alone on the same seeded episodes after
+every epoch; then a blinded A/B comparison of the first and the last model through ``model_comparison``. It prints
+per epoch the episodes, success (95 % Wilson interval), intervention rate, human frames, mean time to success,
+training loss and time; saves a learning curve PNG next to the data; Ctrl+C stops it with everything so far saved.
 
-    h1-training demo                                  # 2 epochs x 1 episode, into data/demo/loop-<time>/
-    h1-training demo --epochs 3 --episodes 2 --policy-seconds 5 --human-seconds 4
+    h1-training demo                                  # seed 0, 4 demonstrations + 5 HIL epochs x 10 episodes
+    h1-training demo --seed 1 --json                  # one JSON document at the end
+    h1-training demo --epochs 2 --episodes 6 --eval-episodes 10 --train-steps 400 --no-ab   # shorter
+    h1-training demo --stack                          # the ROS plumbing check: sim stack + hil_session + sim_operator,
+                                                      # the scripted-fit fixture as "training" (learns nothing)
     h1-training demo --direct                         # the sim profile + the single-process scripted operator
-    h1-training demo --direct --episodes 5 --save-dir /tmp/h1demo
 
-``--direct`` runs the earlier demo: no policy server and no hil_session; ``sim_operator`` plays session and
-operator at once (2 episodes of 6 s policy + 6 s human by default).
+``--stack`` runs the whole robot-side ROS stack (arm/hand/camera drivers against the emulators, recorder,
+hil_session, rsync) with the scripted fit, which copies the operator's final pose: a test of the wiring, not of
+learning. ``--direct`` runs the earlier demo: no policy server and no hil_session.
 """
 
 from __future__ import annotations
@@ -42,11 +42,25 @@ WEB_EXE, WEB_PORT = "training_web_app", 8080
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", action="store_true",
+                        help="the ROS plumbing check (sim stack, hil_session, sim_operator, scripted-fit fixture)")
     parser.add_argument("--direct", action="store_true",
                         help="the sim profile and sim_operator alone: no policy server, no hil_session, no retraining")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs of the loop (default 2)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="HIL epochs after the demonstrations (default 5; --stack: epochs, default 2)")
     parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes per epoch (default 1); with --direct: episodes in all (default 2)")
+                        help="HIL episodes per epoch (default 10; --stack 1); with --direct: episodes in all (2)")
+    learn = parser.add_argument_group("the learning demo (default mode)")
+    learn.add_argument("--seed", type=int, default=0, help="seed of the objects' places and the person (default 0)")
+    learn.add_argument("--demos", type=int, default=4, help="demonstrations in epoch 0 (default 4)")
+    learn.add_argument("--eval-episodes", type=int, default=20,
+                       help="seeded episodes the policy runs alone after every epoch (default 20)")
+    learn.add_argument("--ab-trials", type=int, default=40, help="planned A/B trials per model (default 40)")
+    learn.add_argument("--no-ab", action="store_true", help="skip the final A/B comparison")
+    learn.add_argument("--train-steps", type=int, default=1000,
+                       help="training steps per epoch on the server (default 1000, batch 64)")
+    learn.add_argument("--json", action="store_true", help="print the summary as one JSON document at the end")
+    learn.add_argument("--verbose", action="store_true", help="echo the server's and nodes' logs")
     parser.add_argument("--policy-seconds", type=float, default=None,
                         help="time the policy drives per episode (default 4; --direct 6)")
     parser.add_argument("--human-seconds", type=float, default=None,
@@ -62,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.stack or args.direct):
+        return run_learning(args)
+    if args.epochs is None:
+        args.epochs = 2
     defaults = DIRECT_DEFAULTS if args.direct else LOOP_DEFAULTS
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -72,7 +90,101 @@ def run(args: argparse.Namespace) -> int:
     return run_direct(args) if args.direct else run_loop(args)
 
 
-# --- the full loop ---------------------------------------------------------------------------------------------
+# --- the learning demo (default) ---------------------------------------------------------------------------------
+def run_learning(args: argparse.Namespace) -> int:
+    import signal
+
+    from h1_training.workflow.sim_learning import LearningConfig, run_learning_demo
+
+    try:
+        cfg = LearningConfig(seed=args.seed, epochs=5 if args.epochs is None else args.epochs,
+                             demos=args.demos, episodes=10 if args.episodes is None else args.episodes,
+                             eval_episodes=args.eval_episodes, ab_trials=args.ab_trials,
+                             train_steps=args.train_steps)
+    except ValueError as exc:
+        print(f"h1-training demo: {exc}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir or Path(args.save_dir) / time.strftime("learn-%Y%m%d-%H%M%S")).resolve()
+    if run_dir.exists() and any(run_dir.iterdir()):
+        print(f"h1-training demo: {run_dir} is not empty (pick another --run-dir)", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        print(f"[demo {time.monotonic() - t0:6.1f}s] {text}", file=out, flush=True)
+
+    stopping = {"flag": False}
+
+    def on_sigint(_signum, _frame) -> None:  # first Ctrl+C: stop at the next step and save; second: hard
+        if stopping["flag"]:
+            raise KeyboardInterrupt
+        stopping["flag"] = True
+        say("Ctrl+C: finishing the current step, then saving and stopping (Ctrl+C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    say(f"run folder {run_dir} (seed {cfg.seed}); robot-side data in {run_dir / 'robot'}")
+    try:
+        run = run_learning_demo(cfg, run_dir, say, stop=lambda: stopping["flag"], domain=args.domain,
+                                echo=sys.stderr if args.verbose else None, ab=not args.no_ab)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    summary = run.summary()
+    problems = list(run.problems)
+    rows = run.rows
+    inspected = _inspect_all(run.robot_dir, run.gpu_dir)
+    summary["inspect"] = inspected
+    problems += inspected["problems"]
+    if rows:
+        say("epoch  episodes  success (95% Wilson)        interv.  human fr.  t_success  train loss  train s")
+        for r in rows:
+            say(f"{r.epoch:5d}  {r.episodes:8d}  {r.successes:2d}/{r.trials:<2d} {r.success_rate:4.0%} "
+                f"[{r.ci_low:4.0%}, {r.ci_high:4.0%}]     {r.intervention_rate:5.0%}  {r.human_frames:9d}  "
+                f"{'-' if r.mean_time_to_success_s is None else f'{r.mean_time_to_success_s:.2f} s':>9}  "
+                f"{'-' if r.train_loss is None else f'{r.train_loss:.4f}':>10}  "
+                f"{'-' if r.train_s is None else f'{r.train_s:.0f}':>7}")
+    if run.ab:
+        say(f"A/B (model_comparison, {run.ab['test']}): p = {run.ab['p_value']:.3g}, winner: {run.ab['winner']} "
+            f"({run.ab['trials']} trials)")
+    if run.plot:
+        say(f"learning curve: {run.plot}")
+    say(f"{inspected['episodes']} episodes recorded, {inspected['valid']} pass h1-training inspect, "
+        f"{inspected['synced_identical']} synced copies identical; summary {run.run_dir / 'summary.json'}; "
+        f"{run.seconds:.0f} s")
+    summary["problems"] = problems
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str), flush=True)
+    if run.interrupted:
+        return 130
+    if problems:
+        say("FAILED: " + "; ".join(problems))
+        return 1
+    return 0
+
+
+def _inspect_all(robot_dir: Path, gpu_dir: Path) -> dict[str, Any]:
+    """Every recorded episode through ``h1-training inspect``'s checks, and its synced copy compared byte for byte."""
+    from h1_training.recording.inspect import inspect_path
+
+    episodes = valid = same = 0
+    problems = []
+    for folder in sorted(robot_dir.glob("training_session_epoch*")):
+        for ep in inspect_path(folder).episodes:
+            episodes += 1
+            if ep.valid:
+                valid += 1
+            else:
+                problems.append(f"{ep.path}: {'; '.join(ep.problems)}")
+            copy = gpu_dir / folder.name / Path(ep.path).name
+            if copy.is_file() and copy.read_bytes() == Path(ep.path).read_bytes():
+                same += 1
+            else:
+                problems.append(f"{ep.path}: the synced copy {copy} is missing or differs")
+    return {"episodes": episodes, "valid": valid, "synced_identical": same, "problems": problems}
+
+
+# --- --stack: the ROS plumbing check (the full loop) ------------------------------------------------------------
 def port_or_free(port: int) -> int:
     """``port`` when nothing listens on 127.0.0.1:port, else a free one (the web page's well-known 8080)."""
     from h1_training.bringup import free_port

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auto.add_argument("--auto-lr", type=float, default=None, help="learning rate (default: the policy's preset)")
     auto.add_argument("--auto-human-weight", type=float, default=2.0,
                       help="sampling weight of human-correction frames (1 = no up-weighting)")
+    auto.add_argument("--auto-pre-intervention-s", type=float, default=0.0,
+                      help="policy frames this long before a takeover get weight 0 (Sirius; default 0)")
+    auto.add_argument("--auto-action-lookahead", type=int, default=1,
+                      help="conversion: a human frame's action target is qpos this many frames later (default 1)")
     auto.add_argument("--auto-quiet-s", type=float, default=60.0,
                       help="an epoch folder unchanged this long counts as synced (without SYNC_COMPLETE)")
     auto.add_argument("--auto-require-marker", action="store_true",
@@ -89,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             auto = AutoTrainConfig(policy_type=args.auto_policy, steps=args.auto_steps,
                                    batch_size=args.auto_batch_size, lr=args.auto_lr,
                                    human_weight=args.auto_human_weight, quiet_s=args.auto_quiet_s,
+                                   pre_intervention_s=args.auto_pre_intervention_s,
+                                   action_lookahead=args.auto_action_lookahead,
                                    require_marker=args.auto_require_marker)
         config = ServerConfig(host=args.host, port=args.port, models_dir=args.models_dir, data_dir=args.data_dir,
                               work_dir=args.work_dir, api_key=api_key, device=resolve_device(args.device),

@@ -53,6 +53,8 @@ class AutoTrainConfig:
     lr: float | None = None            # None: the policy's preset
     device: str = DEFAULT_TRAINING_DEVICE
     human_weight: float = 2.0          # up-weight human corrections (IWR/Sirius)
+    pre_intervention_s: float = 0.0    # policy frames this long before a takeover get weight 0 (Sirius)
+    action_lookahead: int = 1          # conversion: a human frame's action is qpos this many frames later
     quiet_s: float = 60.0              # no change for this long = complete (without a marker)
     require_marker: bool = False       # only SYNC_COMPLETE counts
     min_episodes: int = 1
@@ -214,7 +216,9 @@ class AutoTrainer:
         parent = default.model_id if default.info.get("policy_type") == self.cfg.policy_type else None
         req = TrainRequest(policy_type=self.cfg.policy_type, dataset=[str(e.path) for e in included],
                            steps=self.cfg.steps, batch_size=self.cfg.batch_size, lr=self.cfg.lr,
-                           device=self.cfg.device, human_weight=self.cfg.human_weight, parent_model=parent,
+                           device=self.cfg.device, human_weight=self.cfg.human_weight,
+                           pre_intervention_s=self.cfg.pre_intervention_s,
+                           action_lookahead=self.cfg.action_lookahead, parent_model=parent,
                            deploy=True, data_epoch=target.epoch, extra=dict(self.cfg.extra))
         req.validate()
         job = self.jobs.submit(req)

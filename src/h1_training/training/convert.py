@@ -172,7 +172,8 @@ def _open_episode(path: Path) -> EpisodeView:
         raise
 
 
-def _check_episode(ep: EpisodeView, min_frames: int) -> str | None:
+def _check_episode(ep: EpisodeView, min_frames: int,
+                   cameras: tuple[str, ...] = tuple(HDF5_TO_OBS_CAMERA)) -> str | None:
     if ep.length < min_frames:
         return f"too short: {ep.length} frames (need >= {min_frames})"
     if not np.all(np.isfinite(ep.qpos)):
@@ -182,20 +183,23 @@ def _check_episode(ep: EpisodeView, min_frames: int) -> str | None:
     if not (ep.fps and np.isfinite(ep.fps) and ep.fps > 0):
         return f"invalid fps attribute {ep.fps!r}"
     for cam, frames in ep.cameras.items():
+        if cam not in cameras:
+            continue
         empty = frames.empty_frames()
         if empty:
             return f"camera {cam} has {empty} empty frame(s) (truncated recording)"
     return None
 
 
-def _features(image_shape: tuple[int, int, int]) -> dict:
+def _features(image_shape: tuple[int, int, int], cameras: tuple[str, ...] = tuple(HDF5_TO_OBS_CAMERA)) -> dict:
     feats = {
         STATE_KEY: {"dtype": "float32", "shape": (NUM_ARM_JOINTS,), "names": list(ARM_JOINT_NAMES)},
         ACTION_KEY: {"dtype": "float32", "shape": (NUM_ARM_JOINTS,), "names": list(ARM_JOINT_NAMES)},
         INTERVENTION_KEY: {"dtype": "int64", "shape": (1,), "names": None},
     }
-    for cam in HDF5_TO_OBS_CAMERA.values():
-        feats[image_key(cam)] = {"dtype": "video", "shape": image_shape, "names": ["height", "width", "channels"]}
+    for cam in cameras:
+        feats[image_key(HDF5_TO_OBS_CAMERA[cam])] = {"dtype": "video", "shape": image_shape,
+                                                     "names": ["height", "width", "channels"]}
     return feats
 
 
@@ -240,8 +244,10 @@ def _dropped_frames(ds) -> int:
 
 class _Converter:
     def __init__(self, out_dir: Path, repo_id: str, workers: int, task: str, lookahead: int, vcodec: str,
-                 resize: tuple[int, int] | None, min_frames: int, progress: bool) -> None:
+                 resize: tuple[int, int] | None, min_frames: int, progress: bool,
+                 cameras: tuple[str, ...] = tuple(HDF5_TO_OBS_CAMERA)) -> None:
         self.out_dir = out_dir
+        self.cameras = cameras
         self.repo_id = repo_id
         self.task = task
         self.lookahead = lookahead
@@ -265,11 +271,14 @@ class _Converter:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         if self.resize_hw is None:
-            self.resize_hw = ep.cameras["ego_cam"].rgb(0).shape[:2]
+            # the first selected camera this file holds sets the size (a missing one is padded black below)
+            cam = next((c for c in self.cameras if c in ep.cameras), next(iter(ep.cameras)))
+            self.resize_hw = ep.cameras[cam].rgb(0).shape[:2]
         shape = (int(self.resize_hw[0]), int(self.resize_hw[1]), 3)
         fps = int(round(ep.fps))
         self.ds = LeRobotDataset.create(
-            self.repo_id, fps=fps, root=self.out_dir, features=_features(shape), robot_type="unitree_h1_2",
+            self.repo_id, fps=fps, root=self.out_dir, features=_features(shape, self.cameras),
+            robot_type="unitree_h1_2",
             use_videos=True, streaming_encoding=True, vcodec=self.vcodec, video_backend="pyav",
             encoder_queue_maxsize=_WINDOW,
         )
@@ -279,7 +288,8 @@ class _Converter:
 
     def _decode_frame(self, ep: EpisodeView, i: int) -> dict[str, np.ndarray]:
         out = {}
-        for cam, name in HDF5_TO_OBS_CAMERA.items():
+        for cam in self.cameras:
+            name = HDF5_TO_OBS_CAMERA[cam]
             frames = ep.cameras.get(cam)
             if frames is None:  # not recorded in this file: black, as the seed's converter pads a missing camera
                 out[image_key(name)] = np.zeros((*self.resize_hw, 3), np.uint8)
@@ -346,7 +356,7 @@ class _Converter:
                 try:
                     ep = futures[n].result()
                     futures[n] = None  # free the JPEG bytes once converted
-                    problem = _check_episode(ep, self.min_frames)
+                    problem = _check_episode(ep, self.min_frames, self.cameras)
                     if problem is None and self.ds is not None and int(round(ep.fps)) != self.summary.fps:
                         problem = f"recorded at {ep.fps:g} Hz, the dataset is {self.summary.fps} Hz"
                     if problem is not None:
@@ -388,12 +398,14 @@ def _count_frames(episodes: list[Path]) -> int:
 def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT_REPO_ID,
                      workers: int = min(4, os.cpu_count() or 1), *, task: str = DEFAULT_TASK, lookahead: int = 1,
                      vcodec: str = "h264", resize: tuple[int, int] | None = None, overwrite: bool = False,
-                     min_frames: int = 2, progress: bool = True) -> ConvertSummary:
+                     min_frames: int = 2, progress: bool = True,
+                     cameras: tuple[str, ...] | None = None) -> ConvertSummary:
     """Convert the episodes under ``sessions`` into a LeRobotDataset at ``out_dir`` (its ``root``).
 
     ``resize``: (width, height) of the dataset's images; default: the first episode's head camera size (all
     cameras share one size, as ACT and Diffusion require). ``vcodec``: "h264" (default: fast to encode and decode on
-    a CPU), "hevc" or "libsvtav1" (LeRobot's default, smaller, ~2x slower to encode here). Writes
+    a CPU), "hevc" or "libsvtav1" (LeRobot's default, smaller, ~2x slower to encode here). ``cameras``: the HDF5
+    cameras to convert (default: all three; a policy that looks at one camera needs only that one). Writes
     ``out_dir/h1_conversion.json`` (the summary: sources, skipped episodes with reasons, rates) beside the dataset.
     Raises FileExistsError when ``out_dir`` holds something and ``overwrite`` is False; a run where every episode
     is skipped returns a summary with ``episodes == 0`` and creates no dataset.
@@ -412,6 +424,10 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
         raise ValueError(f"lookahead must be >= 1 frame, got {lookahead}")
     if resize is not None and (len(resize) != 2 or min(resize) < 8 or any(v % 2 for v in resize)):
         raise ValueError(f"resize must be (width, height), even and >= 8 px (video encoders need even sizes): {resize}")
+    cams = tuple(cameras) if cameras else tuple(HDF5_TO_OBS_CAMERA)
+    unknown = [c for c in cams if c not in HDF5_TO_OBS_CAMERA]
+    if unknown:
+        raise ValueError(f"unknown camera(s) {unknown}; the episodes hold {list(HDF5_TO_OBS_CAMERA)}")
     episodes = find_episodes(sessions)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
@@ -420,7 +436,7 @@ def convert_sessions(sessions: list[Path], out_dir: Path, repo_id: str = DEFAULT
     elif out_dir.exists():
         out_dir.rmdir()  # LeRobotDataset.create insists on making the folder itself
     t0 = time.perf_counter()
-    conv = _Converter(out_dir, repo_id, workers, task, lookahead, vcodec, resize, min_frames, progress)
+    conv = _Converter(out_dir, repo_id, workers, task, lookahead, vcodec, resize, min_frames, progress, cams)
     with warnings.catch_warnings(), _cheap_image_stats():
         # datasets encodes LeRobot's shape-(1,) columns (our intervention flag) with int(array): NumPy deprecation
         warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0", category=DeprecationWarning)

@@ -48,6 +48,8 @@ class TrainRequest:
     seed: int = 0
     device: str = DEFAULT_TRAINING_DEVICE  # TRAINING_DEVICES (policy/train_request.py)
     human_weight: float = 1.0          # sampling weight of human-correction frames (IWR/Sirius style)
+    pre_intervention_s: float = 0.0    # policy frames this long before a takeover get weight 0 (Sirius)
+    action_lookahead: int = 1          # conversion: a human frame's action is qpos this many frames later
     parent_model: str | None = None    # model id to fine-tune from
     deploy: bool = True                # swap the server's default model to the result
     data_epoch: int | None = None      # the data epoch this job trains on (auto mode), for the record
@@ -85,6 +87,9 @@ class TrainRequest:
                                        and 0 < self.lr < 1)),
             ("seed", isinstance(self.seed, int)),
             ("human_weight", isinstance(self.human_weight, (int, float)) and 0 <= self.human_weight <= 100),
+            ("action_lookahead", isinstance(self.action_lookahead, int) and 1 <= self.action_lookahead <= 500),
+            ("pre_intervention_s", isinstance(self.pre_intervention_s, (int, float))
+             and 0 <= self.pre_intervention_s <= 60),
             ("device", self.device in TRAINING_DEVICES),
             ("deploy", isinstance(self.deploy, bool)),
             ("extra", isinstance(self.extra, dict)),

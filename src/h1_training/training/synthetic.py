@@ -108,4 +108,5 @@ TINY_POLICY_OPTIONS: dict[str, dict] = {
                   "spatial_softmax_num_keypoints": 8, "diffusion_step_embed_dim": 32},
     "cnn_lstm": {"chunk_size": 10, "n_action_steps": 10, "image_size": [48, 64], "cnn_channels": [8, 16],
                  "feature_dim": 32, "lstm_hidden": 32, "mlp_hidden": 64},
+    "keypoint": {"chunk_size": 10, "cnn_channels": [8, 16, 16], "num_keypoints": 8, "mlp_hidden": 64},
 }

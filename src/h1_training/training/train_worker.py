@@ -60,6 +60,22 @@ def session_folders(paths: list[Path]) -> list[Path]:
     return out
 
 
+def policy_cameras(policy_type: str, extra: dict[str, Any]) -> tuple[str, ...] | None:
+    """The HDF5 cameras a policy type looks at, when it says (its ``cameras`` option; None: all of them), so the
+    conversion encodes only those."""
+    from h1_training.policy.models import get_policy_type
+    from h1_training.policy.models.base import HDF5_TO_OBS_CAMERA
+
+    names = extra.get("cameras")
+    if names is None:
+        field = getattr(get_policy_type(policy_type).config_class(), "__dataclass_fields__", {}).get("cameras")
+        names = field.default if field is not None else None
+    if not names:
+        return None
+    to_hdf5 = {obs: h5 for h5, obs in HDF5_TO_OBS_CAMERA.items()}
+    return tuple(to_hdf5.get(n, n) for n in names)
+
+
 def _as_dict(obj: Any) -> Any:
     return asdict(obj) if is_dataclass(obj) else obj
 
@@ -85,7 +101,9 @@ def run(job_dir: Path) -> int:
 
         emit("progress", stage="convert", step=0, total_steps=req["steps"])
         dataset_dir = job_dir / "dataset"
-        summary = convert_sessions(session_folders(paths), dataset_dir, progress=False)
+        summary = convert_sessions(session_folders(paths), dataset_dir, progress=False,
+                                   lookahead=int(req.get("action_lookahead", 1)),
+                                   cameras=policy_cameras(req["policy_type"], req.get("extra") or {}))
         emit("convert", summary=_as_dict(summary))
         if not getattr(summary, "episodes", 0):
             raise ValueError(f"no usable episode in {[str(p) for p in paths]}: {_as_dict(summary)}")
@@ -96,6 +114,7 @@ def run(job_dir: Path) -> int:
     cfg = TrainConfig(policy_type=req["policy_type"], dataset_dir=dataset_dir, output_root=models_dir,
                       steps=req["steps"], batch_size=req["batch_size"], lr=req["lr"], seed=req["seed"],
                       device=req["device"], human_weight=req["human_weight"],
+                      pre_intervention_s=float(req.get("pre_intervention_s", 0.0)),
                       parent_model=req.get("parent_model"), extra=extra)
     last = [0.0]
 

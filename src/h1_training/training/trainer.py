@@ -40,7 +40,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ import numpy as np
 from h1_training.policy.models import POLICY_TYPES, get_policy_type, policy_type_of
 from h1_training.policy.models.base import INTERVENTION_KEY, configure_torch_threads, ensure_offline_hub
 from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINING_DEVICES
+from h1_training.training.memory_data import MemoryDataset, image_bytes
 from h1_training.training.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger("h1_training.train")
@@ -71,6 +72,10 @@ class TrainConfig:
     num_workers: int = 0                    # DataLoader workers (video decoding); 0 = in the training process
     grad_clip_norm: float | None = None     # None: the optimizer preset's (10)
     progress_every: int = 1                 # call progress() every N steps (and at the last one)
+    pre_intervention_s: float = 0.0         # policy frames this long before a human takeover get weight 0 (they
+    #                                         show the mistake the person stopped; Sirius drops them the same way)
+    preload: bool = True                    # decode a small dataset into memory once (training/memory_data.py)
+    preload_max_mb: float = 3000.0          # ... when its used cameras' frames fit in this much memory
 
     def __post_init__(self) -> None:
         if self.policy_type not in POLICY_TYPES:
@@ -86,6 +91,8 @@ class TrainConfig:
         if self.device not in TRAINING_DEVICES:
             raise ValueError(f"device must be one of {TRAINING_DEVICES} (select GPUs with CUDA_VISIBLE_DEVICES), "
                              f"got {self.device!r}")
+        if not (math.isfinite(self.pre_intervention_s) and self.pre_intervention_s >= 0):
+            raise ValueError(f"pre_intervention_s must be >= 0, got {self.pre_intervention_s}")
         if int(self.num_workers) < 0 or int(self.progress_every) < 1:
             raise ValueError("num_workers must be >= 0 and progress_every >= 1")
         if not isinstance(self.extra, dict):
@@ -121,12 +128,21 @@ def _dataset_repo_id(dataset_dir: Path) -> str:
 
 
 def frame_weights(intervention: np.ndarray | None, n_frames: int, human_weight: float,
-                  episode_bounds: list[tuple[int, int]], drop_last: int = 0) -> np.ndarray:
+                  episode_bounds: list[tuple[int, int]], drop_last: int = 0,
+                  pre_intervention: int = 0) -> np.ndarray:
     """Per-frame sampling weights: ``human_weight`` on intervention frames, 1 elsewhere, 0 on the last
-    ``drop_last`` frames of each episode (LeRobot's EpisodeAwareSampler rule for Diffusion)."""
+    ``drop_last`` frames of each episode (LeRobot's EpisodeAwareSampler rule for Diffusion) and 0 on the
+    ``pre_intervention`` policy frames before each takeover (the policy's mistake the person stopped)."""
     w = np.ones(n_frames, dtype=np.float64)
     if intervention is not None:
-        w[np.asarray(intervention).reshape(-1)[:n_frames] > 0] = human_weight
+        human = np.asarray(intervention).reshape(-1)[:n_frames] > 0
+        w[human] = human_weight
+        if pre_intervention > 0:
+            for start, end in episode_bounds:
+                onsets = start + 1 + np.flatnonzero(~human[start:end - 1] & human[start + 1:end])
+                for onset in onsets:
+                    lo = max(start, onset - pre_intervention)
+                    w[lo:onset][~human[lo:onset]] = 0.0
     if drop_last > 0:
         for start, end in episode_bounds:
             w[max(start, end - drop_last):end] = 0.0
@@ -144,6 +160,19 @@ def _make_sampler(weights: np.ndarray, seed: int) -> Any:
     if np.allclose(positive, positive[0]):  # uniform: shuffle without replacement, as lerobot-train does
         return SubsetRandomSampler(np.flatnonzero(weights > 0).tolist(), generator=gen)
     return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), replacement=True, generator=gen)
+
+
+def _memory_batches(memory: MemoryDataset, sampler: Any, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Endless batches of ``memory`` in the sampler's order (one pass of the sampler after another)."""
+    while True:
+        buf: list[int] = []
+        for i in sampler:
+            buf.append(int(i))
+            if len(buf) == batch_size:
+                yield memory.batch(np.array(buf))
+                buf = []
+        if buf:
+            yield memory.batch(np.array(buf))
 
 
 def _resolve_parent(parent: str, registry: ModelRegistry) -> tuple[Path, str | None]:
@@ -231,13 +260,22 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
         log.warning("%s has no %r column: human_weight=%g has no effect", dataset_dir, INTERVENTION_KEY,
                     cfg.human_weight)
     weights = frame_weights(intervention, dataset.num_frames, cfg.human_weight, bounds,
-                            int(getattr(config, "drop_n_last_frames", 0) or 0))
+                            int(getattr(config, "drop_n_last_frames", 0) or 0),
+                            int(round(cfg.pre_intervention_s * meta.fps)))
     human_frames = int((intervention > 0).sum()) if intervention is not None else 0
     human_share = float(weights[intervention > 0].sum() / weights.sum()) if intervention is not None else 0.0
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=_make_sampler(weights, cfg.seed), num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda", drop_last=False, prefetch_factor=2 if cfg.num_workers else None,
-    )
+    image_keys = list(getattr(config, "used_image_keys", None) or config.image_features)
+    memory = None
+    if (cfg.preload and accelerator.num_processes == 1
+            and image_bytes(meta, image_keys) <= cfg.preload_max_mb * 1e6):
+        memory = MemoryDataset(dataset, image_keys, dataset.delta_indices)
+        loader = _memory_batches(memory, _make_sampler(weights, cfg.seed), cfg.batch_size)
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size, sampler=_make_sampler(weights, cfg.seed),
+            num_workers=cfg.num_workers, pin_memory=device.type == "cuda", drop_last=False,
+            prefetch_factor=2 if cfg.num_workers else None,
+        )
 
     opt_cfg = config.get_optimizer_preset()
     if cfg.lr is not None:
@@ -249,7 +287,11 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
         # a warm-up longer than a short job would leave the learning rate near 0 for all of it
         sched_cfg.num_warmup_steps = min(sched_cfg.num_warmup_steps, max(1, cfg.steps // 10))
     scheduler = sched_cfg.build(optimizer, cfg.steps) if sched_cfg is not None else None
-    if scheduler is not None:
+    if memory is not None:  # batches come from memory: only the model and optimizer go through accelerate
+        prepared = accelerator.prepare(policy, optimizer, *([scheduler] if scheduler is not None else []))
+        policy, optimizer = prepared[0], prepared[1]
+        scheduler = prepared[2] if scheduler is not None else None
+    elif scheduler is not None:
         policy, optimizer, loader, scheduler = accelerator.prepare(policy, optimizer, loader, scheduler)
     else:
         policy, optimizer, loader = accelerator.prepare(policy, optimizer, loader)

@@ -25,6 +25,7 @@ POLICY_TYPES: dict[str, str] = {
     "act": "h1_training.policy.models.act:ACT",
     "diffusion": "h1_training.policy.models.diffusion:DIFFUSION",
     "cnn_lstm": "h1_training.policy.models.cnn_lstm:CNN_LSTM",
+    "keypoint": "h1_training.policy.models.keypoint:KEYPOINT",
 }
 
 __all__ = ["POLICY_TYPES", "Policy", "get_policy_type", "load_policy", "policy_type_of"]

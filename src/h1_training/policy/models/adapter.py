@@ -166,7 +166,8 @@ class LeRobotPolicyAdapter:
         self.postprocessor = postprocessor
         config = policy.config
         self.device = torch.device(config.device)
-        self.image_features = {k: tuple(f.shape) for k, f in config.image_features.items()}
+        used = getattr(config, "used_image_keys", None) or list(config.image_features)  # what the model looks at
+        self.image_features = {k: tuple(f.shape) for k, f in config.image_features.items() if k in used}
         state = config.robot_state_feature
         self.state_dim = int(state.shape[0]) if state is not None else 0
         self.action_dim = int(config.action_feature.shape[0])
@@ -200,6 +201,21 @@ class LeRobotPolicyAdapter:
             frame[key] = torch.from_numpy(img)[None]
         frame["task"] = [observation_prompt(obs)]
         return frame
+
+    def infer_batch(self, observations: list[dict]) -> np.ndarray:
+        """Action chunks [N, H, action_dim] for N observations in one forward pass (for simulated evaluation of
+        many episodes in lockstep; single-step policies only: no per-episode history is kept)."""
+        import torch
+
+        frames = [self._batch(obs) for obs in observations]
+        batch: dict[str, Any] = {k: torch.cat([f[k] for f in frames]) for k in frames[0] if k != "task"}
+        batch["task"] = [t for f in frames for t in f["task"]]
+        with torch.inference_mode():
+            chunk = self.postprocessor(self.ptype.predict_chunk(self.policy, self.preprocessor(batch)))
+        out = chunk.detach().float().cpu().numpy().astype(np.float32)
+        if out.ndim != 3 or out.shape[0] != len(observations) or not np.all(np.isfinite(out)):
+            raise RuntimeError(f"{self.ptype.name} returned bad batched actions of shape {out.shape}")
+        return out
 
     def infer(self, obs: dict) -> dict:
         import torch

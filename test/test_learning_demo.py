@@ -1,0 +1,139 @@
+"""The learning demo: the reach task, the simulated person, the sample weighting, and a shortened
+``h1-training demo`` end to end (server epoch watcher, keypoint policy, model_comparison A/B)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from h1_training.procs import resolve_executable
+from h1_training.recording.inspect import inspect_path
+from h1_training.robot_model import ARM_HOME_RAD
+from h1_training.sim.reach_task import (
+    ImperfectOperator,
+    OperatorConfig,
+    SuccessCheck,
+    TaskConfig,
+    episode_rng,
+    grasp_point,
+    hand_position,
+    reach_pose,
+    sample_object,
+)
+from h1_training.sim.rollout import SimRollout
+from h1_training.training.trainer import frame_weights
+
+
+def test_objects_vary_per_episode_and_repeat_per_seed():
+    a = [sample_object(episode_rng(3, i)) for i in range(5)]
+    b = [sample_object(episode_rng(3, i)) for i in range(5)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len({tuple(np.round(x, 4)) for x in a}) == 5
+    assert not np.array_equal(sample_object(episode_rng(4, 0)), a[0])
+
+
+def test_reach_pose_puts_the_hand_on_the_grasp_point_across_the_range():
+    for i in range(8):
+        goal = grasp_point(sample_object(episode_rng(0, i)))
+        assert np.linalg.norm(hand_position(reach_pose(goal)) - goal) < 0.005
+
+
+def test_success_needs_the_whole_hold_inside_the_tolerance():
+    check = SuccessCheck(TaskConfig(tolerance_m=0.05, hold_s=0.5))
+    assert not check.update(0.0, 0.04)
+    assert not check.update(0.4, 0.04)
+    assert not check.update(0.42, 0.06)  # left the tolerance: the hold starts over
+    assert not check.update(0.5, 0.03)
+    assert not check.update(0.98, 0.03)
+    assert check.update(1.0, 0.03) and check.time_to_success_s == pytest.approx(0.5)
+
+
+def _person(**kw) -> ImperfectOperator:
+    cfg = OperatorConfig(reaction_s=0.3, reaction_jitter_s=0.0, **kw)
+    return ImperfectOperator(cfg, TaskConfig(), sample_object(episode_rng(0, 0)), np.random.default_rng(0))
+
+
+def test_person_stops_a_policy_that_moves_away_after_the_reaction_delay():
+    person = _person()
+    t, took = 0.0, None
+    for k in range(200):
+        t = k / 50
+        d = 0.40 - 0.1 * t if t < 1.0 else 0.30 + 0.2 * (t - 1.0)  # closer, then away
+        why = person.watch(t, d)
+        if why:
+            took = t
+            break
+    assert took is not None and "away" in why
+    decided = person.decided_at
+    assert decided is not None and 1.0 < decided < 1.4 and took == pytest.approx(decided + 0.3, abs=0.021)
+
+
+def test_person_stops_a_stalled_policy_and_leaves_a_progressing_one_alone():
+    stalled, moving = _person(), _person()
+    for k in range(150):
+        t = k / 50
+        assert not moving.watch(t, max(0.06, 0.5 - 0.15 * t)) or t > 3.9
+        stalled.watch(t, 0.3)
+    assert stalled.decided_at is not None and "stalled" in stalled.reason
+    assert moving.decided_at is None
+
+
+def test_person_guides_the_arm_to_the_object_in_damping():
+    rollout = SimRollout(image_wh=(64, 48))
+    for i in range(3):
+        rng = episode_rng(1, i)
+        obj = sample_object(rng)
+        result = rollout.run(obj, None, ImperfectOperator(OperatorConfig(), rollout.task, obj, rng))
+        assert result.success and result.intervened and result.human_frames == result.frames
+        assert result.final_distance_m <= rollout.task.tolerance_m
+
+
+def test_a_policy_that_stays_home_fails_and_a_person_rescues_it():
+    rollout = SimRollout(image_wh=(64, 48))
+    obj = sample_object(episode_rng(0, 1))
+    home = lambda obs: np.tile(ARM_HOME_RAD, (10, 1))  # noqa: E731
+    alone = rollout.run(obj, home, None)
+    assert not alone.success and not alone.intervened and alone.frames == 301
+    rng = episode_rng(0, 1)
+    helped = rollout.run(obj, home, ImperfectOperator(OperatorConfig(), rollout.task, obj, rng))
+    assert helped.intervened and helped.success and not helped.policy_success
+    assert 0 < helped.human_frames < helped.frames and "stalled" in helped.takeover_reason
+
+
+def test_frame_weights_up_weight_corrections_and_drop_the_frames_before_a_takeover():
+    human = np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 1] + [0, 0, 1, 1])
+    w = frame_weights(human, len(human), 3.0, [(0, 10), (10, 14)], pre_intervention=2)
+    assert w.tolist() == [1, 1, 0, 0, 3, 3, 1, 0, 0, 3] + [0, 0, 3, 3]
+
+
+@pytest.mark.timeout(1500)
+def test_short_demo_learns_from_corrections_end_to_end(tmp_path, domain_id):
+    """The shortened demo: 4 demonstrations, 2 HIL epochs, the server trains and hot-swaps, the last model beats
+    the first on the seeded evaluation episodes, the A/B runs through model_comparison."""
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        resolve_executable("h1-training") + [
+            "demo", "--epochs", "2", "--episodes", "6", "--eval-episodes", "12", "--train-steps", "400",
+            "--ab-trials", "10", "--run-dir", str(run_dir), "--domain", str(domain_id), "--json"],
+        capture_output=True, text=True, timeout=1450)
+    assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-6000:]
+    summary = json.loads(out.stdout)
+    rows = summary["epochs"]
+    assert [r["epoch"] for r in rows] == [0, 1, 2], out.stderr[-6000:]
+    for key in ("success_rate", "ci_low", "ci_high", "intervention_rate", "human_frames", "train_loss", "train_s"):
+        assert all(r[key] is not None for r in rows), key
+    assert rows[0]["intervention_rate"] == 1.0 and rows[1]["intervention_rate"] > 0
+    assert rows[-1]["success_rate"] > rows[0]["success_rate"], rows
+    assert len({r["model_id"] for r in rows}) == 3  # a new model served after every epoch
+    ab = summary["ab"]
+    assert ab is not None and 0 <= ab["p_value"] <= 1 and ab["trials"] >= 2 and ab["winner"] in ("first", "last",
+                                                                                                    "none")
+    assert summary["plot"] and (run_dir / "robot" / "learning_curve.png").is_file()
+    assert summary["inspect"]["episodes"] == 4 + 12 == summary["inspect"]["valid"]
+    assert summary["inspect"]["synced_identical"] == 16
+    for epoch in (0, 1, 2):
+        report = inspect_path(run_dir / "robot" / f"training_session_epoch{epoch}")
+        assert all(ep.valid for ep in report.episodes)
