@@ -64,7 +64,7 @@ def policy_cameras(policy_type: str, extra: dict[str, Any]) -> tuple[str, ...] |
     """The HDF5 cameras a policy type looks at, when it says (its ``cameras`` option; None: all of them), so the
     conversion encodes only those."""
     from h1_training.policy.models import get_policy_type
-    from h1_training.policy.models.base import HDF5_TO_OBS_CAMERA
+    from h1_training.policy.obs import HDF5_TO_OBS_CAMERA
 
     names = extra.get("cameras")
     if names is None:
