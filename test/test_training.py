@@ -213,3 +213,36 @@ def test_convert_only_the_cameras_a_policy_uses(tmp_path):
     assert summary.episodes == 1 and videos == ["observation.images.cam_head"]
     with pytest.raises(ValueError, match="unknown camera"):
         convert_sessions([tmp_path / "save"], tmp_path / "ds2", progress=False, cameras=("nose_cam",))
+
+
+def test_a_train_worker_stops_when_its_server_is_gone(tmp_path):
+    """The server runs the worker in its own process group: when the server dies by SIGKILL nothing signals the
+    worker, so the worker watches its parent and ends itself instead of training for nobody."""
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    # a "server" that starts a child running the worker's parent watch (fast period), waits until the child is
+    # up, and ends: the child is orphaned as by a SIGKILL of the server
+    child = ("import os, sys, time; from h1_training.training.train_worker import _exit_with_parent; "
+             f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+             "_exit_with_parent(os.getppid(), 0.05)")
+    server = ("import subprocess, sys, time; "
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True); "
+              "import pathlib; p = pathlib.Path(" + repr(str(pid_file)) + "); "
+              "[time.sleep(0.05) for _ in range(200) if not p.exists()]")
+    subprocess.run([sys.executable, "-c", server], check=True, timeout=30)
+    pid = int(pid_file.read_text())
+
+    def alive() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state  # a zombie has ended; only its reaper has not looked yet
+
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(), "the orphaned worker kept running"

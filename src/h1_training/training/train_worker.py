@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, is_dataclass
@@ -135,6 +136,18 @@ def run(job_dir: Path) -> int:
     return 0
 
 
+def _exit_with_parent(parent: int, period_s: float = 1.0) -> None:
+    """End this worker when the server that started it is gone (killed with SIGKILL, crashed): the worker runs in
+    its own process group, so nothing else would stop it, and an orphaned training job holds the CPU or GPU for
+    nothing (its results have no reader). Linux reparents an orphan, so a changed parent pid is the signal."""
+    while True:
+        time.sleep(period_s)
+        if os.getppid() != parent:
+            print(f"train_worker: the server that started this job (pid {parent}) is gone; stopping the job",
+                  file=sys.stderr, flush=True)
+            os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -147,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     signal.signal(signal.SIGTERM, _on_sigterm)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
     try:
         return run(Path(argv[0]))
     except Exception as exc:
