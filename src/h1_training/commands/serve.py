@@ -42,20 +42,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-model", help="serve this model id first instead of the deployed one")
     parser.add_argument("--max-loaded-models", type=int, default=4, help="models kept in memory at once")
     parser.add_argument("--max-message-mb", type=float, default=32.0, help="largest WebSocket message accepted")
+    from h1_training.training.autotrain import AutoTrainConfig
+
+    d = AutoTrainConfig()  # the epoch watcher's defaults are the flags' defaults (declared once)
     auto = parser.add_argument_group("automatic training (--auto-train)")
     auto.add_argument("--auto-train", action="store_true",
                       help="train when a new training_session_epoch* folder in --data-dir is complete")
-    auto.add_argument("--auto-policy", default="act", help="policy type for automatic jobs (default act)")
-    auto.add_argument("--auto-steps", type=int, default=2000)
-    auto.add_argument("--auto-batch-size", type=int, default=8)
-    auto.add_argument("--auto-lr", type=float, default=None, help="learning rate (default: the policy's preset)")
-    auto.add_argument("--auto-human-weight", type=float, default=2.0,
+    auto.add_argument("--auto-policy", default=d.policy_type,
+                      help=f"policy type for automatic jobs (default {d.policy_type})")
+    auto.add_argument("--auto-steps", type=int, default=d.steps)
+    auto.add_argument("--auto-batch-size", type=int, default=d.batch_size)
+    auto.add_argument("--auto-lr", type=float, default=d.lr, help="learning rate (default: the policy's preset)")
+    auto.add_argument("--auto-human-weight", type=float, default=d.human_weight,
                       help="sampling weight of human-correction frames (1 = no up-weighting)")
-    auto.add_argument("--auto-pre-intervention-s", type=float, default=0.0,
-                      help="policy frames this long before a takeover get weight 0 (Sirius; default 0)")
-    auto.add_argument("--auto-action-lookahead", type=int, default=1,
-                      help="conversion: a human frame's action target is qpos this many frames later (default 1)")
-    auto.add_argument("--auto-quiet-s", type=float, default=60.0,
+    auto.add_argument("--auto-pre-intervention-s", type=float, default=d.pre_intervention_s,
+                      help="policy frames this long before a takeover get weight 0 (Sirius; "
+                           f"default {d.pre_intervention_s:g})")
+    auto.add_argument("--auto-action-lookahead", type=int, default=d.action_lookahead,
+                      help="conversion: a human frame's action target is qpos this many frames later "
+                           f"(default {d.action_lookahead})")
+    auto.add_argument("--auto-quiet-s", type=float, default=d.quiet_s,
                       help="an epoch folder unchanged this long counts as synced (without SYNC_COMPLETE)")
     auto.add_argument("--auto-require-marker", action="store_true",
                       help="only a SYNC_COMPLETE file in the epoch folder marks it complete")

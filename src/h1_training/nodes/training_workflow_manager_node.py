@@ -35,7 +35,7 @@ from std_srvs.srv import Empty, SetBool, Trigger
 
 from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, ServiceCallError, call_service, log_at, run_node
 from h1_training.params import param
-from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE, TRAINING_DEVICES
+from h1_training.policy.train_request import TRAINING_DEVICES
 from h1_training.stamps import set_stamp
 from h1_training.workflow.collection import CollectionPlan
 from h1_training.workflow.machine import JOB_STATE, POLICY_TYPES, WorkflowConfig, check_config, parse_hyperparameters
@@ -43,21 +43,27 @@ from h1_training.workflow.runner import RunnerConfig, WorkflowRunner
 from h1_training_interfaces.msg import PerformanceAnalytics, SessionStatus, TrainerStatus, TrainingStats, WorkflowStatus
 from h1_training_interfaces.srv import DeployModel, SessionCommand, StartDataCollection
 
+# the workflow's own defaults (workflow/machine.py, workflow/runner.py) are the ones the ROS parameters start
+# from: each default is declared once
+_WORKFLOW_DEFAULTS = WorkflowConfig()
+_RUNNER_DEFAULTS = RunnerConfig(data_dir=Path(), state_file=Path())
+
 
 @dataclass
 class WorkflowManagerParams:
     """The parameters of this node: the one declaration (see nodes/common.py)."""
 
-    workflow_min_episodes_before_training: int = param(50, "train when this many new episodes are on disk",
+    workflow_min_episodes_before_training: int = param(_WORKFLOW_DEFAULTS.min_episodes_before_training,
+        "train when this many new episodes are on disk",
         min=1, max=100000, name="workflow.min_episodes_before_training")
-    workflow_auto_train_enabled: bool = param(True,
+    workflow_auto_train_enabled: bool = param(_WORKFLOW_DEFAULTS.auto_train_enabled,
         "start training by itself (count or interval); /training_workflow/start_auto_workflow sets it",
         name="workflow.auto_train_enabled")
-    workflow_training_trigger_interval_hours: float = param(24.0,
+    workflow_training_trigger_interval_hours: float = param(_WORKFLOW_DEFAULTS.training_trigger_interval_hours,
         "also train when this long has passed since the last training and there is at least one new episode "
         "(0 = off)",
         min=0.0, max=8760.0, name="workflow.training_trigger_interval_hours")
-    workflow_auto_deploy_enabled: bool = param(False,
+    workflow_auto_deploy_enabled: bool = param(_WORKFLOW_DEFAULTS.auto_deploy_enabled,
         "deploy a new model by itself when it is better on the held-out episodes with statistical evidence",
         name="workflow.auto_deploy_enabled")
     workflow_data_dir: str = param("data/h1_data",
@@ -66,41 +72,54 @@ class WorkflowManagerParams:
         name="workflow.data_dir")
     workflow_state_file: str = param("data/workflow_state.json", "history, models and counters (survives restarts)",
         name="workflow.state_file")
-    workflow_poll_period_s: float = param(2.0, "rescan the data and poll the server this often [s]",
+    workflow_poll_period_s: float = param(_RUNNER_DEFAULTS.poll_period_s,
+        "rescan the data and poll the server this often [s]",
         min=0.1, max=3600.0, name="workflow.poll_period_s")
-    workflow_holdout_every: int = param(5, "every n-th new episode is held out for evaluation",
+    workflow_holdout_every: int = param(_WORKFLOW_DEFAULTS.holdout_every,
+        "every n-th new episode is held out for evaluation",
         min=2, max=100, name="workflow.holdout_every")
-    workflow_job_retry_s: float = param(60.0, "wait after a failed or lost job before training again [s]",
+    workflow_job_retry_s: float = param(_WORKFLOW_DEFAULTS.job_retry_s,
+        "wait after a failed or lost job before training again [s]",
         min=0.0, max=86400.0, name="workflow.job_retry_s")
-    server_url: str = param("http://127.0.0.1:8000", "the GPU server (h1-training serve)", name="server.url")
-    server_api_key: str = param("", "its API key (\"\" = none)", name="server.api_key")
-    server_timeout_s: float = param(3.0, "HTTP timeout [s]", min=0.1, max=60.0, name="server.timeout_s")
-    training_policy_type: str = param("act", "policy to train", choices=POLICY_TYPES, name="training.policy_type")
-    training_steps: int = param(2000, "training steps per job", min=1, max=10000000, name="training.steps")
-    training_batch_size: int = param(8, "batch size", min=1, max=4096, name="training.batch_size")
-    training_learning_rate: float = param(0.0, "learning rate (0 = the policy's preset)",
+    server_url: str = param(_RUNNER_DEFAULTS.server_url, "the GPU server (h1-training serve)", name="server.url")
+    server_api_key: str = param(_RUNNER_DEFAULTS.api_key, "its API key (\"\" = none)", name="server.api_key")
+    server_timeout_s: float = param(_RUNNER_DEFAULTS.http_timeout_s,
+        "HTTP timeout [s]", min=0.1, max=60.0, name="server.timeout_s")
+    training_policy_type: str = param(_WORKFLOW_DEFAULTS.policy_type,
+        "policy to train", choices=POLICY_TYPES, name="training.policy_type")
+    training_steps: int = param(_WORKFLOW_DEFAULTS.steps,
+        "training steps per job", min=1, max=10000000, name="training.steps")
+    training_batch_size: int = param(_WORKFLOW_DEFAULTS.batch_size,
+        "batch size", min=1, max=4096, name="training.batch_size")
+    training_learning_rate: float = param(_WORKFLOW_DEFAULTS.learning_rate, "learning rate (0 = the policy's preset)",
         min=0.0, max=0.999, name="training.learning_rate")
-    training_human_weight: float = param(2.0, "sampling weight of human-correction frames",
+    training_human_weight: float = param(_WORKFLOW_DEFAULTS.human_weight, "sampling weight of human-correction frames",
         min=0.0, max=100.0, name="training.human_weight")
-    training_device: str = param(DEFAULT_TRAINING_DEVICE, "where the server trains (auto: cuda when present)",
+    training_device: str = param(_WORKFLOW_DEFAULTS.device, "where the server trains (auto: cuda when present)",
         choices=TRAINING_DEVICES, name="training.device")
     training_hyperparameters_json: str = param("", "policy options as a JSON object, e.g. {\"chunk_size\": 20}",
         name="training.hyperparameters_json")
-    evaluation_alpha: float = param(0.05, "significance level of the deploy gate",
+    evaluation_alpha: float = param(_WORKFLOW_DEFAULTS.alpha, "significance level of the deploy gate",
         min=0.001, max=0.5, name="evaluation.alpha")
-    evaluation_frames_per_episode: int = param(10, "frames queried per held-out episode",
+    evaluation_frames_per_episode: int = param(_RUNNER_DEFAULTS.eval_frames_per_episode,
+        "frames queried per held-out episode",
         min=1, max=1000, name="evaluation.frames_per_episode")
-    evaluation_send_images: bool = param(True, "send the camera images with evaluation queries",
+    evaluation_send_images: bool = param(_RUNNER_DEFAULTS.eval_send_images,
+        "send the camera images with evaluation queries",
         name="evaluation.send_images")
-    monitor_baseline_trials: int = param(20, "labelled trials after a deploy that set the baseline",
+    monitor_baseline_trials: int = param(_WORKFLOW_DEFAULTS.baseline_trials,
+        "labelled trials after a deploy that set the baseline",
         min=5, max=10000, name="monitor.baseline_trials")
-    monitor_window_trials: int = param(60, "recent window of the analytics [trials]",
+    monitor_window_trials: int = param(_WORKFLOW_DEFAULTS.window_trials, "recent window of the analytics [trials]",
         min=5, max=10000, name="monitor.window_trials")
-    monitor_cusum_arl0: float = param(500.0, "CUSUM in-control average run length [trials per false alarm]",
+    monitor_cusum_arl0: float = param(_WORKFLOW_DEFAULTS.cusum_arl0,
+        "CUSUM in-control average run length [trials per false alarm]",
         min=10.0, max=1000000.0, name="monitor.cusum_arl0")
-    monitor_cusum_odds_ratio: float = param(2.0, "failure-odds increase the CUSUM is tuned to detect",
+    monitor_cusum_odds_ratio: float = param(_WORKFLOW_DEFAULTS.cusum_odds_ratio,
+        "failure-odds increase the CUSUM is tuned to detect",
         min=1.01, max=100.0, name="monitor.cusum_odds_ratio")
-    monitor_retrain_after_corrections: int = param(40, "recommend retraining after this many corrected episodes",
+    monitor_retrain_after_corrections: int = param(_WORKFLOW_DEFAULTS.retrain_after_corrections,
+        "recommend retraining after this many corrected episodes",
         min=1, max=100000, name="monitor.retrain_after_corrections")
     status_period_s: float = param(1.0, "republish the status topics this often [s]", min=0.1, max=60.0)
     session_prefix: str = param("hil_session", "namespace of the hil_session node's services (data collection)")
