@@ -23,6 +23,7 @@ learning. ``--direct`` runs the earlier demo: no policy server and no hil_sessio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import subprocess
@@ -124,9 +125,13 @@ def run_learning(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     say(f"run folder {run_dir} (seed {cfg.seed}); robot-side data in {run_dir / 'robot'}")
+    # --json: stdout carries the one JSON document; what libraries print meanwhile (LeRobot's "Loading weights
+    # from local directory") goes to stderr with the progress lines
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     try:
-        run = run_learning_demo(cfg, run_dir, say, stop=lambda: stopping["flag"], domain=args.domain,
-                                echo=sys.stderr if args.verbose else None, ab=not args.no_ab)
+        with quiet_stdout:
+            run = run_learning_demo(cfg, run_dir, say, stop=lambda: stopping["flag"], domain=args.domain,
+                                    echo=sys.stderr if args.verbose else None, ab=not args.no_ab)
     finally:
         signal.signal(signal.SIGINT, previous)
     summary = run.summary()
