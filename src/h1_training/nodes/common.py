@@ -60,7 +60,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import CallbackGroup
 from rclpy.exceptions import InvalidHandle
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -263,6 +263,28 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
                     close()
                 node.destroy_node()
 
+
+
+def run_script_node(factory: Callable[[], Any], args: list[str] | None = None) -> int:
+    """main() of a node that runs a script (``node.run() -> exit code``) while an executor thread serves its
+    subscriptions and service replies (sim_operator, sim_ab_trials). Ctrl+C exits 130."""
+    code = 1
+    with rclpy.init(args=args):
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            code = node.run()
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            # stop the spinning thread before the node and context go away (else rclpy's C++ side aborts)
+            executor.shutdown(timeout_sec=2.0)
+            spinner.join(timeout=2.0)
+            node.destroy_node()
+    return code
 
 # --- Polled subscriptions ---------------------------------------------------------------------------------
 # Subscriptions that their node's own loop reads, instead of the executor calling back on every message.

@@ -22,7 +22,7 @@ from pathlib import Path
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, call_service
+from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, call_service, run_script_node
 from h1_training.params import param
 from h1_training_interfaces.msg import ModelComparisonStatus
 from h1_training_interfaces.srv import CompareModels, RecordTrial
@@ -133,24 +133,4 @@ class SimABTrials(ParamsMixin, Node):
 
 
 def main(args=None) -> int:
-    import threading
-
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    code = 1
-    with rclpy.init(args=args):
-        node = SimABTrials()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            code = node.run()
-        except KeyboardInterrupt:
-            code = 130
-        finally:
-            executor.shutdown(timeout_sec=2.0)
-            spinner.join(timeout=2.0)
-            node.destroy_node()
-    return code
+    return run_script_node(SimABTrials, args)

@@ -30,7 +30,15 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, STATUS_QOS, ParamsMixin, call_service
+from h1_training.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    STATUS_QOS,
+    ParamsMixin,
+    call_service,
+    run_script_node,
+)
 from h1_training.params import param
 from h1_training.rates import Ticker
 from h1_training.robot_model import ARM_HOME_RAD, ARM_JOINT_NAMES
@@ -245,27 +253,6 @@ class SimOperator(ParamsMixin, Node):
 
 
 def main(args=None) -> int:
-    import threading
-
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    code = 1
-    with rclpy.init(args=args):
-        node = SimOperator()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        try:
-            code = node.run()
-        except KeyboardInterrupt:
-            code = 130
-        finally:
-            # stop the spinning thread before the node and context go away (else rclpy's C++ side aborts)
-            executor.shutdown(timeout_sec=2.0)
-            spinner.join(timeout=2.0)
-            node.destroy_node()
-    return code
+    return run_script_node(SimOperator, args)
 
 
