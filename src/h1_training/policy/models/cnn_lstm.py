@@ -95,6 +95,17 @@ class CNNLSTMConfig(PreTrainedConfig):
         return None
 
 
+def chunk_l1_loss(pred: Tensor, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict]:
+    """L1 between a predicted action chunk and the batch's target chunk, padded steps (``action_is_pad``, past an
+    episode's end) masked out; the training loss of our chunk policies (CNN-LSTM, keypoint)."""
+    err = F.l1_loss(pred, batch[ACTION_KEY], reduction="none")
+    if "action_is_pad" in batch:
+        err = err * ~batch["action_is_pad"].unsqueeze(-1)
+    per_sample = err.mean(dim=(1, 2))
+    loss = per_sample.mean() if reduction == "mean" else per_sample
+    return loss, {"l1_loss": float(per_sample.mean().item())}
+
+
 class _ImageEncoder(nn.Module):
     def __init__(self, channels: tuple[int, ...], feature_dim: int) -> None:
         super().__init__()
@@ -177,14 +188,7 @@ class CNNLSTMPolicy(PreTrainedPolicy):
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict]:
         batch = self._with_time_axis(batch)
-        pred = self._chunk(batch)
-        target = batch[ACTION_KEY]
-        err = F.l1_loss(pred, target, reduction="none")
-        if "action_is_pad" in batch:
-            err = err * ~batch["action_is_pad"].unsqueeze(-1)
-        per_sample = err.mean(dim=(1, 2))
-        loss = per_sample.mean() if reduction == "mean" else per_sample
-        return loss, {"l1_loss": float(per_sample.mean().item())}
+        return chunk_l1_loss(self._chunk(batch), batch, reduction)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:

@@ -31,7 +31,8 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor, nn
 
 from h1_training.policy.models.adapter import PolicyType
-from h1_training.policy.models.base import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+from h1_training.policy.models.base import IMAGE_PREFIX, STATE_KEY
+from h1_training.policy.models.cnn_lstm import chunk_l1_loss, make_cnn_lstm_pre_post_processors
 
 
 @LRSchedulerConfig.register_subclass("keypoint_cosine")
@@ -187,13 +188,7 @@ class KeypointPolicy(PreTrainedPolicy):
         return self.head(torch.cat(parts, dim=-1)).reshape(-1, self.config.chunk_size, self.action_dim)
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict]:
-        pred = self._chunk(batch)
-        err = F.l1_loss(pred, batch[ACTION_KEY], reduction="none")
-        if "action_is_pad" in batch:
-            err = err * ~batch["action_is_pad"].unsqueeze(-1)
-        per_sample = err.mean(dim=(1, 2))
-        loss = per_sample.mean() if reduction == "mean" else per_sample
-        return loss, {"l1_loss": float(per_sample.mean().item())}
+        return chunk_l1_loss(self._chunk(batch), batch, reduction)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs: Any) -> Tensor:
@@ -210,8 +205,6 @@ class KeypointPolicy(PreTrainedPolicy):
 
 def make_keypoint_pre_post_processors(config: KeypointConfig, dataset_stats: dict | None = None) -> tuple[Any, Any]:
     """LeRobot's standard pipelines (as ACT's), found by name by LeRobot's processor factory."""
-    from h1_training.policy.models.cnn_lstm import make_cnn_lstm_pre_post_processors
-
     return make_cnn_lstm_pre_post_processors(config, dataset_stats)  # type: ignore[arg-type]
 
 
