@@ -220,29 +220,36 @@ def test_a_train_worker_stops_when_its_server_is_gone(tmp_path):
     worker, so the worker watches its parent and ends itself instead of training for nobody."""
     import subprocess
     import sys
-    import time
+    import textwrap
+
+    from h1_training.procs import wait_until
 
     pid_file = tmp_path / "worker.pid"
-    # a "server" that starts a child running the worker's parent watch (fast period), waits until the child is
-    # up, and ends: the child is orphaned as by a SIGKILL of the server
-    child = ("import os, sys, time; from h1_training.training.train_worker import _exit_with_parent; "
-             f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
-             "_exit_with_parent(os.getppid(), 0.05)")
-    server = ("import subprocess, sys, time; "
-              f"subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True); "
-              "import pathlib; p = pathlib.Path(" + repr(str(pid_file)) + "); "
-              "[time.sleep(0.05) for _ in range(200) if not p.exists()]")
+    # the child takes its parent's pid first, then says it is up (its pid in a file), then watches (fast period)
+    child = textwrap.dedent(f"""
+        import os
+        from h1_training.training.train_worker import _exit_with_parent
+        parent = os.getppid()
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        _exit_with_parent(parent, 0.05)
+    """)
+    # a "server" that starts it in its own session (as the job runner does), waits until it is up, and ends: the
+    # child is orphaned as by a SIGKILL of the server
+    server = textwrap.dedent(f"""
+        import pathlib, subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", {child!r}], start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not pathlib.Path({str(pid_file)!r}).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    """)
     subprocess.run([sys.executable, "-c", server], check=True, timeout=30)
     pid = int(pid_file.read_text())
 
-    def alive() -> bool:
+    def ended() -> bool:
         try:
             state = Path(f"/proc/{pid}/status").read_text()
         except FileNotFoundError:
-            return False
-        return "\nState:\tZ" not in state  # a zombie has ended; only its reaper has not looked yet
+            return True
+        return "\nState:\tZ" in state  # a zombie has ended; only its reaper has not looked yet
 
-    deadline = time.monotonic() + 10
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(), "the orphaned worker kept running"
+    wait_until(ended, 10, "the orphaned worker to end by itself")
