@@ -27,8 +27,9 @@ import time
 import traceback
 
 HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
-        "foxglove, web, demo, all)")
-BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web", "demo")
+        "foxglove, web, demo, train, diffusion, all)")
+BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web", "demo", "train",
+           "diffusion")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -117,6 +117,8 @@ class TrainProgress:
     eta_s: float
     elapsed_s: float = 0.0
     steps_per_s: float = 0.0
+    data_s: float = 0.0     # of elapsed_s, the time spent waiting for batches (loader + preprocessor), as
+    #                         lerobot-train's data_s counts it
 
 
 class TrainingStopped(Exception):
@@ -308,15 +310,18 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
     batches = iter(loader)
     callback_failed = False
     samples_per_step = cfg.batch_size * accelerator.num_processes
+    data_s = 0.0
     for step in range(1, cfg.steps + 1):
         if should_stop is not None and should_stop():
             raise TrainingStopped(f"training stopped on request at step {step - 1}/{cfg.steps}")
+        t_data = time.perf_counter()
         try:
             batch = next(batches)
         except StopIteration:
             batches = iter(loader)
             batch = next(batches)
         batch = preprocessor(batch)
+        data_s += time.perf_counter() - t_data
         with accelerator.autocast():
             loss, _ = policy(batch)
         if not torch.isfinite(loss):
@@ -339,7 +344,7 @@ def run_training(cfg: TrainConfig, progress: Callable[[TrainProgress], None] | N
                                    epoch=step * samples_per_step / max(1, dataset.num_frames), loss=loss_value,
                                    lr=float(optimizer.param_groups[0]["lr"]),
                                    eta_s=(cfg.steps - step) / rate if rate > 0 else float("inf"),
-                                   elapsed_s=elapsed, steps_per_s=rate)
+                                   elapsed_s=elapsed, steps_per_s=rate, data_s=data_s)
             try:
                 progress(report)
             except Exception:  # a broken observer must not throw away the training run
