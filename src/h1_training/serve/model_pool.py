@@ -93,9 +93,15 @@ def _info_dict(info: Any) -> dict[str, Any]:
 
 class ModelPool:
     def __init__(self, models_dir: Path | None, device: str = "cpu", max_loaded: int = 4,
-                 default_model: str | None = None, registry: Any | None = None) -> None:
+                 default_model: str | None = None, registry: Any | None = None,
+                 diffusion_sampling: str | None = None) -> None:
         if max_loaded < 1:
             raise ValueError("max_loaded must be >= 1")
+        if diffusion_sampling:  # a bad value fails here, not at the first Diffusion model's load
+            from h1_training.policy.models.diffusion import parse_sampling
+
+            parse_sampling(diffusion_sampling)
+        self.diffusion_sampling = diffusion_sampling  # "ddim:10": sampler of every Diffusion model loaded
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.device = device
         self.max_loaded = max_loaded
@@ -207,7 +213,7 @@ class ModelPool:
             else:
                 from h1_training.policy.models import load_policy  # torch only when a learned model is asked for
 
-                policy = load_policy(path, device=self.device)
+                policy = load_policy(path, device=self.device, diffusion_sampling=self.diffusion_sampling)
         model = LoadedModel(model_id, policy, info, load_s=time.perf_counter() - t0)
         log.info("loaded model %r (%s) in %.2f s", model_id, info.get("policy_type", "?"), model.load_s)
         return model

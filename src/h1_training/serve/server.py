@@ -83,6 +83,7 @@ class ServerConfig:
     max_http_body_bytes: int = 1024 * 1024
     infer_threads: int = 4
     auto_train: Any | None = None            # training.autotrain.AutoTrainConfig to watch data_dir
+    diffusion_sampling: str | None = None    # "ddim:10": sampler of every Diffusion model served (None: its own)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -200,7 +201,8 @@ class PolicyServer:
     def __init__(self, config: ServerConfig, pool: ModelPool | None = None) -> None:
         self.config = config
         self.pool = pool or ModelPool(config.models_dir, device=config.device, max_loaded=config.max_loaded_models,
-                                      default_model=config.default_model)
+                                      default_model=config.default_model,
+                                      diffusion_sampling=config.diffusion_sampling)
         self.jobs: JobManager | None = None
         if config.models_dir is not None and config.work_dir is not None:
             self.jobs = JobManager(config.work_dir, config.models_dir, on_success=self._deploy_job_result)

@@ -412,6 +412,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                         help="policy config option (repeatable)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--diffusion-sampling", default=None, metavar="SAMPLER[:STEPS]",
+                        help="Diffusion only: the sampler saved with the model, ddim:10 or ddpm[:STEPS] "
+                             "(default: LeRobot's, DDPM with 100 steps); serve --diffusion-sampling overrides it")
     parser.add_argument("--deploy", action="store_true", help="deploy the new model when training succeeds")
     parser.add_argument("--json", action="store_true", help="print the ModelInfo as JSON")
 
@@ -420,10 +423,17 @@ def run_cli(args: argparse.Namespace) -> int:
     """``h1-training train`` and ``python -m h1_training.training.trainer``: train, register, report."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        extra = dict(args.option)
+        if getattr(args, "diffusion_sampling", None):
+            if args.policy != "diffusion":
+                raise ValueError(f"--diffusion-sampling is for --policy diffusion, not {args.policy}")
+            from h1_training.policy.models.diffusion import parse_sampling
+
+            extra.update(parse_sampling(args.diffusion_sampling))
         cfg = TrainConfig(policy_type=args.policy, dataset_dir=args.dataset, output_root=args.models,
                           steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           device=args.device, human_weight=args.human_weight, parent_model=args.parent,
-                          extra=dict(args.option), num_workers=args.num_workers)
+                          extra=extra, num_workers=args.num_workers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

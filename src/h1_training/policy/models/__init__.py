@@ -57,6 +57,14 @@ def policy_type_of(model_dir: Path) -> str:
     raise ValueError(f"{model_dir}: no model.json or config.json saying which policy type it holds")
 
 
-def load_policy(model_dir: Path, device: str = "cpu") -> Policy:
-    """Load the model in ``model_dir`` for inference on ``device`` ("cpu", "cuda", "cuda:1", ...)."""
-    return get_policy_type(policy_type_of(model_dir)).load(Path(model_dir), device=device)
+def load_policy(model_dir: Path, device: str = "cpu", diffusion_sampling: str | None = None) -> Policy:
+    """Load the model in ``model_dir`` for inference on ``device`` ("cpu", "cuda", "cuda:1", ...).
+    ``diffusion_sampling`` ("ddim:10", "ddpm", ...: ``diffusion.parse_sampling``) replaces the sampler of a
+    Diffusion model; other policy types ignore it."""
+    ptype = policy_type_of(model_dir)
+    overrides = None
+    if diffusion_sampling and ptype == "diffusion":
+        from h1_training.policy.models.diffusion import parse_sampling
+
+        overrides = parse_sampling(diffusion_sampling)
+    return get_policy_type(ptype).load(Path(model_dir), device=device, overrides=overrides)

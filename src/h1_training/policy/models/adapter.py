@@ -65,6 +65,8 @@ class PolicyType:
     predict_chunk: Callable[[Any, dict], Any] = _default_predict_chunk
     # Load a local torchvision ResNet state_dict file into the vision backbone (None: not supported by this type).
     load_backbone: Callable[[Any, Path], None] | None = None
+    # Checks of a config LeRobot's own validation leaves to the first inference (ValueError); None: none.
+    check_config: Callable[[Any], None] | None = None
 
     # -- configuration -----------------------------------------------------------------------------------
     def make_config(self, features: dict[str, Any], device: str, overrides: dict[str, Any] | None = None) -> Any:
@@ -77,6 +79,8 @@ class PolicyType:
         config.output_features = {k: f for k, f in features.items() if f.type is FeatureType.ACTION}
         config.input_features = {k: f for k, f in features.items() if k not in config.output_features}
         config.validate_features()
+        if self.check_config is not None:
+            self.check_config(config)
         return config
 
     def apply_overrides(self, config: Any, overrides: dict[str, Any]) -> Any:
@@ -84,6 +88,8 @@ class PolicyType:
         cls = type(config)
         values = _coerce(cls, overrides)
         new = dataclasses.replace(config, **values) if values else config
+        if self.check_config is not None:
+            self.check_config(new)
         return new
 
     def horizon(self, config: Any) -> int:
@@ -120,8 +126,13 @@ class PolicyType:
             postprocessor_overrides={"device_processor": {"device": "cpu"}},
         )
 
-    def load(self, model_dir: Path, device: str = "cpu") -> LeRobotPolicyAdapter:
+    def load(self, model_dir: Path, device: str = "cpu",
+             overrides: dict[str, Any] | None = None) -> LeRobotPolicyAdapter:
+        """``overrides``: config options applied before the model is built that do not change its weights (e.g.
+        Diffusion's sampler, ``diffusion.parse_sampling``)."""
         config = self.load_config(model_dir, device)
+        if overrides:
+            config = self.apply_overrides(config, overrides)
         policy = self.load_weights(model_dir, config)
         preprocessor, postprocessor = self.load_processors(model_dir, config, device)
         info = read_model_json(model_dir)
@@ -184,6 +195,10 @@ class LeRobotPolicyAdapter:
             "device": str(self.device),
             "created": info.get("created"),
         }
+        scheduler = getattr(policy, "diffusion", None) and getattr(policy.diffusion, "noise_scheduler", None)
+        if scheduler is not None:  # Diffusion: which sampler, how many denoising steps per inference
+            self.metadata["sampling"] = {"scheduler": type(scheduler).__name__,
+                                         "steps": int(policy.diffusion.num_inference_steps)}
         self.policy.eval()
         self.reset()
 
