@@ -221,3 +221,30 @@ def test_cli_convert(session, tmp_path, capsys):
     assert summary["episodes"] == 1 and summary["image_shape"] == [24, 32, 3] and summary["resized_frames"] == 3 * T
     assert len(summary["skipped"]) == 1
     assert main(["convert", str(session["missing"]), str(tmp_path / "cli_none"), "--no-progress"]) == 1
+
+
+def test_plain_lerobot_writer_of_bench_convert_writes_the_same_dataset(tmp_path):
+    """``bench convert``'s plain side (LeRobotDataset.create + add_frame + save_episode, LeRobot's defaults:
+    PNG frames, libsvtav1) on the same episodes as ours: a dataset LeRobot loads, with our frame count and values."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from h1_training.bench.convert import write_plain
+
+    for i in range(2):
+        _write(layout.episode_path(tmp_path / "save", 1, i), make_episode(12, 64, 64, seed=10 + i))
+    ours = convert_sessions([tmp_path / "save"], tmp_path / "ours", progress=False)
+    plain = write_plain(tmp_path / "save", tmp_path / "plain")
+    assert plain["frames"] == ours.frames == 24 and plain["episodes"] == ours.episodes == 2
+    a = LeRobotDataset(REPO, root=tmp_path / "ours", video_backend="pyav")
+    b = LeRobotDataset(REPO, root=tmp_path / "plain", video_backend="pyav")
+    assert b.num_frames == a.num_frames == 24 and b.num_episodes == 2 and b.fps == a.fps
+    assert b.meta.info["features"]["observation.images.cam_head"]["info"]["video.codec"] == "av1"
+    for key in ("observation.state", "action", "intervention"):
+        np.testing.assert_array_equal(np.asarray(a.hf_dataset.with_format("numpy")[key]),
+                                      np.asarray(b.hf_dataset.with_format("numpy")[key]), err_msg=key)
+    frame = b[23]  # the last frame decodes from the last episode's video
+    assert frame["observation.images.cam_head"].shape == (3, 64, 64)
+    # the same picture through two lossy codecs (AV1 and H.264 at CRF 30): close on average, not pixel for pixel
+    gap = (frame["observation.images.cam_head"] - a[23]["observation.images.cam_head"]).abs().mean().item()
+    other = (frame["observation.images.cam_head"] - a[0]["observation.images.cam_head"]).abs().mean().item()
+    assert gap < 0.05 and gap < other / 2, (gap, other)

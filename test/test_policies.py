@@ -140,6 +140,71 @@ def test_diffusion_trains_one_step_and_serves(workdir):
     _check_actions(policy.infer(_obs(h=48, w=64, seed=4)), horizon)  # second call: history queue in use
 
 
+def _unet_calls(policy) -> list[int]:
+    """Counts the denoiser's forward passes (one per sampling step) of a loaded Diffusion adapter."""
+    calls = [0]
+    policy.policy.diffusion.unet.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_diffusion_sampling_option_changes_scheduler_and_step_count(workdir):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from h1_training.policy.models.diffusion import parse_sampling
+    from h1_training.serve.model_pool import ModelPool
+
+    models = sorted((workdir["models"] / "models").glob("*diffusion*"))
+    path = models[-1] if models else _train(workdir, "diffusion", steps=1)[1]
+    obs = _obs(h=48, w=64)
+    own = load_policy(path)  # the model's own config: DDPM, TINY_POLICY_OPTIONS' 3 steps
+    calls = _unet_calls(own)
+    own.infer(obs)
+    assert isinstance(own.policy.diffusion.noise_scheduler, DDPMScheduler) and calls[0] == 3
+    assert own.metadata["sampling"] == {"scheduler": "DDPMScheduler", "steps": 3}
+    # served with --diffusion-sampling ddim:2: the pool loads it with DDIM, 2 denoiser passes per inference
+    pool = ModelPool(workdir["models"], diffusion_sampling="ddim:2", default_model="scripted")
+    ddim = pool.get(path.name).policy
+    calls = _unet_calls(ddim)
+    _check_actions(ddim.infer(obs), TINY_POLICY_OPTIONS["diffusion"]["n_action_steps"])
+    assert isinstance(ddim.policy.diffusion.noise_scheduler, DDIMScheduler) and calls[0] == 2
+    assert ddim.metadata["sampling"] == {"scheduler": "DDIMScheduler", "steps": 2}
+    full = load_policy(path, diffusion_sampling="ddpm")  # no count: as many steps as training timesteps
+    calls = _unet_calls(full)
+    full.infer(obs)
+    assert calls[0] == full.policy.config.num_train_timesteps == 100
+    assert parse_sampling(" DDIM:10 ") == {"noise_scheduler_type": "DDIM", "num_inference_steps": 10}
+    for bad in ("euler:5", "ddim:0", "ddim:x", ""):
+        with pytest.raises(ValueError, match="ddpm|at least 1 step"):
+            parse_sampling(bad)
+    with pytest.raises(ValueError, match="num_train_timesteps"):  # at load, not at the first inference
+        load_policy(path, diffusion_sampling="ddim:500")
+    with pytest.raises(ValueError, match="ddim"):
+        ModelPool(None, diffusion_sampling="fast")
+
+
+def test_diffusion_sampling_at_training_is_saved_and_refused_for_other_types(workdir, capsys):
+    from h1_training.training.trainer import main
+
+    assert main(["--policy", "act", "--dataset", str(workdir["dataset"]), "--models", str(workdir["models"]),
+                 "--diffusion-sampling", "ddim:10"]) == 2
+    assert "--policy diffusion" in capsys.readouterr().err
+    argv = ["--policy", "diffusion", "--dataset", str(workdir["dataset"]), "--models", str(workdir["models"]),
+            "--steps", "1", "--batch-size", "2", "--device", "cpu", "--diffusion-sampling", "ddim:2", "--json"]
+    for key, value in TINY_POLICY_OPTIONS["diffusion"].items():
+        if key != "num_inference_steps":
+            argv += ["--option", f"{key}={json.dumps(value)}"]
+    assert main(argv) == 0
+    from h1_training.training.registry import ModelRegistry
+
+    path = ModelRegistry(workdir["models"]).path(json.loads(capsys.readouterr().out)["id"])
+    config = json.loads((path / "config.json").read_text())
+    assert (config["noise_scheduler_type"], config["num_inference_steps"]) == ("DDIM", 2)
+    policy = load_policy(path)
+    calls = _unet_calls(policy)
+    policy.infer(_obs(h=48, w=64))
+    assert calls[0] == 2
+
+
 def test_act_serves_and_plain_lerobot_checkpoints_load(workdir, tmp_path):
     info, path = _train(workdir, "act", steps=1)
     policy = load_policy(path, device="cpu")

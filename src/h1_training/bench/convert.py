@@ -229,6 +229,7 @@ def write_plain(episodes: Path, dataset: Path, vcodec: str = "libsvtav1",
     ensure_offline_hub()
     av.logging.set_libav_level(av.logging.ERROR)
     datasets.disable_progress_bars()
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only (its banner is 20 lines per encoded video)
     stages = {"decode": 0.0, "resize": 0.0, "add_frame": 0.0, "save_episode": 0.0}
     ds = None
     frames = n_episodes = 0
@@ -280,7 +281,6 @@ def _plain_child(episodes: Path, dataset: Path, vcodec: str, resize: tuple[int, 
 
     from h1_training.bench.report import self_peak_rss_mb
 
-    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only (its banner is 20 lines per encoded video)
     before = resource.getrusage(resource.RUSAGE_SELF)
     out = write_plain(episodes, dataset, vcodec, resize)
     after = resource.getrusage(resource.RUSAGE_SELF)
