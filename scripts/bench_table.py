@@ -26,10 +26,12 @@ HEADLINES: dict[str, list[str]] = {
     "hardware": ["lowcmd_hz", "lowcmd_p99_period_ms", "joint_states_hz", "cpu_pct_total", "cpu_pct"],
     "recorder": ["mean_hz", "p99_period_ms", "missed_ticks", "save_s", "file_mb", "jpeg_kb", "cpu_pct",
                  "peak_rss_mb"],
-    "convert": ["convert_frames_per_s", "cpu_cores_busy", "peak_rss_mb", "profile.cpu_share",
-                "profile.cpu_ms_per_frame"],
+    "convert": ["convert_frames_per_s", "lerobot_plain_frames_per_s", "ratio", "cpu_cores_busy", "peak_rss_mb",
+                "profile.cpu_share", "profile.cpu_ms_per_frame", "profile_plain.ms_per_frame"],
     "serve": ["latency_p50_ms", "latency_p99_ms", "requests", "held_tick_share", "train_steps_per_s",
               "peak_rss_mb"],
+    "train": ["train_steps_per_s", "lerobot_train_steps_per_s", "ratio", "data_share", "peak_rss_mb"],
+    "diffusion": ["ddim10_p50_ms", "ddpm100_p50_ms", "speedup", "action_gap", "action_spread"],
 }
 _TARGET = re.compile(r"^(?P<figure>\S+) (?P<rest>(within|<=|>=|<|>|==) .*)$")
 

@@ -17,9 +17,11 @@ steps then ``--steps`` timed ones:
   cannot work here: the same policy options as ours (``--policy.pretrained_backbone_weights=null``: nothing is
   downloaded; ACT's ``chunk_size``/``n_action_steps`` 50, ``training.models``' defaults), ``pyav`` video backend
   (torchcodec finds no FFmpeg libraries on this machine), no checkpoint, no wandb, ``--log_freq=1``: its log line of
-  every step gives ``updt_s`` and ``data_s`` (``data_s`` = ``next(dataloader)`` + preprocessor), so
-  ``lerobot_train_steps_per_s`` = timed steps / sum of both (its logging and loop overhead are not counted, which
-  only favours it).
+  every step gives ``updt_s`` and ``data_s`` (``data_s`` = ``next(dataloader)`` + preprocessor).
+  ``lerobot_train_steps_per_s`` is by the wall clock, as ours: timed steps / time between the log lines of the last
+  warm-up step and of the last step, read from its unbuffered output as they are written;
+  ``lerobot_train_steps_per_s_own_timers`` = timed steps / sum of its ``updt_s`` and ``data_s`` (its loop's
+  bookkeeping and logging left out, which favours it), and its ``data_share`` comes from those timers.
 
 ``ratio`` = ours / lerobot-train (target >= 1.0); ``data_share`` target <= 0.5 for ours (data loading must not be the
 bottleneck). ``peak_rss_mb``: each trainer's main process (ours: ``getrusage`` in its own process; lerobot-train:
@@ -107,18 +109,31 @@ def rate_from_marks(marks: list[tuple[int, float, float]], warmup: int) -> tuple
     return (s1 - base[0]) / dt, (d1 - base[2]) / dt, s1 - base[0]
 
 
-def rate_from_log(lines: list[str], warmup: int) -> tuple[float | None, float | None, int]:
-    """(steps/s, data share, timed steps) from lerobot-train's per-step log lines after step ``warmup``."""
+def rate_from_log(lines: list[tuple[float, str]],
+                  warmup: int) -> tuple[float | None, float | None, float | None, int]:
+    """From lerobot-train's per-step log lines (time read, text) after step ``warmup``: (steps/s by the wall clock
+    between the log lines of step ``warmup`` and of the last step, steps/s by its own timers (sum of ``updt_s`` and
+    ``data_s``), data share of its timers, timed steps)."""
     update = data = 0.0
     n = 0
-    for line in lines:
+    start = end = None
+    for t, line in lines:
         m = _STEP_LINE.search(line)
-        if m and int(m.group(1)) > warmup:
+        if not m:
+            continue
+        step = int(m.group(1))
+        if step == warmup:
+            start = t
+        if step > warmup:
             update += float(m.group(2))
             data += float(m.group(3))
             n += 1
+            end = t
     total = update + data
-    return (n / total, data / total, n) if n and total > 0 else (None, None, n)
+    wall = n / (end - start) if start is not None and end is not None and end > start else None
+    if not n or total <= 0:
+        return wall, None, None, n
+    return wall, n / total, data / total, n
 
 
 def _lerobot_train(dataset: Path, out: Path, args: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -134,8 +149,9 @@ def _lerobot_train(dataset: Path, out: Path, args: argparse.Namespace, device: s
             f"--num_workers={args.lerobot_num_workers}", "--seed=0"]
     for key, value in _policy_options(args.policy).items():
         argv.append(f"--policy.{key}={'null' if value is None else value}")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TQDM_DISABLE": "1"}
-    lines: list[str] = []
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TQDM_DISABLE": "1",
+           "PYTHONUNBUFFERED": "1"}  # each log line read as it is written: its arrival time is the step's end
+    lines: list[tuple[float, str]] = []
     peak = [0.0]
     stop = threading.Event()
 
@@ -149,11 +165,12 @@ def _lerobot_train(dataset: Path, out: Path, args: argparse.Namespace, device: s
 
     t0 = time.perf_counter()
     try:
-        result = procs.run(argv, on_line=lines.append, stderr="stdout", env=env, on_start=watch, timeout_s=3600)
+        result = procs.run(argv, on_line=lambda line: lines.append((time.perf_counter(), line)), stderr="stdout",
+                           env=env, on_start=watch, timeout_s=3600)
     finally:
         stop.set()
     if result.rc != 0:
-        raise RuntimeError(f"lerobot-train exited {result.rc}: " + " | ".join(lines[-15:]))
+        raise RuntimeError(f"lerobot-train exited {result.rc}: " + " | ".join(line for _, line in lines[-15:]))
     return {"lines": lines, "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak[0] or None}
 
 
@@ -179,10 +196,11 @@ def run(args: argparse.Namespace) -> dict:
                                args.batch_size, device).result()
         ours_rate, ours_share, ours_n = rate_from_marks(ours["marks"], args.warmup)
         plain = _lerobot_train(dataset, work / "lerobot_out", args, device)
-        lr_rate, lr_share, lr_n = rate_from_log(plain["lines"], args.warmup)
+        lr_rate, lr_own_rate, lr_share, lr_n = rate_from_log(plain["lines"], args.warmup)
         figures: dict[str, Any] = {
             "train_steps_per_s": round(ours_rate, 4) if ours_rate else None,
             "lerobot_train_steps_per_s": round(lr_rate, 4) if lr_rate else None,
+            "lerobot_train_steps_per_s_own_timers": round(lr_own_rate, 4) if lr_own_rate else None,
             "ratio": round(ours_rate / lr_rate, 2) if ours_rate and lr_rate else None,
             "data_share": {"ours": round(ours_share, 3) if ours_share is not None else None,
                            "lerobot_train": round(lr_share, 3) if lr_share is not None else None},
