@@ -14,7 +14,9 @@ LeRobot's default codec, ``libsvtav1``; ``--plain-vcodec h264`` for the same cod
 features and values as ours (``training.convert``'s feature table and action derivation), so only the writing
 differs. It runs in its own process too: ``peak_rss_mb.lerobot_plain`` is that process's peak and
 ``peak_rss_mb.lerobot_plain_encoders`` the largest of its encoder processes (``RUSAGE_CHILDREN``).
-``ratio`` = ``convert_frames_per_s`` / ``lerobot_plain_frames_per_s`` (target >= 3); ``profile.lerobot_plain_s``
+``ratio`` = ``convert_frames_per_s`` / ``lerobot_plain_frames_per_s`` (target >= 3); ``cpu_ratio`` = the plain
+side's CPU time per frame (its process and its encoder processes) / ours (the comparison that a busy shared machine
+moves least: the two sides run one after the other, under whatever load there is then); ``profile_plain``
 splits its wall time into decode (JPEG), resize, ``add_frame`` (the PNG writes) and ``save_episode`` (video
 encoding, image statistics, parquet).
 
@@ -291,10 +293,15 @@ def _plain_child(episodes: Path, dataset: Path, vcodec: str, resize: tuple[int, 
     return out
 
 
-def _plain_figures(plain: dict[str, Any], ours_fps: float) -> dict[str, Any]:
+def _plain_figures(plain: dict[str, Any], ours_fps: float, ours_cpu_s: float, ours_frames: int) -> dict[str, Any]:
     rate = plain["frames"] / plain["duration_s"] if plain["duration_s"] > 0 else 0.0
     stages = plain["stages_s"]
+    ours_cpu = ours_cpu_s * 1e3 / max(1, ours_frames)
+    plain_cpu = (plain["process_cpu_s"] + plain["encoders_cpu_s"]) * 1e3 / max(1, plain["frames"])
     return {
+        # CPU time per frame (all processes and threads of each side): the comparison a busy machine moves least
+        "cpu_ms_per_frame": {"convert": round(ours_cpu, 1), "lerobot_plain": round(plain_cpu, 1)},
+        "cpu_ratio": round(plain_cpu / ours_cpu, 2) if ours_cpu > 0 else None,
         "lerobot_plain_frames_per_s": round(rate, 2),
         "lerobot_plain_s": round(plain["duration_s"], 2),
         "lerobot_plain_frames": plain["frames"],
@@ -365,7 +372,7 @@ def run(args: argparse.Namespace) -> dict:
             with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
                 plain = pool.submit(_plain_child, work / "episodes", work / "plain", args.plain_vcodec,
                                     args.resize).result()
-            figures.update(_plain_figures(plain, s["frames_per_s"]))
+            figures.update(_plain_figures(plain, s["frames_per_s"], child["process_cpu_s"], s["frames"]))
             figures["plain_vcodec"] = args.plain_vcodec
             figures["peak_rss_mb"].update(lerobot_plain=plain["peak_rss_mb"],
                                           lerobot_plain_encoders=plain["encoders_peak_rss_mb"])
