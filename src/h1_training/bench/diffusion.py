@@ -10,7 +10,9 @@ values do not change the cost of an inference), then loaded twice through ``poli
 ``diffusion_sampling="ddpm:100"`` and once with ``"ddim:10"`` (``h1-training serve --diffusion-sampling ddim:10``
 does the same). Each answers ``infer`` on a full-size observation (three 640x480 cameras, as the robot sends;
 resized by the adapter) after one warm-up call: ``ddim10_p50_ms`` over ``--ddim-calls``, ``ddpm100_p50_ms`` over
-``--ddpm-calls`` (few: seconds each). ``speedup`` = ddpm100 / ddim10 (target >= 5: the denoiser runs 10 times
+``--ddpm-calls`` (few: seconds each), the calls of the two interleaved (a load that comes and goes on a shared
+machine falls on both: a run with the DDIM calls first and the DDPM ones after once measured DDIM as slow as DDPM
+while another job held the cores). ``speedup`` = ddpm100 / ddim10 (target >= 5: the denoiser runs 10 times
 instead of 100; the image encoder runs once per inference either way). Both run in this process, one after the
 other, with the torch threads ``H1_TORCH_THREADS`` allows.
 
@@ -65,20 +67,25 @@ def _observation(seed: int = 0) -> dict[str, Any]:
             "state": rng.uniform(-0.5, 0.5, NUM_ARM_JOINTS).astype(np.float32), "prompt": "reach"}
 
 
-def _time(policy: Any, obs: dict, calls: int) -> tuple[list[float], list[np.ndarray]]:
-    """Latencies (ms) of ``calls`` inferences after a warm-up one, and their chunks; call i draws its initial noise
-    with seed i + 1, so that chunks of two samplers can be compared draw by draw."""
+def _interleaved(policies: dict[str, Any], calls: dict[str, int], obs: dict) -> tuple[dict, dict]:
+    """Latencies (ms) and chunks of each policy's ``calls``, the calls of the policies interleaved evenly (a load
+    that comes and goes on a shared machine falls on both alike), after one warm-up call each. Each policy's call i
+    draws its initial noise with seed i + 1, so that the chunks of two samplers can be compared draw by draw."""
     import torch
 
-    policy.reset()
-    policy.infer(obs)  # warm-up: allocations
-    times, chunks = [], []
-    for i in range(calls):
+    for policy in policies.values():
+        policy.reset()
+        policy.infer(obs)  # warm-up: allocations
+    order = sorted(((i + 0.5) / n, name, i) for name, n in calls.items() for i in range(n))
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in policies}
+    for _, name, i in order:
+        policy = policies[name]
         policy.reset()  # the same observation history for every call
         torch.manual_seed(i + 1)
         t0 = time.perf_counter()
-        chunks.append(policy.infer(obs)["actions"])
-        times.append((time.perf_counter() - t0) * 1e3)
+        chunks[name].append(policy.infer(obs)["actions"])
+        times[name].append((time.perf_counter() - t0) * 1e3)
     return times, chunks
 
 
@@ -108,8 +115,9 @@ def _run(args: argparse.Namespace) -> dict:
         obs = _observation()
         ddpm = load_policy(model_dir, "cpu", diffusion_sampling="ddpm:100")
         ddim = load_policy(model_dir, "cpu", diffusion_sampling=f"ddim:{args.ddim_steps}")
-        ddim_ms, ddim_chunks = _time(ddim, obs, args.ddim_calls)
-        ddpm_ms, ddpm_chunks = _time(ddpm, obs, args.ddpm_calls)
+        times, chunks = _interleaved({"ddim": ddim, "ddpm": ddpm}, {"ddim": args.ddim_calls, "ddpm": args.ddpm_calls},
+                                     obs)
+        ddim_ms, ddim_chunks, ddpm_ms, ddpm_chunks = times["ddim"], chunks["ddim"], times["ddpm"], chunks["ddpm"]
         n = min(len(ddim_chunks), len(ddpm_chunks))
         gap = float(np.mean([np.abs(a - b).mean() for a, b in zip(ddim_chunks[:n], ddpm_chunks[:n])]))
         spread = (float(np.mean([np.abs(a - b).mean() for a, b in zip(ddpm_chunks, ddpm_chunks[1:])]))
