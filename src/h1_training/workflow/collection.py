@@ -30,6 +30,7 @@ class CollectionPlan:
     start_total: int              # hil_session's episodes_total when the plan started
     collected: int = 0
     finished: bool = False
+    last_total: int = -1          # the session's count at the last status (a drop: the session restarted)
 
     @classmethod
     def create(cls, mode: str, target_episodes: int, start_total: int) -> CollectionPlan:
@@ -41,6 +42,10 @@ class CollectionPlan:
 
     def next_key(self, state_name: str, episodes_total: int) -> str:
         """The key to press for the session's state now ("" = nothing; the operator's turn)."""
+        last = self.start_total if self.last_total < 0 else self.last_total
+        if episodes_total < last:  # a new session (its count restarts at 0): keep what was collected
+            self.start_total = episodes_total - self.collected
+        self.last_total = episodes_total
         self.collected = max(0, episodes_total - self.start_total)
         done = self.collected >= self.target_episodes
         if self.finished:
