@@ -574,9 +574,10 @@ class SessionRunner:
     def _resume_track(self, ev: _ResumeTrack) -> list[Event]:
         with self._mlock:
             loop = self.loop
+            driven = ((loop is not None and loop.running and not loop.proposal)
+                      or (self.teleop.running and not self.teleop.stale))  # teleop: fresh targets only
             valid = (ev.episode == self._episode and self.machine.state == State.EXECUTING
-                     and self.machine.arm == ArmMode.TRACK and loop is not None and loop.running
-                     and not loop.proposal)
+                     and self.machine.arm == ArmMode.TRACK and driven)
             if not valid:
                 return []
             self._track_resumes += 1
