@@ -35,6 +35,11 @@ HEADLINES: dict[str, list[str]] = {
                  "peak_rss_mb"],
     "convert": ["convert_frames_per_s", "cpu_cores_busy", "peak_rss_mb", "profile.cpu_share",
                 "profile.cpu_ms_per_frame"],
+    "ab": ["scenarios.p50_vs_p80.fixed_n", "scenarios.p50_vs_p80.asn_reduction_pct", "scenarios.p50_vs_p80.power",
+           "scenarios.p30_vs_p50.fixed_n", "scenarios.p30_vs_p50.asn_reduction_pct", "scenarios.p30_vs_p50.power",
+           "false_positive_rate", "false_positive_rate_se", "h0_asn_fraction_of_cap",
+           "partial_credit_checkpoints.binary_asn_per_arm", "partial_credit_checkpoints.score_asn_per_arm",
+           "partial_credit_checkpoints.score_saving_pct", "partial_credit.score_saving_pct"],
     "serve": ["latency_p50_ms", "latency_p99_ms", "requests", "held_tick_share", "train_steps_per_s",
               "peak_rss_mb"],
 }
