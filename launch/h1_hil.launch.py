@@ -1,7 +1,7 @@
 """The H1 seed's workflow (human-in-the-loop recording) on the robot laptop:
 
     ros2 launch h1_training h1_hil.launch.py               # real robot (profile "real")
-    ros2 launch h1_training h1_hil.launch.py profile:=sim  # simulated robot
+    ros2 launch h1_training h1_hil.launch.py profile:=sim_hil  # simulated robot, GPU side and session
 
 The node set comes from config/bringup/<profile>.yaml.
 """

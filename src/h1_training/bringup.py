@@ -147,11 +147,16 @@ class PortPlan:
     def port(self, profile_port: int) -> int:
         return self.mapping.get(profile_port, profile_port)
 
-    def argv_tail(self, node: NodeSpec) -> list[str]:
+    def moved_args(self, node: NodeSpec) -> list[str]:
+        """The node's extra arguments with ``--port N`` moved."""
         args = list(node.args)
         for i in range(len(args) - 1):
             if args[i] == "--port" and args[i + 1].isdigit():
                 args[i + 1] = str(self.port(int(args[i + 1])))
+        return args
+
+    def argv_tail(self, node: NodeSpec) -> list[str]:
+        args = self.moved_args(node)
         tail = NodeSpec(node.name, node.executable, node.params, tuple(args), node.ros, node.env).argv_tail()
         for assignment in self.params.get(node.name, []):
             tail += ["-p", assignment]
@@ -206,6 +211,54 @@ def plan_ports(profile: Profile, environ: dict[str, str] | None = None) -> PortP
                 if node.args[i] == "--port" and node.args[i + 1].isdigit() and int(node.args[i + 1]) in plan.mapping:
                     new_port(int(node.args[i + 1]))
     return plan
+
+
+def loopback_only(profile: Profile) -> bool:
+    """True for every profile but the robot's: its processes discover each other on loopback only
+    (``procs.loopback_ros_env``); the real profile keeps the operator's ROS network settings."""
+    return profile.name != "real"
+
+
+@dataclass(frozen=True)
+class LaunchEntry:
+    """One process of a profile as ``ros2 launch`` starts it (``launch_profile`` turns it into a ``launch_ros``
+    ``Node`` or a ``launch`` ``ExecuteProcess``): the same executable, node name, parameter files and port moves as
+    ``h1-training up``, written as the launch API takes them (parameter overrides typed, as ``-p`` parses them)."""
+
+    name: str
+    executable: str
+    ros: bool
+    arguments: tuple[str, ...]
+    param_files: tuple[str, ...]
+    overrides: dict[str, object]
+    env: dict[str, str]
+
+    def argv_tail(self) -> list[str]:
+        """The arguments after the executable, in ``up``'s form (``NodeSpec.argv_tail`` + ``-p`` moves)."""
+        tail = list(self.arguments)
+        if self.ros:
+            tail += ["--ros-args", "-r", f"__node:={self.name}"]
+            for path in self.param_files:
+                tail += ["--params-file", path]
+            for key, value in self.overrides.items():
+                tail += ["-p", f"{key}:={value}"]
+        return tail
+
+
+def launch_entries(profile: Profile, ports: PortPlan | None = None) -> list[LaunchEntry]:
+    """The processes of ``profile`` for a launch description, on the ports of ``ports`` (``plan_ports`` unless
+    given): what ``up`` runs, node for node."""
+    plan = plan_ports(profile) if ports is None else ports
+    entries = []
+    for node in profile.nodes:
+        args = plan.moved_args(node)
+        overrides: dict[str, object] = {}
+        for assignment in plan.params.get(node.name, []):
+            key, _, value = assignment.partition(":=")
+            overrides[key] = yaml.safe_load(value)  # typed as `-p key:=value` types it (YAML)
+        entries.append(LaunchEntry(node.name, node.executable, node.ros, tuple(args),
+                                   tuple(str(p) for p in node.params), overrides, dict(node.env)))
+    return entries
 
 
 def start_profile(group, profile: Profile, extra: dict[str, list[str]] | None = None,

@@ -11,8 +11,17 @@ The feed is the sim profile (emulators + real drivers, ``h1-training up sim``) w
 deliver; otherwise a synthetic publisher process (``h1_training.nodes.sim.bench_feed``: the drivers' topics at their
 rates). The ``feed`` key says which one was used and why.
 
+``--full-stack``: the recorder under everything a session runs (``bench/stack.py``: the sim stack, hil_session
+with the policy loop against ``h1-training serve``, workflow manager, dataset manager, gateway with a Foxglove
+client subscribed to every channel (cameras included), the web app with its page open in chromium), recording the
+session's own episode (the scripted operator lets the policy drive for ``--seconds``, then corrects for 2 s), once
+as it is and once more with a CPU-heavy job beside it (one busy process per core): ``mean_hz``,
+``p99_period_ms``, ``missed_ticks`` for each (``full_stack``, ``full_stack_cpu_load``), measured from the
+saved file as above.
+
     h1-training bench recorder --seconds 60 --json
     h1-training bench recorder --seconds 10 --feed synthetic
+    h1-training bench recorder --full-stack --seconds 60 --json
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera frames: realistic 40-60 kB JPEGs (default) or the flat sim scene (~15 kB)")
     parser.add_argument("--keep", action="store_true", help="keep the recorded episode (path printed)")
     parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a free one, claimed)")
+    parser.add_argument("--full-stack", action="store_true",
+                        help="record the session's episode with the whole session stack running (and again with a "
+                             "CPU-heavy job beside it)")
 
 
 def missing_sim_executables() -> list[str]:
@@ -109,8 +121,74 @@ def measure(path: str) -> dict:
         }
 
 
+def full_stack_targets() -> list:
+    from h1_training.bench.report import Target
+
+    return [t for label in ("full_stack", "full_stack_cpu_load") for t in (
+        Target(f"{label}.mean_hz", "within", 50.0, tol=0.25), Target(f"{label}.p99_period_ms", "<=", 25.0),
+        Target(f"{label}.missed_ticks", "==", 0))]
+
+
+def _full_stack_once(seconds: float, domain: int, cpu_load: bool) -> dict:
+    import shutil
+
+    from h1_training.bench.browser import Browser, browser_missing
+    from h1_training.bench.foxglove import _Client
+    from h1_training.bench.stack import FullStack, cpu_burners, stop_burners, wait_for
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_full_"))
+    stack = FullStack(run_dir, domain)
+    client = browser = None
+    burners: list = []
+    page = browser_missing() or ""
+    try:
+        stack.start()
+        client = _Client(stack.gateway_url)  # subscribes to every channel it advertises, the cameras included
+        if not page:
+            browser = Browser()
+            browser.goto(stack.web_url)
+            page = f"open: {stack.web_url}"
+        if cpu_load:
+            burners = cpu_burners()
+        t0 = time.monotonic()
+        stack.start_operator(epochs=1, episodes=1, policy_s=seconds, human_s=2.0)
+        if not wait_for(lambda: stack.episodes(), seconds + 240, "the session's episode", period=1.0):
+            raise RuntimeError(f"no episode saved in {seconds + 240:.0f} s")
+        episode_wall_s = time.monotonic() - t0
+        figures = measure(str(stack.episodes()[0]))
+        figures.update({"client_channels": len(client.topics), "client_messages": sum(client.messages.values()),
+                        "web_page": page or "not open", "episode_wall_s": round(episode_wall_s, 1),
+                        "cpu_burners": len(burners)})
+        return figures
+    finally:
+        stop_burners(burners)
+        if client is not None:
+            client.close()
+        if browser is not None:
+            browser.close()
+        stack.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_full_stack(args: argparse.Namespace) -> dict:
+    from h1_training.bench.report import evaluate
+    from h1_training.procs import claim_ros_domain
+
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
+    figures: dict = {}
+    for label, load in (("full_stack", False), ("full_stack_cpu_load", True)):
+        figures[label] = _full_stack_once(args.seconds, domain, load)
+    figures["inputs"] = {"policy_seconds": args.seconds, "human_seconds": 2.0, "cameras": "3 x 640x480 @ 30 fps",
+                         "cpu_load": f"{os.cpu_count()} busy Python processes (nice 0) beside the stack"}
+    figures["targets"] = evaluate(figures, full_stack_targets())
+    return figures
+
+
 def run(args: argparse.Namespace) -> dict:
     import psutil
+
+    if getattr(args, "full_stack", False):
+        return run_full_stack(args)
 
     from h1_training.bench.report import evaluate, peak_rss_mb, process_role
     from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env

@@ -13,6 +13,8 @@ missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_
     h1-training bench datasets --json      # catalog refresh of 1,000 episodes, playback timing
     h1-training bench web --json           # page load and ROS -> page latency in chromium
     h1-training bench demo --json          # the learning demo: success per HIL epoch on fresh seeded episodes
+    h1-training bench recorder-kill --runs 20 --json   # kill -9 of the recorder at random moments, repaired
+    h1-training bench soak --minutes 60 --json         # the whole sim stack with faults on a seeded schedule
     h1-training bench all --json > bench.json && python scripts/bench_table.py bench.json   # README table
 """
 
@@ -28,9 +30,11 @@ import time
 import traceback
 
 HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
-        "foxglove, web, demo, train, diffusion, all)")
+        "foxglove, web, demo, train, diffusion, recorder-kill, soak, all)")
 BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web", "demo", "train",
            "diffusion")
+# long reliability benches (minutes to an hour): by name only, not in `bench all`
+RELIABILITY_BENCHES = ("recorder-kill", "soak")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -40,9 +44,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH")
-    for name in BENCHES:
+    for name in BENCHES + RELIABILITY_BENCHES:
         try:
-            module = importlib.import_module(f"h1_training.bench.{name}")
+            module = importlib.import_module(f"h1_training.bench.{name.replace('-', '_')}")
         except ImportError as exc:
             p = sub.add_parser(name, help=f"(unavailable: {exc})")
             p.set_defaults(_bench_unavailable=str(exc))

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from h1_training.bringup import ProfileError, load_profile, plan_ports
+    from h1_training.bringup import ProfileError, load_profile, loopback_only, plan_ports
     from h1_training.procs import ProcessGroup, loopback_ros_env, resolve_executable
 
     try:
@@ -40,14 +40,14 @@ def run(args: argparse.Namespace) -> int:
     except (ProfileError, FileNotFoundError) as exc:
         print(f"h1-training up: {exc}", file=sys.stderr)
         return 2
-    if profile.name == "real":
+    if loopback_only(profile):
+        env = loopback_ros_env(args.domain)
+    else:
         import os
 
         env = dict(os.environ)
         if args.domain is not None:
             env["ROS_DOMAIN_ID"] = str(args.domain)
-    else:
-        env = loopback_ros_env(args.domain)
 
     stopping = False
 

@@ -257,7 +257,9 @@ class InspireModbusServer:
             self._error = exc
             self._ready.set()
 
-    def start(self, timeout: float = 5.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        # the thread imports pymodbus and binds: on a loaded 2-core machine (the soak) that took over 5 s; a
+        # port that is taken still fails at once (self._error)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError(f"Modbus server on {self.host}:{self.port} did not start in {timeout} s")

@@ -1,0 +1,157 @@
+"""Recorder crash benchmark: kill -9 the episode recorder (node and HDF5 writer, its whole process group) at a
+seeded random moment of an episode, ``--runs`` times in a row; after each kill a recorder is started again, and its
+start-up repair (``recording.repair``, the ``repair_on_start`` path every real restart takes) turns the partial
+file into an episode. Measured per run: the samples lost (wall time from the last sample kept to the kill) and
+whether the repaired file meets the HDF5 contract (``layout.validate``, ``recovered`` set, every tick from the first
+to the last sample present or counted as missed).
+
+Kill moments are uniform in [1 s, episode length) after the episode starts (``--seed``; the first second is left
+out because a kill before the first flush leaves nothing to repair: the repair then removes the empty file and says
+so, which is not what this bench measures). The feed is the synthetic publisher process (the drivers' topics at
+their rates, realistic 640x480 frames unless ``--small``); the recorder does not care where its topics come from.
+
+    h1-training bench recorder-kill --runs 20 --json          # up to 20 x 60 s
+    h1-training bench recorder-kill --runs 2 --episode-s 4 --small
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HELP = "kill -9 of the recorder at random moments: samples lost after the automatic repair, files valid"
+SMALL_FEED = ["--width", "320", "--height", "240", "--fps", "15", "--frames", "8"]
+
+
+def targets(runs: int) -> list:
+    from h1_training.bench.report import Target
+
+    return [Target("files_valid", "==", runs), Target("max_samples_lost_s", "<=", 1.0)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", type=int, default=20, help="kills in a row (default 20)")
+    parser.add_argument("--episode-s", type=float, default=60.0, help="episode length the kill moment falls in")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--small", action="store_true", help="320x240 frames at 15 fps (light; for tests)")
+    parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a free one, claimed)")
+
+
+@dataclass
+class KillRun:
+    kill_after_s: float
+    valid: bool
+    samples_lost_s: float | None
+    frames: int
+    problem: str = ""
+
+
+def kill_moments(runs: int, episode_s: float, seed: int) -> list[float]:
+    if runs < 1 or episode_s <= 1.0:
+        raise ValueError(f"need runs >= 1 and an episode longer than 1 s (got {runs}, {episode_s} s)")
+    rng = random.Random(seed)
+    return [round(rng.uniform(1.0, episode_s), 3) for _ in range(runs)]
+
+
+def check_repaired(path: Path, kill_wall_ns: int) -> KillRun:
+    """The repaired episode against the contract, and the samples lost before the kill."""
+    import h5py
+    import numpy as np
+
+    from h1_training.recording import layout as L
+
+    if not path.exists():
+        leftovers = sorted(p.name for p in path.parent.glob(path.name + "*"))
+        return KillRun(0.0, False, None, 0, f"no repaired episode (left: {leftovers})")
+    with h5py.File(path, "r") as f:
+        problems = L.validate(f)
+        if not bool(f.attrs.get(L.ATTR_RECOVERED, False)):
+            problems.append("not marked recovered")
+        wall = f[L.EXTRA_WALL_TIME_NS][:].astype(np.int64)
+        sample = f[L.EXTRA_SAMPLE_TIME_NS][:].astype(np.int64)
+        span_ticks = round((sample[-1] - sample[0]) / 20e6) + 1 if len(sample) else 0
+        if len(sample) + int(f.attrs.get(L.ATTR_MISSED_TICKS, 0)) < span_ticks - 1:
+            problems.append("samples missing inside the kept span (neither recorded nor counted as missed)")
+        lost = (kill_wall_ns - int(wall[-1])) / 1e9 if len(wall) else None
+        return KillRun(0.0, not problems, None if lost is None else round(lost, 3), len(wall), "; ".join(problems))
+
+
+def kill_series(group, probe, save_dir: Path, moments: list[float], log=None) -> list[KillRun]:
+    """Record, kill -9 at each moment, restart (repair at start-up), check; the recorder runs in ``group``."""
+    from h1_training.nodes.common import LATCHED_QOS
+
+    status = probe.capture("h1_training_interfaces/msg/RecorderStatus", "/episode_recorder/status", LATCHED_QOS)
+    start = ["--ros-args", "-p", f"save_dir:={save_dir}"]
+    rec = group.start_executable("episode_recorder", "episode_recorder", start)
+    probe.wait_for_service("/episode_recorder/start", timeout=60)
+    status.wait(where=lambda m: not m.stale_sources, timeout=60)
+    results = []
+    for i, after in enumerate(moments):
+        reply = probe.call("h1_training_interfaces/srv/StartEpisode", "/episode_recorder/start",
+                           {"epoch": 0, "episode_index": -1, "prompt": f"kill {i}"}, timeout=15)
+        if not reply.success:
+            raise RuntimeError(f"run {i}: start failed: {reply.message}")
+        time.sleep(after)
+        kill_wall_ns = time.time_ns()
+        rec.signal(signal.SIGKILL)  # the node and its writer: a power cut of the recorder
+        rec.proc.wait(timeout=10)
+        group.children.remove(rec)
+        status.clear()
+        rec = group.start_executable("episode_recorder", "episode_recorder", start)
+        status.wait(count=1, timeout=60)  # published after the start-up repair
+        run = check_repaired(Path(reply.file_path), kill_wall_ns)
+        run.kill_after_s = after
+        results.append(run)
+        if log is not None:
+            log(f"[recorder-kill] run {i + 1}/{len(moments)}: killed {after:.1f} s in, {run.frames} frames kept, "
+                f"lost {run.samples_lost_s} s, {'valid' if run.valid else 'INVALID: ' + run.problem}")
+        status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=60)
+    return results
+
+
+def summarize(results: list[KillRun]) -> dict:
+    lost = [r.samples_lost_s for r in results if r.samples_lost_s is not None]
+    return {
+        "runs": len(results),
+        "files_valid": sum(r.valid for r in results),
+        "max_samples_lost_s": max(lost) if len(lost) == len(results) else None,
+        "mean_samples_lost_s": round(sum(lost) / len(lost), 3) if lost else None,
+        "per_run": [{"kill_after_s": r.kill_after_s, "frames_kept": r.frames, "samples_lost_s": r.samples_lost_s,
+                     "valid": r.valid, **({"problem": r.problem} if r.problem else {})} for r in results],
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    from h1_training.bench.report import evaluate
+    from h1_training.procs import ProcessGroup, claim_ros_domain, loopback_ros_env
+
+    moments = kill_moments(args.runs, args.episode_s, args.seed)
+    domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    from h1_training.nodes.probe import RosProbe
+
+    save_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_kill_"))
+    try:
+        with RosProbe("bench_recorder_kill_probe") as probe, ProcessGroup(env=loopback_ros_env(domain)) as group:
+            group.start("feed", [sys.executable, "-m", "h1_training.nodes.sim.bench_feed", "--modes",
+                                 "TRACK:20,DAMPING:10", *(SMALL_FEED if args.small else [])])
+            results = kill_series(group, probe, save_dir, moments,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    finally:
+        shutil.rmtree(save_dir, ignore_errors=True)
+    figures = summarize(results)
+    figures["inputs"] = {"episode_s": args.episode_s, "seed": args.seed, "kill_moments_s": moments,
+                         "frames": "320x240 @ 15 fps" if args.small else "640x480 @ 30 fps, realistic",
+                         "kill": "SIGKILL to the recorder's process group (node + HDF5 writer)",
+                         "repair": "the next recorder's start-up repair (repair_on_start)"}
+    figures["targets"] = evaluate(figures, targets(args.runs))
+    return figures
