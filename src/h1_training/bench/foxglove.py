@@ -11,56 +11,16 @@ diagnostics, status topics). Reports the recorder's figures for both, the gatewa
 from __future__ import annotations
 
 import argparse
-import json
-import threading
 import time
-from collections import Counter
 from typing import Any
+
+from h1_training.bench.foxglove_client import FoxgloveCountingClient
 
 HELP = "foxglove_gateway: recorder 50 Hz with and without a Foxglove client on every channel, gateway CPU"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="episode length per run (default 30)")
-
-
-class _Client:
-    """A foxglove.sdk.v1 client that subscribes to every channel and counts what arrives (messageData, 0x01)."""
-
-    def __init__(self, url: str) -> None:
-        from websockets.sync.client import connect
-
-        self._ws_cm = connect(url, subprotocols=["foxglove.sdk.v1"], max_size=None, open_timeout=10)
-        self.ws = self._ws_cm.__enter__()
-        self.topics: dict[int, str] = {}
-        self.messages: Counter[str] = Counter()
-        self.bytes = 0
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        next_id = 1
-        try:
-            for frame in self.ws:
-                if isinstance(frame, str):
-                    msg = json.loads(frame)
-                    if msg.get("op") == "advertise":
-                        subs = []
-                        for ch in msg["channels"]:
-                            self.topics[next_id] = ch["topic"]
-                            subs.append({"id": next_id, "channelId": ch["id"]})
-                            next_id += 1
-                        self.ws.send(json.dumps({"op": "subscribe", "subscriptions": subs}))
-                elif frame[0] == 0x01:
-                    sub = int.from_bytes(frame[1:5], "little")
-                    self.messages[self.topics.get(sub, "?")] += 1
-                    self.bytes += len(frame)
-        except Exception:  # noqa: BLE001 - closed
-            pass
-
-    def close(self) -> None:
-        self._ws_cm.__exit__(None, None, None)
-        self._thread.join(timeout=5)
 
 
 def _gateway_url(group: Any) -> str:
@@ -79,7 +39,7 @@ def run(args: argparse.Namespace) -> dict:
 
         def during(group: Any, with_client: bool = with_client, state: dict = state) -> Any:
             gateway = psutil.Process(group.get("foxglove_gateway").proc.pid)
-            client = _Client(_gateway_url(group)) if with_client else None
+            client = FoxgloveCountingClient(_gateway_url(group)) if with_client else None
             t0, cpu0 = time.monotonic(), sum(gateway.cpu_times()[:2])
 
             def finish() -> dict:

@@ -133,7 +133,7 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool) -> dict:
     import shutil
 
     from h1_training.bench.browser import Browser, browser_missing
-    from h1_training.bench.foxglove import _Client
+    from h1_training.bench.foxglove_client import FoxgloveCountingClient
     from h1_training.bench.stack import FullStack, cpu_burners, stop_burners, wait_for
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_full_"))
@@ -143,7 +143,7 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool) -> dict:
     page = browser_missing() or ""
     try:
         stack.start()
-        client = _Client(stack.gateway_url)  # subscribes to every channel it advertises, the cameras included
+        client = FoxgloveCountingClient(stack.gateway_url)  # every channel it advertises, the cameras included
         if not page:
             browser = Browser()
             browser.goto(stack.web_url)
