@@ -18,7 +18,7 @@ setup(
     packages=find_packages("src"),
     include_package_data=True,
     # the page: index.html (committed) and the esbuild bundle app.js/app.css (built by scripts/setup_env.sh)
-    package_data={PACKAGE + ".web": ["static/*"]},
+    package_data={PACKAGE + ".web": ["static/*"], PACKAGE + ".bench": ["data/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),

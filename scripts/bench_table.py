@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""The README's benchmark table, generated from ``h1-training bench all --json`` output (no hand-typed figures).
+"""The README's benchmark table, generated from ``h1-training bench --json`` output (no hand-typed figures).
 
     h1-training bench all --json --no-fail > bench.json
     python scripts/bench_table.py bench.json                 # print the table
     python scripts/bench_table.py bench.json --readme README.md   # replace the table between its markers
+
+    # one file per bench, kept in docs/bench/ so a bench can be re-measured alone when its code changes:
+    h1-training bench web --json --no-fail > docs/bench/web.json
+    python scripts/bench_table.py docs/bench/*.json --readme README.md
+
+Each file is either ``bench all``'s ``{bench: figures}`` or one bench's figures (named by the file's stem); later
+files replace earlier ones' benches.
 
 The table goes between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->``. Every figure comes from the
 JSON: each bench's targets (met or missed, with the figure they test), its headline figures, its inputs, and a
@@ -28,6 +35,11 @@ HEADLINES: dict[str, list[str]] = {
                  "peak_rss_mb"],
     "convert": ["convert_frames_per_s", "cpu_cores_busy", "peak_rss_mb", "profile.cpu_share",
                 "profile.cpu_ms_per_frame"],
+    "ab": ["scenarios.p50_vs_p80.fixed_n", "scenarios.p50_vs_p80.asn_reduction_pct", "scenarios.p50_vs_p80.power",
+           "scenarios.p30_vs_p50.fixed_n", "scenarios.p30_vs_p50.asn_reduction_pct", "scenarios.p30_vs_p50.power",
+           "false_positive_rate", "false_positive_rate_se", "h0_asn_fraction_of_cap",
+           "partial_credit_checkpoints.binary_asn_per_arm", "partial_credit_checkpoints.score_asn_per_arm",
+           "partial_credit_checkpoints.score_saving_pct", "partial_credit.score_saving_pct"],
     "serve": ["latency_p50_ms", "latency_p99_ms", "requests", "held_tick_share", "train_steps_per_s",
               "peak_rss_mb"],
 }
@@ -92,7 +104,7 @@ def caption(results: dict[str, dict[str, Any]]) -> str:
                       for name, f in results.items())
     dates = sorted(f.get("date", "") for f in results.values() if f.get("date"))
     when = dates[0][:16].replace("T", " ") if dates else "unknown date"
-    return (f"Measured {when} (UTC) by `h1-training bench all --json` on {m.get('cpu_model', '?')}, "
+    return (f"Measured from {when} (UTC) by `h1-training bench NAME --json` on {m.get('cpu_model', '?')}, "
             f"{m.get('cpus', '?')} CPUs, {m.get('memory_gb', '?')} GB, {m.get('platform', '?')}, Python "
             f"{m.get('python', '?')}, torch {(m.get('versions') or {}).get('torch', '?')}, commit "
             f"{m.get('h1_training_commit', '?')}. 1-minute load average when each bench {when_load}: {loads} "
@@ -104,15 +116,31 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     return f"{caption(results)}\n\n{table(results)}\n"
 
 
+def load(path: Path) -> dict[str, dict[str, Any]] | None:
+    """``{bench: figures}`` from one file: ``bench all``'s document, or one bench's (named by the file's stem)."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        return None
+    if "machine" in data or "targets" in data:
+        return {path.stem: data}
+    if not all(isinstance(v, dict) for v in data.values()):
+        return None
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("json", type=Path, help="output of `h1-training bench all --json`")
+    ap.add_argument("json", type=Path, nargs="+", help="outputs of `h1-training bench [all|NAME] --json`")
     ap.add_argument("--readme", type=Path, help="replace the table between the markers in this file")
     args = ap.parse_args(argv)
-    results = json.loads(args.json.read_text())
-    if not isinstance(results, dict) or not all(isinstance(v, dict) for v in results.values()):
-        print(f"{args.json}: expected {{bench: figures}} from `h1-training bench all --json`", file=sys.stderr)
-        return 2
+    results: dict[str, dict[str, Any]] = {}
+    for path in args.json:
+        loaded = load(path)
+        if loaded is None:
+            print(f"{path}: expected {{bench: figures}} from `h1-training bench all --json` or one bench's "
+                  "figures", file=sys.stderr)
+            return 2
+        results.update(loaded)
     text = render(results)
     if not args.readme:
         print(text)

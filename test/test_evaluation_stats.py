@@ -503,3 +503,20 @@ def test_bench_exit_status_follows_its_targets(capsys):
     assert exit_status({"ab": finished({"targets": {"power >= 0.8": True}})}, no_fail=False) == 0
     assert exit_status({"ab": finished({"targets": {"power >= 0.8": None}})}, no_fail=False) == 1  # not measured
     assert exit_status({"serve": finished({"latency_p50_ms": 4.0})}, no_fail=False) == 0  # a bench without targets
+
+
+def test_partial_credit_part_replays_measured_trials_and_scores_need_fewer_pairs():
+    """`bench ab`'s replay of two checkpoints' per-trial scores: the score test plans for the pools' own split of
+    discordant pairs and, with informative near misses, stops sooner than the success-only test at no power
+    cost; a last checkpoint that is not better is reported as skipped, not compared."""
+    from h1_training.bench.ab import _checkpoint_part
+
+    rng = np.random.default_rng(5)
+    first = {"model_id": "m0", "trials": [{"score": s} for s in [1.0] * 6 + list(rng.uniform(0.0, 0.5, 14))]}
+    last = {"model_id": "m5", "trials": [{"score": s} for s in [1.0] * 14 + list(rng.uniform(0.4, 0.9, 6))]}
+    out = _checkpoint_part(rng, 2000, 0.05, {"first": first, "last": last}, "test pools")
+    assert (out["rate_a"], out["rate_b"], out["trials_per_model"]) == (0.3, 0.7, [20, 20])
+    assert out["score_asn_per_arm"] < out["binary_asn_per_arm"] and out["score_saving_pct"] > 0
+    assert out["score_power"] >= out["binary_power"] - 0.02
+    worse = _checkpoint_part(rng, 2000, 0.05, {"first": last, "last": first}, "swapped")
+    assert "skipped" in worse and "binary_asn_per_arm" not in worse

@@ -182,6 +182,34 @@ def test_readme_table_is_generated_from_bench_json(tmp_path):
     assert "2026-12-05 13:00" in text and "when each bench ended: recorder 3.5" in text
 
 
+def test_readme_table_merges_one_file_per_bench(tmp_path):
+    machine = {"cpus": 2, "cpu_model": "cpu", "loadavg": [1.5, 1, 1]}
+    (tmp_path / "all.json").write_text(json.dumps({"web": {"load_s": 0.5, "machine": machine, "targets": {}},
+                                                   "ab": {"power": 0.1, "machine": machine, "targets": {}}}))
+    (tmp_path / "ab.json").write_text(json.dumps({"power": 0.85, "machine": machine,
+                                                  "targets": {"power >= 0.8": True}}))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_table.py"), str(tmp_path / "all.json"),
+                          str(tmp_path / "ab.json")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "| `ab` | `power` | 0.85 | >= 0.8 | yes |" in out.stdout and "web 1.5" in out.stdout  # the later file wins
+
+
+def test_readme_table_is_the_one_generated_from_docs_bench():
+    """The README's figures are the committed bench outputs' (docs/bench/*.json), never typed by hand."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_table", ROOT / "scripts" / "bench_table.py")
+    bench_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_table)
+    results: dict = {}
+    for path in sorted((ROOT / "docs" / "bench").glob("*.json")):
+        results.update(bench_table.load(path))
+    readme = (ROOT / "README.md").read_text()
+    inside = readme.split(bench_table.START, 1)[1].split(bench_table.END, 1)[0]
+    assert inside.strip() == bench_table.render(results).strip(), (
+        "README's benchmark table is stale: run `python scripts/bench_table.py docs/bench/*.json --readme README.md`")
+
+
 def test_the_noop_wire_baseline_answers_without_looking_and_is_never_deployable(tmp_path):
     from h1_training.serve.model_pool import ModelPool
 

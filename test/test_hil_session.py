@@ -44,6 +44,11 @@ def start_sim(procs, save_dir: Path) -> None:
 
 @pytest.fixture
 def hil(procs, probe, tmp_path):
+    return start_hil(procs, probe, tmp_path)
+
+
+def start_hil(procs, probe, tmp_path: Path) -> SimpleNamespace:
+    """The sim profile, ``h1-training serve`` on a free port and hil_session (also for test_collection_modes)."""
     data, synced = tmp_path / "data", tmp_path / "synced"
     synced.mkdir()
     start_sim(procs, data)

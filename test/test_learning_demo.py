@@ -20,11 +20,13 @@ from h1_training.sim.reach_task import (
     episode_rng,
     grasp_point,
     hand_position,
+    partial_credit,
     reach_pose,
     sample_object,
 )
 from h1_training.sim.rollout import SimRollout
 from h1_training.training.trainer import frame_weights
+from h1_training.workflow.sim_learning import evaluate_checkpoints
 
 
 def test_objects_vary_per_episode_and_repeat_per_seed():
@@ -49,6 +51,14 @@ def test_success_needs_the_whole_hold_inside_the_tolerance():
     assert not check.update(0.5, 0.03)
     assert not check.update(0.98, 0.03)
     assert check.update(1.0, 0.03) and check.time_to_success_s == pytest.approx(0.5)
+
+
+def test_partial_credit_ranks_a_success_above_any_miss_and_a_near_miss_above_a_far_one():
+    task = TaskConfig(tolerance_m=0.05)
+    assert partial_credit(True, 0.01, task) == 1.0
+    near, mid, far = (partial_credit(False, d, task) for d in (0.04, 0.15, 0.30))
+    assert near == pytest.approx(0.9) and 0 < mid < near and far == 0.0  # 0 at 25 cm past the tolerance
+    assert partial_credit(False, 2.0, task) == 0.0
 
 
 def _person(**kw) -> ImperfectOperator:
@@ -137,3 +147,11 @@ def test_short_demo_learns_from_corrections_end_to_end(tmp_path, domain_id):
     for epoch in (0, 1, 2):
         report = inspect_path(run_dir / "robot" / f"training_session_epoch{epoch}")
         assert all(ep.valid for ep in report.episodes)
+        trials = json.loads((run_dir / "evaluation" / f"epoch_{epoch}.json").read_text())["trials"]
+        assert len(trials) == 12 and all((t["score"] == 1.0) == t["success"] for t in trials)
+    # partial credit on the run's real checkpoints: the first and the last model replayed on fresh episodes
+    outcomes = evaluate_checkpoints(run_dir, 6)
+    assert [len(outcomes[k]["trials"]) for k in ("first", "last")] == [6, 6]
+    assert (outcomes["first"]["model_id"], outcomes["last"]["model_id"]) == (rows[0]["model_id"],
+                                                                             rows[-1]["model_id"])
+    assert json.loads((run_dir / "ab_checkpoint_outcomes.json").read_text()) == outcomes

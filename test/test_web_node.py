@@ -314,10 +314,15 @@ def test_browser_drives_session_training_and_workflow(stack):
         for i in range(12):  # trials reported as the session would report them
             for model, ok in (("scripted", i % 4 != 0), ("scripted-hold", i % 3 == 0)):
                 stack.probe.call(RecordTrial, "/model_comparison/record_trial", RecordTrial.Request(
-                    model_id=model, success=ok, execution_time_s=10.0 + i % 3, grasp_confidence=-1.0))
+                    model_id=model, success=ok, execution_time_s=10.0 + i % 3, grasp_confidence=-1.0,
+                    score=(0.9 if ok else 0.3 + 0.01 * i) if model == "scripted" else (0.8 if ok else 0.1)))
         b.wait_js("document.querySelectorAll('#cmp-table tbody tr').length === 2", 10000)
         b.wait_text("#cmp-table", "12", 10000)
         b.wait_text("#cmp-verdict", "p ", 10000)
+        # the evidence beyond the headline test: anytime-valid e-value, difference, partial credit, Bayesian
+        for line in ("sequential e-value", "difference scripted-hold − scripted", "partial credit (",
+                     "time to success (", "Bayesian (Beta(1,1) priors)"):
+            b.wait_text("#cmp-verdict", line, 10000)
         b.eval("window.scrollTo(0, 0)")
         b.screenshot(ARTIFACTS / "05_comparison.png")
         b.click("#cmp-stop")

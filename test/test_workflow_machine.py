@@ -195,14 +195,25 @@ def test_config_checks_and_hyperparameters() -> None:
 
 
 def test_collection_plan_presses_the_keys_between_episodes() -> None:
-    with pytest.raises(ValueError, match="not available"):
-        CollectionPlan.create("kinesthetic", 10, 0)
+    for mode in ("hil", "policy", "kinesthetic", "teleoperation"):
+        assert CollectionPlan.create(mode, 10, 0).mode == mode
     with pytest.raises(ValueError, match="unknown mode"):
         CollectionPlan.create("dance", 10, 0)
     plan = CollectionPlan.create("hil", 2, start_total=3)
     assert plan.next_key("READY", 3) == "y" and plan.next_key("EXECUTING", 3) == ""
     assert plan.next_key("DECIDING", 4) == "y"
     assert plan.next_key("DECIDING", 5) == "n" and plan.finished and plan.next_key("READY", 5) == ""
+
+
+def test_collection_plan_survives_a_session_restart() -> None:
+    # created from the last status of a session that has since restarted (its count starts at 0 again)
+    plan = CollectionPlan.create("kinesthetic", 1, start_total=4)
+    assert plan.next_key("READY", 0) == "y" and plan.collected == 0
+    assert plan.next_key("DECIDING", 1) == "n" and plan.finished and plan.collected == 1
+    plan = CollectionPlan.create("hil", 3, start_total=0)
+    plan.next_key("DECIDING", 2)                                 # two collected, then the session restarts
+    assert plan.next_key("READY", 0) == "y" and plan.collected == 2
+    assert plan.next_key("DECIDING", 1) == "n" and plan.collected == 3
 
 
 def test_a_cancelled_job_is_not_restarted_until_new_data_or_a_manual_trigger() -> None:

@@ -150,8 +150,8 @@ def test_seed_commands_count_trigger_live_stats_and_no_deploy_when_off(procs, pr
 
     # /lerobot/start_data_collection: modes checked, the session is required
     r = probe.call(StartDataCollection, "/lerobot/start_data_collection",
-                   StartDataCollection.Request(mode="teleoperation", target_episodes=100), timeout=15)
-    assert not r.success and "not available" in r.message
+                   StartDataCollection.Request(mode="dance", target_episodes=100), timeout=15)
+    assert not r.success and "unknown mode" in r.message
     r = probe.call(StartDataCollection, "/lerobot/start_data_collection",
                    StartDataCollection.Request(mode="hil", target_episodes=100), timeout=15)
     assert not r.success and "no hil_session running" in r.message

@@ -3,6 +3,8 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import "./style.css";
+// One wording of the comparison's evidence for the Foxglove panel and this page (a pure module, no Foxglove import).
+import { type ComparisonStatus, evidenceDetails } from "../../foxglove_panels/src/modelComparison";
 
 type Dict = Record<string, any>;
 
@@ -241,7 +243,8 @@ function renderComparison(c: Dict): void {
   $("#cmp-verdict").innerHTML = c.state_name && c.state_name !== "IDLE"
     ? `<b>${esc(c.test_name || "test")}</b>: p ${esc(p)}, alpha ${esc(c.alpha)}; ` +
       `${c.significant ? "significant" : "not significant"}${c.winner ? `; winner <b>${esc(c.winner)}</b>` : ""}.` +
-      ` <span class="muted">${esc(c.message ?? "")}</span>`
+      ` <span class="muted">${esc(c.message ?? "")}</span>` +
+      evidenceDetails(c as ComparisonStatus).map((line) => `<div class="muted evidence">${esc(line)}</div>`).join("")
     : "";
 }
 

@@ -58,4 +58,29 @@ describe("Model Comparison panel", () => {
     expect(fake.calls).toEqual([{ service: "/training_workflow/deploy_model", request: { model_id: "v2" } }]);
     expect(fake.text()).toContain("v2 deployed");
   });
+
+  it("shows the sequential evidence, the difference, the partial-credit and time tests and the Bayesian summary",
+    async () => {
+      const fake = new FakeContext();
+      unmount = await mount(initModelComparisonPanel, fake);
+      await fake.render({ "/model_comparison/status": { ...done, difference: 0.2, difference_ci_low: 0.07,
+        difference_ci_high: 0.32, e_value: 31.4, e_threshold: 20, futility_bound: 0.05, trials_cap: 100,
+        stop_reason: "efficacy", expected_more_trials: -1, score_test_name: "Mann-Whitney U", score_p_value: 0.0012,
+        score_effect: 0.21, time_test_name: "Mann-Whitney U", time_p_value: -1, prob_best: [0.001, 0.999],
+        expected_loss: [0.2, 0] } });
+      const text = fake.text();
+      expect(text).toContain("sequential e-value 31.4 (winner at ≥ 20, futility at ≤ 0.050, cap 100) · stopped: efficacy");
+      expect(text).toContain("difference v2 − v1: +20 pts [+7 pts, +32 pts]");
+      expect(text).toContain("partial credit (Mann-Whitney U): p = 0.00120, P(v2 scores higher) − ½ = 0.21");
+      expect(text).toContain("time to success (Mann-Whitney U): not enough successes yet");
+      expect(text).toContain("Bayesian (Beta(1,1) priors): P(v1 best) 0%, P(v2 best) 100%");
+    });
+
+  it("shows no evidence details for a detailed comparison or an older node's status", async () => {
+    const fake = new FakeContext();
+    unmount = await mount(initModelComparisonPanel, fake);
+    await fake.render({ "/model_comparison/status": done });
+    expect(fake.text()).not.toContain("e-value");
+    expect(fake.text()).not.toContain("partial credit");
+  });
 });

@@ -38,6 +38,7 @@ function ModelComparisonPanel({ context }: { context: PanelExtensionContext }): 
         </div>
       ))}
       <div data-testid="evidence">{view.evidence}</div>
+      {view.details.map((line) => <div key={line.slice(0, 24)} style={styles.muted}>{line}</div>)}
       <div data-testid="decision"><b>{view.decision}</b></div>
       {caps.services ? (
         <>

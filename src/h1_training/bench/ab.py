@@ -20,8 +20,10 @@ settings; only the planned effect differs between scenarios).
 * H0 scenarios (50 % vs 50 %, 80 % vs 80%) under both plans: ``false_positive_rate`` (any winner; the largest
   of the four, with its standard error and Clopper-Pearson 95 % upper bound) and ``h0_asn_fraction_of_cap``.
 * Partial credit (``partial_credit``): the same test on task-stage scores (a pair is discordant when the scores
-  differ) against success only, on a **synthetic** stage model (see ``STAGE_PROBS``) until the simulated task's
-  own checkpoints produce scores.
+  differ) against success only, on a synthetic stage model (see ``STAGE_PROBS``); and
+  (``partial_credit_checkpoints``) on the scores the simulated reach task produced for the first and the last
+  model of a real learning-demo run (``--demo-run RUN_DIR`` evaluates them now; otherwise the outcomes saved in
+  ``bench/data/ab_checkpoint_outcomes.json`` by such a run are replayed).
 
 Targets (booleans in ``targets``; exit status 1 when one is missed unless ``--no-fail``): >= 25 % fewer trials
 than the fixed design in both H1 scenarios, power >= 0.8, false-positive rate <= alpha, and under H0 a stop on
@@ -32,9 +34,11 @@ regions, ~1 min, then cached).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -48,6 +52,8 @@ TARGET_H0_CAP_FRACTION = 0.7
 # Synthetic task-stage model for the partial-credit part (score = stage / 4, success = stage 4): the worse
 # checkpoint more often stalls at an early stage. Success rates 0.5 and 0.8 as in the first H1 scenario.
 STAGE_PROBS = {"A": (0.15, 0.15, 0.10, 0.10, 0.50), "B": (0.04, 0.05, 0.06, 0.05, 0.80)}
+# Per-trial outcomes of two real checkpoints of the learning demo (written by `bench ab --demo-run RUN_DIR`).
+CHECKPOINT_OUTCOMES = Path(__file__).resolve().parent / "data" / "ab_checkpoint_outcomes.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when a target is missed")
+    parser.add_argument("--demo-run", default="", metavar="RUN_DIR",
+                        help="a finished `h1-training demo` run: evaluate its first and last model on fresh seeded "
+                             "episodes and compare score vs success-only testing on those real scores")
+    parser.add_argument("--checkpoint-episodes", type=int, default=100, help="episodes per model for --demo-run")
+    parser.add_argument("--checkpoint-outcomes", default=str(CHECKPOINT_OUTCOMES),
+                        help="per-trial outcomes saved by an earlier --demo-run (default: the measured file in the "
+                             "repository)")
 
 
 def simulate(plan, score_a: np.ndarray, score_b: np.ndarray) -> dict:
@@ -153,6 +166,15 @@ def run(args: argparse.Namespace) -> dict:
         float(sps.binomtest(round(worst_fpr * args.reps), args.reps).proportion_ci(0.95, "exact").high), 4)
     out["h0_asn_fraction_of_cap"] = round(worst_frac, 3)
     out["partial_credit"] = _partial_credit(rng, plans["p50_vs_p80"], args.reps)
+    if args.demo_run:
+        outcomes = checkpoint_outcomes(Path(args.demo_run), args.checkpoint_episodes)
+        source = f"measured now: {args.demo_run}, {args.checkpoint_episodes} fresh seeded episodes per model"
+    else:
+        path = Path(args.checkpoint_outcomes)
+        outcomes = json.loads(path.read_text()) if path.is_file() else None
+        source = f"{path} ({outcomes.get('provenance', '')})" if outcomes else ""
+    if outcomes:
+        out["partial_credit_checkpoints"] = _checkpoint_part(rng, args.reps, args.alpha, outcomes, source)
     sc = out["scenarios"]
     targets = {
         "asn_reduction_ge_25pct": all(s["asn_reduction_pct"] >= TARGET_REDUCTION_PCT for s in sc.values()),
@@ -168,33 +190,66 @@ def run(args: argparse.Namespace) -> dict:
     return out
 
 
-def _partial_credit(rng: np.random.Generator, plan, reps: int) -> dict:
-    """Scores vs success only on the synthetic stage model: same plan, same pairs."""
+def _score_vs_binary(rng: np.random.Generator, reps: int, alpha: float, pool_a: np.ndarray, pool_b: np.ndarray,
+                     binary_plan=None) -> dict:
+    """The sequential test on scores against the same test on success only, over the same simulated pairs drawn
+    from two pools of per-trial scores (1.0 = success). The binary test is planned for the pools' true success
+    rates (its best case) unless ``binary_plan`` is given; the score test for the pools' own split of
+    score-discordant pairs (what a plan from pilot scores would use). Both share the binary plan's cap."""
+    from h1_training.evaluation.stats import SequentialPlan
+
+    rate_a, rate_b = float(np.mean(pool_a == 1.0)), float(np.mean(pool_b == 1.0))
+    plan = binary_plan or SequentialPlan(min(max(rate_a, 0.01), 0.98), min(max(rate_b, 0.02), 0.99), alpha)
     cap = plan.cap_pairs
-    stages = np.arange(5) / 4.0
-    score_a = rng.choice(stages, size=(reps, cap), p=STAGE_PROBS["A"])
-    score_b = rng.choice(stages, size=(reps, cap), p=STAGE_PROBS["B"])
+    score_a = pool_a[rng.integers(0, len(pool_a), (reps, cap))]
+    score_b = pool_b[rng.integers(0, len(pool_b), (reps, cap))]
     binary = simulate(plan, score_a == 1.0, score_b == 1.0)
-    scored = simulate(plan, score_a, score_b)
-    asn_bin, asn_score = float(binary["pairs"].mean()), float(scored["pairs"].mean())
-    # The score test planned for the stage model's own split of score-discordant pairs (what a plan from pilot
-    # scores would use) instead of the success plan's q1.
-    pa_, pb_ = np.asarray(STAGE_PROBS["A"]), np.asarray(STAGE_PROBS["B"])
-    b_higher = float(sum(pb_[j] * pa_[:j].sum() for j in range(5)))
-    a_higher = float(sum(pa_[j] * pb_[:j].sum() for j in range(5)))
+    b_higher = float(np.mean(pool_b[None, :] > pool_a[:, None]))
+    a_higher = float(np.mean(pool_a[:, None] > pool_b[None, :]))
     q_score = b_higher / (b_higher + a_higher)
     # a SequentialPlan whose discordant-pair probability is q_score: odds ratio q/(1-q) with rate_a 0.5
     odds = q_score / (1 - q_score)
-    from h1_training.evaluation.stats import SequentialPlan
-
-    score_plan = SequentialPlan(0.5, odds / (1 + odds), plan.alpha, max_pairs=cap)
-    planned = simulate(score_plan, score_a, score_b)
-    asn_planned = float(planned["pairs"].mean())
-    return {"model": "synthetic task stages 0-4 (score = stage / 4), success = stage 4; stage probabilities "
-                     f"A {STAGE_PROBS['A']}, B {STAGE_PROBS['B']}",
+    score_plan = SequentialPlan(0.5, odds / (1 + odds), alpha, max_pairs=cap)
+    scored = simulate(score_plan, score_a, score_b)
+    asn_bin, asn_score = float(binary["pairs"].mean()), float(scored["pairs"].mean())
+    return {"rate_a": round(rate_a, 4), "rate_b": round(rate_b, 4), "cap_per_arm": cap,
             "binary_asn_per_arm": round(asn_bin, 2), "binary_power": round(float(binary["b_better"].mean()), 4),
-            "score_asn_per_arm": round(asn_score, 2), "score_power": round(float(scored["b_better"].mean()), 4),
-            "score_saving_pct": round(100.0 * (1.0 - asn_score / asn_bin), 1),
-            "score_planned_q1": round(q_score, 3), "score_planned_asn_per_arm": round(asn_planned, 2),
-            "score_planned_power": round(float(planned["b_better"].mean()), 4),
-            "score_planned_saving_pct": round(100.0 * (1.0 - asn_planned / asn_bin), 1)}
+            "score_planned_q1": round(q_score, 3), "score_asn_per_arm": round(asn_score, 2),
+            "score_power": round(float(scored["b_better"].mean()), 4),
+            "score_saving_pct": round(100.0 * (1.0 - asn_score / asn_bin), 1)}
+
+
+def _partial_credit(rng: np.random.Generator, plan, reps: int) -> dict:
+    """Scores vs success only on the synthetic stage model (pools large enough to be its distribution)."""
+    stages = np.arange(5) / 4.0
+    pool_a = rng.choice(stages, size=100_000, p=STAGE_PROBS["A"])
+    pool_b = rng.choice(stages, size=100_000, p=STAGE_PROBS["B"])
+    out = {"model": "synthetic task stages 0-4 (score = stage / 4), success = stage 4; stage probabilities "
+                    f"A {STAGE_PROBS['A']}, B {STAGE_PROBS['B']}"}
+    out.update(_score_vs_binary(rng, reps, plan.alpha, pool_a, pool_b, plan))
+    return out
+
+
+def checkpoint_outcomes(run_dir: Path, episodes: int) -> dict:
+    """Evaluate the first and the last model of a finished ``h1-training demo`` run on ``episodes`` fresh seeded
+    episodes each (the policy alone; success and partial credit per trial); saved in the run folder."""
+    from h1_training.workflow.sim_learning import evaluate_checkpoints
+
+    return evaluate_checkpoints(run_dir, episodes)
+
+
+def _checkpoint_part(rng: np.random.Generator, reps: int, alpha: float, outcomes: dict, source: str) -> dict:
+    """The partial-credit comparison on the scores the simulated task produced for two real checkpoints."""
+    first, last = outcomes["first"], outcomes["last"]
+    pool_a = np.array([t["score"] for t in first["trials"]], dtype=float)
+    pool_b = np.array([t["score"] for t in last["trials"]], dtype=float)
+    out = {"source": source, "model_a": first["model_id"], "model_b": last["model_id"],
+           "trials_per_model": [len(pool_a), len(pool_b)],
+           "score": "1 on success, else 0.9 x the share of 25 cm the hand closed past the 5 cm tolerance "
+                    "(sim.reach_task.partial_credit); pairs drawn with replacement from the measured trials",
+           "mean_score": [round(float(pool_a.mean()), 4), round(float(pool_b.mean()), 4)]}
+    if np.mean(pool_b == 1.0) <= np.mean(pool_a == 1.0):
+        out["skipped"] = "the last checkpoint does not succeed more often than the first: nothing to plan for"
+        return out
+    out.update(_score_vs_binary(rng, reps, alpha, pool_a, pool_b))
+    return out

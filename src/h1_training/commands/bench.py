@@ -19,6 +19,7 @@ missed. A bench should also report ``inputs`` (sizes of what it fed) and ``peak_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -83,7 +84,10 @@ def _run_one(name: str, fn, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     load_at_start = [round(v, 2) for v in os.getloadavg()]
     try:
-        figures = fn(args)
+        # stdout carries the figures (--json: one JSON document); what the bench and its libraries print while it
+        # runs (LeRobot's "Loading weights from local directory", progress lines) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            figures = fn(args)
     except Exception as exc:  # noqa: BLE001 - a bench that crashes is reported as a missed target, not hidden
         traceback.print_exc(file=sys.stderr)
         figures = {"error": f"{type(exc).__name__}: {exc}", "targets": {"bench completed": False}}

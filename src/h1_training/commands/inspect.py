@@ -23,8 +23,10 @@ HELP = "check episode files (or a folder of them), in any variant of the seed's 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="an episode_N.hdf5 file or a folder searched recursively")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--decode", choices=("sample", "all", "none"), default="sample",
-                        help="JPEGs to decode per camera: 12 spread over the episode (default), all, none")
+    parser.add_argument("--decode", choices=("sample", "quick", "all", "none"), default="sample",
+                        help="JPEGs to decode per camera: 12 spread over the episode (default), quick (first, "
+                        "middle, last: "
+                        "the catalog's scan), all, none")
     parser.add_argument("--repair", action="store_true",
                         help="repair *.hdf5.partial files left by a crash before inspecting")
 

@@ -12,8 +12,10 @@ Episodes are numbered 0..N-1 within a dataset (HDF5: by the file's episode numbe
 are indices 0 and 1; LeRobot: its ``episode_index``). Every HDF5 file is listed, an invalid one too (score 0 with
 its reason), so that the operator sees it; frames, duration, fps and success rate count valid episodes only.
 
-Each HDF5 episode goes through ``recording.inspect.inspect_episode`` (the validator of ``h1-training inspect``)
-and its report is turned into a 0-100 quality score by named deductions (``score_episode``):
+Each HDF5 episode goes through ``recording.inspect.inspect_episode`` (the validator of ``h1-training inspect``;
+the catalog's default ``decode="quick"`` decodes the first, middle and last frame of each camera, where a recording
+cut short shows; ``h1-training inspect`` decodes 12 or every frame) and its report is turned into a 0-100 quality
+score by named deductions (``score_episode``):
 
     deduction            when                                                   points
     contract             the inspector found a problem: unreadable file, HDF5   100 (score 0: unusable)
@@ -35,25 +37,38 @@ scores; ``DatasetEntry.problems`` lists the episodes below 100, worst first, wit
 dataset's episodes take the score, success label and problems of their source HDF5 files (named in its
 ``h1_conversion.json``) when those are still on disk, else -1 (not assessed).
 
-Cache: an episode file is re-inspected only when its (path, mtime, size) changed; a LeRobot dataset's metadata is
-re-read only when one of its meta files changed.
+Cache: an episode file is re-inspected only when its key (path; mtime, size, inode and ctime: a file replaced by
+another with the same size and mtime still differs) changed; a file gone is dropped. A LeRobot dataset's metadata
+is re-read only when one of its meta files changed. With ``index_file`` the episode cache persists in a SQLite
+file (``CatalogIndex``), so a restarted dataset_manager re-reads only what changed while it was down; the index
+is tied to the decode mode and quality policy (another one starts it empty), and a damaged index is set aside
+and rebuilt (``index_note`` says so), never fatal.
+
+Cold start: the files to inspect are shared among ``workers`` processes (``forkserver``, which preloads this
+module: a worker starts in milliseconds and never inherits a ROS node's threads) when there are at least
+``PARALLEL_MIN`` of them; fewer are inspected in the calling thread. Each file is opened once (the inspector reads
+attrs, shapes, phase, extras, the model versions and the sampled camera rows in one pass).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import re
+import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from h1_training.recording import layout as L
-from h1_training.recording.inspect import EpisodeReport, inspect_episode
-from h1_training.recording.reader import LAYOUT_OURS, EpisodeError, open_episode
+from h1_training.recording.inspect import DECODE_MODES, EpisodeReport, inspect_episode
+from h1_training.recording.reader import LAYOUT_OURS
 
 FORMAT_HDF5 = "hdf5"
 FORMAT_LEROBOT = "lerobot"
@@ -61,6 +76,9 @@ LEROBOT_INFO = Path("meta") / "info.json"
 LEROBOT_EPISODES = Path("meta") / "episodes"
 NOT_ASSESSED = -1.0
 MAX_DATASET_PROBLEMS = 20
+PARALLEL_MIN = 32          # files to inspect before a refresh shares them among worker processes
+INDEX_VERSION = 1          # of CatalogIndex's schema and EpisodeEntry's fields
+StatKey = tuple[int, int, int, int]  # (mtime_ns, size, inode, ctime_ns)
 
 
 # --- quality ------------------------------------------------------------------------------------------------
@@ -167,7 +185,7 @@ class EpisodeEntry:
     variant: str = ""               # reader.Variant.describe(): "h1_training layout, ego_cam JPEG", ...
     deductions: list[Deduction] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # facts that cost nothing (e.g. source not found)
-    stat_key: tuple[int, int] | None = None         # (mtime_ns, size) of the file when inspected
+    stat_key: StatKey | None = None                 # file_key() of the file when inspected
 
     @property
     def name(self) -> str:
@@ -240,13 +258,145 @@ class DatasetEntry:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-def file_key(path: Path) -> tuple[int, int] | None:
-    """(mtime_ns, size) of a file, None when it is gone: what the cache and the export compare."""
+def file_key(path: Path) -> StatKey | None:
+    """(mtime_ns, size, inode, ctime_ns) of a file, None when it is gone: what the cache and the export compare.
+    The inode and ctime catch a file replaced by one of the same size and mtime (``cp -p``, ``os.replace``)."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def inspect_entry(path: str | Path, decode: str = "quick", policy: QualityPolicy = QualityPolicy(),
+                  key: StatKey | None = None) -> EpisodeEntry:
+    """One HDF5 episode inspected and scored (index 0): the catalog's unit of work, in a worker process or not.
+    ``key``: the file's ``file_key`` taken before reading (a change while reading shows at the next refresh)."""
+    path = Path(path)
+    if key is None:
+        key = file_key(path)
+    rep = inspect_episode(path, decode=decode)
+    score, deductions = score_episode(rep, policy)
+    return EpisodeEntry(
+        index=0, path=str(path), valid=rep.valid, frames=rep.frames if rep.valid else 0,
+        duration_s=rep.duration_s if rep.valid else 0.0, fps=rep.fps, policy_frames=rep.policy_frames,
+        human_frames=rep.human_frames, missed_ticks=rep.missed_ticks or 0,
+        success=rep.success if rep.success in (0, 1) else -1, recovered=rep.recovered, quality=score,
+        model_version=",".join(rep.model_versions) if rep.valid else "", deductions=deductions, stat_key=key,
+        variant=rep.variant,
+        notes=[f"seed variant: {rep.variant}"] if rep.variant and not rep.variant.startswith(LAYOUT_OURS) else [],
+    )
+
+
+def _inspect_batch(items: list[tuple[str, StatKey | None]], decode: str,
+                   policy: QualityPolicy) -> tuple[list[EpisodeEntry], float]:
+    """The entries and the CPU seconds they cost (of the process that inspected them)."""
+    cpu = time.process_time()
+    return [inspect_entry(p, decode, policy, k) for p, k in items], time.process_time() - cpu
+
+
+def default_workers() -> int:
+    """Worker processes for a cold refresh: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def inspect_many(items: list[tuple[str, StatKey | None]], decode: str, policy: QualityPolicy,
+                 workers: int) -> tuple[list[EpisodeEntry], float]:
+    """``inspect_entry`` over many files, shared among ``workers`` processes when there are enough of them; with
+    the CPU seconds spent inspecting, all processes together."""
+    if workers <= 1 or len(items) < PARALLEL_MIN:
+        return _inspect_batch(items, decode, policy)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # numpy, h5py, OpenCV imported once, in the server
+    chunks = [items[i::workers * 4] for i in range(workers * 4)]  # interleaved: big sessions spread evenly
+    by_path: dict[str, EpisodeEntry] = {}
+    cpu = 0.0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for batch, spent in pool.map(_inspect_batch, chunks, [decode] * len(chunks), [policy] * len(chunks)):
+            by_path.update((e.path, e) for e in batch)
+            cpu += spent
+    return [by_path[p] for p, _ in items], cpu
+
+
+def _entry_from_dict(d: dict) -> EpisodeEntry:
+    d = dict(d)
+    d["deductions"] = [Deduction(**x) for x in d.get("deductions", [])]
+    d["stat_key"] = tuple(d["stat_key"]) if d.get("stat_key") is not None else None
+    return EpisodeEntry(**d)
+
+
+class CatalogIndex:
+    """The episode cache on disk (SQLite): path -> entry with its file key. Tied to a ``signature`` (schema version,
+    decode mode, quality policy): opened with another, it starts empty. A file that is not a readable index is
+    renamed ``<name>.corrupt-<time>`` and a new one is started; ``note`` says so."""
+
+    def __init__(self, path: str | Path, signature: str) -> None:
+        self.path = Path(path)
+        self.signature = signature
+        self.note = ""
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=10.0)
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("CREATE TABLE IF NOT EXISTS episodes (path TEXT PRIMARY KEY, entry TEXT NOT NULL)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'signature'").fetchone()
+        if row is None or row[0] != self.signature:
+            with con:
+                con.execute("DELETE FROM episodes")
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('signature', ?)", (self.signature,))
+        return con
+
+    def _set_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            self.path.replace(aside)
+            self.note = f"catalog index {self.path} was unreadable ({exc}); set aside as {aside.name}, rebuilt"
+        except OSError as move_exc:
+            self.note = f"catalog index {self.path} is unreadable ({exc}) and could not be moved ({move_exc})"
+
+    def load(self) -> dict[str, EpisodeEntry]:
+        for attempt in range(2):
+            try:
+                con = self._connect()
+                try:
+                    rows = con.execute("SELECT path, entry FROM episodes").fetchall()
+                finally:
+                    con.close()
+                out = {}
+                for path, text in rows:
+                    try:
+                        out[path] = _entry_from_dict(json.loads(text))
+                    except (ValueError, TypeError) as exc:  # one bad row: that file is read again
+                        self.note = self.note or f"catalog index: a damaged row was dropped ({exc})"
+                return out
+            except sqlite3.DatabaseError as exc:
+                if attempt or not self.path.exists():
+                    self.note = f"catalog index {self.path} not usable: {exc}"
+                    return {}
+                self._set_aside(exc)
+        return {}
+
+    def save(self, upsert: list[EpisodeEntry], delete: list[str]) -> None:
+        """Write the entries inspected and forget the files gone, in one transaction."""
+        if not upsert and not delete:
+            return
+        try:
+            con = self._connect()
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            con = self._connect()
+        try:
+            with con:
+                con.executemany("DELETE FROM episodes WHERE path = ?", [(p,) for p in delete])
+                con.executemany("INSERT OR REPLACE INTO episodes VALUES (?, ?)",
+                                [(e.path, json.dumps(dataclasses.asdict(e))) for e in upsert])
+        finally:
+            con.close()
 
 
 def _natural_key(text: str) -> list:
@@ -269,16 +419,6 @@ def _files_under(folder: Path) -> list[os.stat_result]:
     return out
 
 
-def _model_versions(path: Path) -> str:
-    """Distinct non-empty model versions of an episode's policy frames (our extra dataset; "" without it)."""
-    try:
-        with open_episode(path) as ep:
-            versions = ep.text_list(L.EXTRA_MODEL_VERSION) or []
-    except (EpisodeError, OSError, KeyError):
-        return ""
-    return ",".join(v for v in dict.fromkeys(versions) if v)
-
-
 def _is_session_dir(path: Path) -> bool:
     return path.name.startswith(L.SESSION_PREFIX)
 
@@ -297,6 +437,8 @@ class RefreshStats:
     datasets: int = 0
     episodes: int = 0
     inspected: int = 0        # episode files inspected in this refresh (the rest came from the cache)
+    parallel: int = 0         # worker processes that shared them (0: inspected in the calling thread)
+    inspect_cpu_s: float = 0.0  # CPU seconds the inspection cost, every process together
     lerobot_read: int = 0     # LeRobot datasets whose metadata was read again
     missing_roots: list[str] = field(default_factory=list)
 
@@ -304,16 +446,26 @@ class RefreshStats:
 class Catalog:
     """Datasets under ``roots`` (thread-safe: ``refresh`` runs one at a time, readers see the last snapshot)."""
 
-    def __init__(self, roots: Sequence[str | Path], decode: str = "sample",
-                 policy: QualityPolicy = QualityPolicy(), max_depth: int = 6) -> None:
-        if decode not in ("sample", "all", "none"):
-            raise ValueError(f"decode must be sample, all or none; got {decode!r}")
+    def __init__(self, roots: Sequence[str | Path], decode: str = "quick",
+                 policy: QualityPolicy = QualityPolicy(), max_depth: int = 6,
+                 index_file: str | Path | None = None, workers: int = 0) -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}; got {decode!r}")
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = one per CPU, at most 8); got {workers}")
         self.roots = [Path(r) for r in roots]
         self.decode = decode
         self.policy = policy
         self.max_depth = max_depth
+        self.workers = workers or default_workers()
         self._episodes: dict[str, EpisodeEntry] = {}   # path -> entry (with stat_key)
+        self.index: CatalogIndex | None = None
+        if index_file:
+            signature = json.dumps([INDEX_VERSION, decode, dataclasses.asdict(policy)], sort_keys=True)
+            self.index = CatalogIndex(index_file, signature)
+            self._episodes = self.index.load()
         self._lerobot: dict[str, tuple[tuple, dict]] = {}  # path -> (meta stat keys, parsed meta)
+        self._inline: dict[str, EpisodeEntry] = {}     # inspected while building datasets (index them too)
         self._lock = threading.Lock()
         self.datasets: list[DatasetEntry] = []
         self.last: RefreshStats = RefreshStats()
@@ -334,6 +486,10 @@ class Catalog:
             return None
         return next((ds for ds in snapshot if str(Path(ds.path).resolve()) == wanted), None)
 
+    @property
+    def index_note(self) -> str:
+        return self.index.note if self.index is not None else ""
+
     # --- scanning -------------------------------------------------------------------------------------------
     def refresh(self) -> list[DatasetEntry]:
         with self._lock:
@@ -344,6 +500,7 @@ class Catalog:
                     stats.missing_roots.append(str(root))
                     continue
                 found.extend((root, folder, fmt) for folder, fmt in self._walk(root))
+            fresh = self._inspect_changed(found, stats)
             seen_files: set[str] = set()
             datasets: list[DatasetEntry] = []
             names: set[str] = set()
@@ -357,7 +514,15 @@ class Catalog:
                 if ds is not None:
                     datasets.append(ds)
             # forget what is gone, so the cache does not grow without bound
+            gone = [p for p in self._episodes if p not in seen_files]
             self._episodes = {p: e for p, e in self._episodes.items() if p in seen_files}
+            if self.index is not None:
+                fresh.update((p, e) for p, e in self._inline.items() if p in self._episodes)
+                try:
+                    self.index.save([e for p, e in fresh.items() if self._episodes.get(p) is e], gone)
+                except (OSError, sqlite3.Error) as exc:  # the catalog works without its index
+                    self.index.note = f"catalog index {self.index.path} not written: {exc}"
+            self._inline = {}
             live = {ds.path for ds in datasets}
             self._lerobot = {p: v for p, v in self._lerobot.items() if p in live}
             stats.datasets = len(datasets)
@@ -402,26 +567,42 @@ class Catalog:
             name = f"{root.name}/{name}"
         return name if name not in taken else str(folder)
 
+    def _inspect_changed(self, found: list[tuple[Path, Path, str]], stats: RefreshStats) -> dict[str, EpisodeEntry]:
+        """Inspect, all at once (in worker processes when there are many), the episode files of ``found`` that
+        are new or changed since the cache saw them; the datasets are then built from the cache."""
+        todo: list[tuple[str, StatKey | None]] = []
+        for _root, folder, fmt in found:
+            if fmt == FORMAT_HDF5:
+                paths = list(folder.glob(L.EPISODE_GLOB))
+            else:
+                paths = [Path(s) for s in self._lerobot_meta(folder, stats)["sources"] if s]
+            for path in paths:
+                key = file_key(path)
+                cached = self._episodes.get(str(path))
+                if key is not None and (cached is None or cached.stat_key != key):
+                    todo.append((str(path), key))
+        todo = list(dict.fromkeys(todo))
+        if not todo:
+            return {}
+        parallel = self.workers > 1 and len(todo) >= PARALLEL_MIN
+        entries, stats.inspect_cpu_s = inspect_many(todo, self.decode, self.policy, self.workers if parallel else 1)
+        stats.inspected += len(entries)
+        stats.parallel = self.workers if parallel else 0
+        fresh = {e.path: e for e in entries}
+        self._episodes.update(fresh)
+        return fresh
+
     def _episode(self, path: Path, index: int, stats: RefreshStats) -> EpisodeEntry:
-        """One HDF5 episode, inspected only when its (mtime, size) changed since the cached one."""
+        """One HDF5 episode, inspected only when its file key changed since the cached one."""
         key = file_key(path)
         cached = self._episodes.get(str(path))
         if cached is not None and key is not None and cached.stat_key == key:
             return dataclasses.replace(cached, index=index)  # one object per dataset list: indices differ
-        stats.inspected += 1
-        rep = inspect_episode(path, decode=self.decode)
-        score, deductions = score_episode(rep, self.policy)
-        entry = EpisodeEntry(
-            index=index, path=str(path), valid=rep.valid, frames=rep.frames if rep.valid else 0,
-            duration_s=rep.duration_s if rep.valid else 0.0, fps=rep.fps, policy_frames=rep.policy_frames,
-            human_frames=rep.human_frames, missed_ticks=rep.missed_ticks or 0,
-            success=rep.success if rep.success in (0, 1) else -1, recovered=rep.recovered, quality=score,
-            model_version=_model_versions(path) if rep.valid else "", deductions=deductions, stat_key=key,
-            variant=rep.variant,
-            notes=[f"seed variant: {rep.variant}"] if rep.variant and not rep.variant.startswith(LAYOUT_OURS) else [],
-        )
+        stats.inspected += 1  # changed since _inspect_changed looked (or gone): read it now
+        entry = inspect_entry(path, self.decode, self.policy, key)
         self._episodes[str(path)] = entry
-        return dataclasses.replace(entry)
+        self._inline[str(path)] = entry
+        return dataclasses.replace(entry, index=index)
 
     def _hdf5_dataset(self, name: str, folder: Path, stats: RefreshStats, seen: set[str]) -> DatasetEntry:
         files = sorted(folder.glob(L.EPISODE_GLOB), key=_episode_sort_key)

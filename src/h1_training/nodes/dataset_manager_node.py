@@ -89,6 +89,9 @@ class DatasetManagerNodeParams:
         "output_path: <export_dir>/<dataset>_<format>_<time>")
     refresh_period_s: float = param(10.0, "rescan the roots this often [s] (unchanged files cost a stat each); "
         "0 = only at start-up and on /lerobot/refresh_datasets", min=0.0, max=86400.0)
+    index_file: str = param("data/.catalog_index.sqlite3", "the catalog's episode index on disk (SQLite): a restart "
+        "re-reads only the files that changed; empty = none (every start inspects every file); a damaged one is "
+        "set aside and rebuilt", read_only=True)
     playback_speed: float = param(1.0, "playback speed (1 = the recorded rate); takes effect at once", min=0.01,
         max=100.0)
 
@@ -124,7 +127,9 @@ class DatasetManagerNode(ParamsMixin, Node):
     def __init__(self) -> None:
         super().__init__("dataset_manager")
         p = self.declare_specs()
-        self.catalog = Catalog(p["roots"])
+        self.catalog = Catalog(p["roots"], index_file=p["index_file"] or None)
+        if self.catalog.index_note:
+            self.get_logger().warning(self.catalog.index_note)
         self.export_job = ExportJob()
         self._published: tuple | None = None
         self._pub_lock = threading.Lock()

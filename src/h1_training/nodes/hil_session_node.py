@@ -11,7 +11,10 @@ Services: ``hil_session/command`` (SessionCommand: key y / n / s / e, or ctrl+c)
 ``hil_session/status`` (SessionStatus, transient local: the last 10 statuses), ``arm_command`` (ArmCommand, the
 policy's targets at ``control_rate_hz`` in EXECUTING), ``policy_proposal`` (ArmCommand, while the human has the
 arm); reads ``joint_states``, ``camera/<name>/compressed`` (taken when an observation is built), ``arm/mode``,
-``episode_recorder/status``. Calls ``arm/set_mode``, ``episode_recorder/start``, ``episode_recorder/save``.
+``episode_recorder/status``, ``teleop/arm_target`` (ArmCommand: the arm's targets in the ``teleoperation``
+collection mode, clamped by drivers/arm_safety and relayed on ``arm_command``; stale for ``teleop_timeout_s``:
+arm HOLD). ``collection_mode`` (hil / policy / kinesthetic / teleoperation) picks what the next episode records.
+Calls ``arm/set_mode``, ``episode_recorder/start``, ``episode_recorder/save``.
 Polls ``GET /training_status`` of the policy server while WAITING.
 
 Ctrl+C / SIGTERM (first): the seed's emergency exit - policy stopped, arm HOLD, the current episode saved, exit 0.
@@ -56,6 +59,8 @@ from h1_training.session.observation import ObservationBuilder
 from h1_training.session.runner import EffectError, SessionRunner, Snapshot
 from h1_training.session.settings import SessionSettings, load_training_config, resolve_settings
 from h1_training.session.state_machine import ArmMode, Saved
+from h1_training.session.teleop import MODEL_VERSION as TELEOP_VERSION
+from h1_training.session.teleop import TOPIC as TELEOP_TOPIC
 from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus, SessionStatus
 from h1_training_interfaces.srv import LabelEpisode, SaveEpisode, SessionCommand, SetArmMode, StartEpisode
@@ -112,6 +117,7 @@ class HilSessionNode(ParamsMixin, Node):
 
         self.create_subscription(String, "arm/mode", lambda m: self.runner.on_arm_mode(m.data), LATCHED_QOS)
         self.create_subscription(RecorderStatus, "episode_recorder/status", self._on_recorder_status, LATCHED_QOS)
+        self.create_subscription(ArmCommand, TELEOP_TOPIC, self._on_teleop_target, COMMAND_QOS)
         self.create_service(SessionCommand, "hil_session/command", self._on_command,
                             callback_group=self._services_group)
         self.create_service(LabelEpisode, "hil_session/label", self._on_label, callback_group=self._services_group)
@@ -168,6 +174,7 @@ class HilSessionNode(ParamsMixin, Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.position_rad = action.tolist()
         msg.model_version = model_version
+        msg.source = "proposal" if proposal else ("teleop" if model_version == TELEOP_VERSION else "policy")
         (self.proposal_pub if proposal else self.cmd_pub).publish(msg)
 
     def observation(self) -> dict:
@@ -219,6 +226,11 @@ class HilSessionNode(ParamsMixin, Node):
         log_at(self, level, text)
 
     # --- ROS inputs --------------------------------------------------------------------------------------
+    def _on_teleop_target(self, msg: ArmCommand) -> None:
+        reason = self.runner.on_teleop_target(msg.position_rad)
+        if reason:
+            self.get_logger().warning(f"{TELEOP_TOPIC} target rejected: {reason}", throttle_duration_sec=2.0)
+
     def _on_recorder_status(self, msg: RecorderStatus) -> None:
         self.runner.on_recorder_status(msg.state == RecorderStatus.STATE_ERROR, msg.error, msg.recording,
                                        msg.policy_frames, msg.human_frames)
@@ -250,6 +262,8 @@ class HilSessionNode(ParamsMixin, Node):
             if name != "last_seen_epoch":
                 setattr(settings, name, getattr(fresh, name))
         self.runner.machine.ask_label = settings.ask_label
+        if "collection_mode" in changed:
+            self.runner.set_mode(settings.collection_mode)
         self.runner.machine.task_prompt = settings.prompt
         self.builder.prompt = settings.prompt
         self.builder.state_timeout_s = settings.state_timeout_s

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -37,6 +38,7 @@ from h1_training.nodes.common import LATCHED_QOS, ParamsMixin, ServiceCallError,
 from h1_training.params import param
 from h1_training.policy.train_request import TRAINING_DEVICES
 from h1_training.stamps import set_stamp
+from h1_training.workflow.collection import PARAMETER as COLLECTION_PARAMETER
 from h1_training.workflow.collection import CollectionPlan
 from h1_training.workflow.machine import JOB_STATE, POLICY_TYPES, WorkflowConfig, check_config, parse_hyperparameters
 from h1_training.workflow.runner import RunnerConfig, WorkflowRunner
@@ -179,6 +181,7 @@ class TrainingWorkflowManager(ParamsMixin, Node):
                             callback_group=group)
         prefix = p["session_prefix"].strip("/")
         self.session_cli = self.create_client(SessionCommand, f"{prefix}/command", callback_group=group)
+        self.session_params_cli = self.create_client(SetParameters, f"{prefix}/set_parameters", callback_group=group)
         self.create_subscription(SessionStatus, f"{prefix}/status", self._on_session_status, LATCHED_QOS,
                                  callback_group=group)
         self.collection: CollectionPlan | None = None
@@ -264,6 +267,19 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         if not reply.accepted:
             self.get_logger().warning(f"data collection key {key!r} refused: {reply.message}")
 
+    def _set_session_mode(self, mode: str) -> str:
+        """hil_session's collection_mode := mode; "" when set, else why not."""
+        request = SetParameters.Request(parameters=[Parameter(COLLECTION_PARAMETER, value=mode).to_parameter_msg()])
+        try:
+            reply = call_service(self.session_params_cli, request, 5.0, f"hil_session {COLLECTION_PARAMETER}")
+        except ServiceCallError as exc:
+            return f"could not set hil_session's {COLLECTION_PARAMETER} to {mode!r}: {exc}"
+        result = reply.results[0] if reply.results else None
+        if result is None or not result.successful:
+            return (f"hil_session refused {COLLECTION_PARAMETER}={mode!r}: "
+                    f"{result.reason if result is not None else 'no result'}")
+        return ""
+
     def _on_collect(self, req: StartDataCollection.Request, res: StartDataCollection.Response):
         mode = req.mode.strip().lower()
         status = self.session_status
@@ -277,6 +293,10 @@ class TrainingWorkflowManager(ParamsMixin, Node):
             res.success = False
             res.message = ("no hil_session running (its services drive data collection): start it, e.g. "
                            "`ros2 run h1_training hil_session`, or the sim_hil profile")
+            return res
+        problem = self._set_session_mode(mode)
+        if problem:
+            res.success, res.message = False, problem
             return res
         self.collection = plan
         res.success = True

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from h1_training.recording import layout as L
-from h1_training.recording.reader import EpisodeError, EpisodeView, open_episode
+from h1_training.recording.reader import EpisodeError, EpisodeView, decode_jpeg, open_episode
 from h1_training.robot_model import CAMERA_NAMES
 
 
@@ -52,6 +52,7 @@ class EpisodeReport:
     episode_index: int | None = None
     stale_share: dict[str, float] = field(default_factory=dict)
     cameras: dict[str, CameraReport] = field(default_factory=dict)
+    model_versions: list[str] = field(default_factory=list)  # distinct non-empty models of the policy frames
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,17 +62,26 @@ def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+DECODE_MODES = ("sample", "quick", "all", "none")
+
+
 def _decode_indices(t: int, decode: str) -> list[int]:
+    """Frames decoded per camera: "sample" 12 spread over the episode, "quick" 3 (first, middle, last: a recording
+    cut short shows in its last frame), "all", "none"."""
     if decode == "none" or t == 0:
         return []
     if decode == "all":
         return list(range(t))
-    return sorted(set(np.linspace(0, t - 1, num=min(t, 12)).astype(int).tolist()))
+    n = 3 if decode == "quick" else 12
+    return sorted(set(np.linspace(0, t - 1, num=min(t, n)).astype(int).tolist()))
 
 
 def inspect_episode(path: str | Path, decode: str = "sample", warn_share: float = 0.01) -> EpisodeReport:
-    """``decode``: "sample" (12 frames per camera), "all" or "none". Any variant of the seed's HDF5 is read
+    """``decode``: "sample" (12 frames per camera decoded), "quick" (3: first, middle, last; the catalog's scan of
+    thousands of files), "all" or "none". Any variant of the seed's HDF5 is read
     (``recording.reader``): ``variant`` says which; only what cannot be used is a problem."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}; got {decode!r}")
     path = Path(path)
     rep = EpisodeReport(path=str(path), valid=False)
     try:
@@ -120,6 +130,8 @@ def _fill(rep: EpisodeReport, ep: EpisodeView, decode: str, warn_share: float) -
         rep.duration_s = t / rep.fps if rep.fps > 0 else 0.0
         if L.ATTR_ACHIEVED_RATE in a:
             rep.achieved_rate_hz = float(a[L.ATTR_ACHIEVED_RATE])
+    versions = ep.text_list(L.EXTRA_MODEL_VERSION) or []
+    rep.model_versions = [v for v in dict.fromkeys(versions[:t]) if v]
     stale = ep.extra_group(L.EXTRA_STALE)
     for src in L.STALE_SOURCES:
         if src in stale and t:
@@ -139,12 +151,13 @@ def _fill(rep: EpisodeReport, ep: EpisodeView, decode: str, warn_share: float) -
             cr.stale_share = float(np.mean(stale[cam][:t]))
         sizes = []
         first_error = ""
-        for i in idx:
-            data = frames.stored(i)
+        for i, data in zip(idx, frames.stored_rows(idx)):  # each sampled row read once, in one call
             sizes.append(len(data) if isinstance(data, bytes) else data.nbytes)
             cr.checked += 1
+            if not isinstance(data, bytes):
+                continue  # raw RGB: nothing to decode
             try:
-                frames.rgb(i)
+                decode_jpeg(data, cam, i)
             except ValueError as exc:
                 cr.undecodable += 1
                 first_error = first_error or str(exc)

@@ -16,6 +16,11 @@ publishers, the latest joint_states and camera frames, the status topic, the log
   Rows that elapsed while the server computed are skipped, so the chunk stays aligned with time;
 - a **sync thread** runs ``session/sync.py`` (rsync + SYNC_COMPLETE) for one epoch.
 
+Teleoperation (``collection_mode`` teleoperation): a :class:`~h1_training.session.teleop.TeleopRelay` takes the
+policy loop's place: targets from ``teleop/arm_target`` pass the arm's safety clamp and are published on
+``arm_command``; when they go stale the arm is put in HOLD (the episode goes on), and in TRACK again when they
+come back.
+
 Safety: a policy error (server gone, timeout, NaN/inf or misshaped actions, no fresh joint_states, an exception)
 stops publishing at once - in TRACK the arm's command watchdog then holds the pose within ``watchdog_timeout_s``
 (100 ms) - and the machine gets ``Failed("policy")``: policy stopped, arm HOLD, episode saved. The arm going to
@@ -63,15 +68,18 @@ from h1_training.session.state_machine import (
     Started,
     StartPolicy,
     StartRecording,
+    StartTeleop,
     State,
     Status,
     StopPolicy,
+    StopTeleop,
     Sync,
     Synced,
     TrainingStatus,
     is_gating,
 )
 from h1_training.session.sync import SyncProgress, sync_epoch
+from h1_training.session.teleop import TeleopRelay
 
 Log = Callable[[str, str], None]   # (level "info" | "warn" | "error", text)
 
@@ -127,9 +135,17 @@ class _Waiter:
         self.event.set()
 
 
+@dataclass(frozen=True)
+class _TeleopWatchdog:
+    """Internal: the teleop targets went stale (``stale``) or came back."""
+    stale: bool
+    reason: str = ""
+
+
 _STOP = object()
 _SOURCE: dict[type, Source] = {SetArmMode: "arm", StartRecording: "recorder", SaveRecording: "recorder",
-                               StartPolicy: "policy", ProposeOnly: "policy", StopPolicy: "policy", Sync: "sync"}
+                               StartPolicy: "policy", ProposeOnly: "policy", StopPolicy: "policy",
+                               StartTeleop: "teleop", StopTeleop: "teleop", Sync: "sync"}
 
 
 @dataclass
@@ -149,7 +165,13 @@ class SessionRunner:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.machine = SessionMachine(ask_label=s.ask_label, last_seen_epoch=s.last_seen_epoch, prompt=s.prompt)
+        self.machine = SessionMachine(ask_label=s.ask_label, last_seen_epoch=s.last_seen_epoch, prompt=s.prompt,
+                                      mode=s.collection_mode)
+        self.teleop = TeleopRelay(
+            lambda target, version: self.ports.publish_action(target, version, False),
+            on_stale=lambda reason: self.submit(_TeleopWatchdog(True, reason)),
+            on_fresh=lambda: self.submit(_TeleopWatchdog(False)),
+            rate_hz=s.control_rate_hz, timeout_s=s.teleop_timeout_s)
         if self.make_client is None:
             self.make_client = lambda: PolicyClient(
                 s.policy_host, s.policy_port, api_key=s.api_key or None, model=s.model or None,
@@ -190,6 +212,7 @@ class SessionRunner:
         then HOLD is asked for when the machine believes the arm tracks."""
         if self.loop is not None:
             self.loop.stop()
+        self.teleop.stop()
         if self._sync_cancel is not None:
             self._sync_cancel.set()
         if self.machine.arm == ArmMode.TRACK:
@@ -209,6 +232,7 @@ class SessionRunner:
         """Second Ctrl+C: stop publishing now and exit without waiting for the save."""
         if self.loop is not None:
             self.loop.stop(timeout=0.2)
+        self.teleop.stop(timeout=0.2)
         if self._sync_cancel is not None:
             self._sync_cancel.set()
         self.exit_reason = self.exit_reason or "second Ctrl+C"
@@ -244,6 +268,21 @@ class SessionRunner:
             with self._mlock:
                 self._note = note
         return out.accepted, out.reason or f"labeled {'success' if success else 'failure'}"
+
+    def set_mode(self, mode: str) -> None:
+        """The collection mode of the next episode (hil_session's ``collection_mode``)."""
+        with self._mlock:
+            SessionMachine(mode=mode)  # validates
+            self.machine.mode = mode
+        self.publish()
+
+    def on_teleop_target(self, positions) -> str:
+        """A target from ``teleop/arm_target``: "" when taken, else why it was rejected."""
+        reason = self.teleop.offer(positions)
+        if reason:
+            with self._mlock:
+                self._warning = f"teleop: {reason}"
+        return reason
 
     def on_arm_mode(self, mode: str) -> None:
         with self._mlock:
@@ -319,6 +358,7 @@ class SessionRunner:
                 self.ports.log("error", f"session error: {type(exc).__name__}: {exc}; stopping the policy, arm HOLD")
                 if self.loop is not None:
                     self.loop.stop()
+                self.teleop.stop()
                 try:
                     self.ports.set_arm_mode(ArmMode.HOLD)
                 except Exception:  # noqa: BLE001
@@ -343,6 +383,9 @@ class SessionRunner:
             ev = pending.popleft()
             if isinstance(ev, _ResumeTrack):
                 pending.extendleft(reversed(self._resume_track(ev)))
+                continue
+            if isinstance(ev, _TeleopWatchdog):
+                pending.extendleft(reversed(self._teleop_watchdog(ev)))
                 continue
             with self._mlock:
                 out = self.machine.start() if ev is None else self.machine.event(ev)
@@ -382,9 +425,10 @@ class SessionRunner:
                 self._lines.append(eff.text)
             return None
         if isinstance(eff, SetArmMode):
-            if eff.mode == ArmMode.TRACK and not (self.loop is not None and self.loop.running):
+            if eff.mode == ArmMode.TRACK and not ((self.loop is not None and self.loop.running)
+                                                  or self.teleop.running):
                 # the policy failed between its start and this effect: never track without commands
-                raise EffectError("TRACK refused by the session: the policy is not running")
+                raise EffectError("TRACK refused by the session: neither the policy nor the teleop relay runs")
             self.ports.set_arm_mode(eff.mode)
             return None
         if isinstance(eff, StartRecording):
@@ -400,6 +444,12 @@ class SessionRunner:
             return None
         if isinstance(eff, StopPolicy):
             self._stop_policy()
+            return None
+        if isinstance(eff, StartTeleop):
+            self._start_teleop()
+            return None
+        if isinstance(eff, StopTeleop):
+            self._stop_teleop()
             return None
         if isinstance(eff, Sync):
             return self._start_sync(eff.epoch)
@@ -471,6 +521,42 @@ class SessionRunner:
         with self._mlock:
             self.loop = None
 
+    def _start_teleop(self) -> None:
+        s = self.settings
+        self.teleop.rate_hz, self.teleop.timeout_s = s.control_rate_hz, s.teleop_timeout_s
+        try:
+            self.teleop.start(require_fresh_s=max(s.teleop_start_wait_s, 1e-3))
+        except TimeoutError as exc:
+            raise EffectError(str(exc)) from exc
+        with self._mlock:
+            self._model_version = "teleop"
+        self.ports.log("info", f"  Teleoperation: relaying teleop/arm_target at {s.control_rate_hz:g} Hz (clamped to "
+                               f"the arm's limits), HOLD after {s.teleop_timeout_s * 1000:.0f} ms without a target")
+
+    def _stop_teleop(self) -> None:
+        if not self.teleop.running:
+            return
+        self.teleop.stop()
+        st = self.teleop.stats
+        self.ports.log("info", f"  Teleoperation stopped: {st.relayed} targets relayed, {st.received} received "
+                               f"({st.clamped} clamped, {st.rejected} rejected), {st.stale_events} watchdog HOLDs")
+
+    def _teleop_watchdog(self, ev: _TeleopWatchdog) -> list[Event]:
+        with self._mlock:
+            valid = (self.machine.state == State.EXECUTING and self.machine.teleop_running
+                     and self.machine.arm == ArmMode.TRACK and self.teleop.running)
+        if not valid:
+            return []
+        mode = ArmMode.HOLD if ev.stale else ArmMode.TRACK
+        self._do(Say(f"  {ev.reason}" if ev.stale else "  Teleoperation targets back: TRACK again",
+                     "warn" if ev.stale else "info"))
+        self._flush_lines()
+        try:
+            self.ports.set_arm_mode(mode)
+        except EffectError as exc:
+            return [Failed("arm", f"teleop watchdog: {mode.name} refused: {exc}")]
+        return []
+
     def _on_loop_failure(self, loop: PolicyLoop, reason: str) -> None:
         """From a loop thread, after it stopped publishing."""
         if loop is not self.loop:
@@ -488,9 +574,10 @@ class SessionRunner:
     def _resume_track(self, ev: _ResumeTrack) -> list[Event]:
         with self._mlock:
             loop = self.loop
+            driven = ((loop is not None and loop.running and not loop.proposal)
+                      or (self.teleop.running and not self.teleop.stale))  # teleop: fresh targets only
             valid = (ev.episode == self._episode and self.machine.state == State.EXECUTING
-                     and self.machine.arm == ArmMode.TRACK and loop is not None and loop.running
-                     and not loop.proposal)
+                     and self.machine.arm == ArmMode.TRACK and driven)
             if not valid:
                 return []
             self._track_resumes += 1

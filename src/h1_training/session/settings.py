@@ -43,6 +43,14 @@ class SessionSettings:
     sync_enabled: bool = param(True, "false: never sync (the data stays in save_dir)")
     prompt: str = param("", "task text sent to the policy and stored with each episode")
     ask_label: bool = param(True, "after 's', ask whether the policy succeeded (LABELING) before damping")
+    collection_mode: str = param("hil", "what the next episode records: hil (policy + human corrections), policy "
+        "(evaluation rollouts), kinesthetic (arm in damping, no policy: demonstrations by hand), teleoperation "
+        "(the arm follows teleop/arm_target, clamped); takes effect at the next episode",
+        choices=("hil", "policy", "kinesthetic", "teleoperation"))
+    teleop_timeout_s: float = param(0.3, "teleoperation watchdog: no valid teleop/arm_target for this long puts "
+        "the arm in HOLD until targets come back [s]", min=0.05, max=5.0)
+    teleop_start_wait_s: float = param(3.0, "a teleoperation episode starts only when a target arrived within "
+        "teleop_timeout_s; wait this long for one [s]", min=0.0, max=60.0)
     last_seen_epoch: int = param(-1, "offer only weights with a newer epoch (resume a session)", min=-1,
         read_only=True)
     poll_period_s: float = param(1.0, "GET /training_status period while WAITING [s]", min=0.1, max=60.0)

@@ -13,6 +13,15 @@ Typical Session Flow)::
               --n--> SYNCING     rsync the epoch --synced--> WAITING (for weights newer than this epoch)
     any       --Ctrl+C--> STOPPED  policy stopped, arm HOLD, the current episode saved, then exit
 
+Collection modes (``mode``, read when an episode starts; ``MODES``): the table above is ``hil`` and ``policy``
+(evaluation rollouts: the same flow). Two more change what READY --y--> starts:
+
+    kinesthetic    READY --y--> DAMPING      record, arm DAMPING, no policy: the operator moves the arm by hand
+                                             (every frame "human"); e saves as above
+    teleoperation  READY --y--> EXECUTING    record, the teleop relay (StartTeleop: external targets, clamped by
+                                             drivers/arm_safety) drives the arm in TRACK; s: damping as above
+                                             (the relay stops), e: SAVING at once (relay stopped, saved, HOLD)
+
 The seed's diagram puts LABELING between EXECUTING and DAMPING (EXECUTING -> LABELING -> DAMPING -> SAVING);
 labeling there keeps the episode clean: the arm is already in DAMPING, so frames recorded while the operator
 answers are genuine "human" frames. ``ask_label=False`` skips LABELING (label -1), which is the seed's Typical
@@ -42,6 +51,8 @@ from enum import IntEnum
 from typing import Literal, Union
 
 LABEL_UNKNOWN, LABEL_FAILED, LABEL_SUCCESS = -1, 0, 1   # SaveEpisode.success_label
+MODE_HIL, MODE_POLICY, MODE_KINESTHETIC, MODE_TELEOP = "hil", "policy", "kinesthetic", "teleoperation"
+MODES = (MODE_HIL, MODE_POLICY, MODE_KINESTHETIC, MODE_TELEOP)
 KEYS = ("y", "n", "s", "e")
 INTERRUPT_KEYS = ("\x03", "ctrl+c", "ctrl-c", "^c")
 
@@ -101,6 +112,16 @@ class StopPolicy:
 
 
 @dataclass(frozen=True)
+class StartTeleop:
+    """Relay the external teleoperation targets (clamped) to ``arm_command``; stale targets hold the arm."""
+
+
+@dataclass(frozen=True)
+class StopTeleop:
+    pass
+
+
+@dataclass(frozen=True)
 class Sync:
     epoch: int
 
@@ -117,12 +138,13 @@ class Exit:
     reason: str
 
 
-Effect = Union[SetArmMode, StartRecording, SaveRecording, StartPolicy, ProposeOnly, StopPolicy, Sync, Say, Exit]
+Effect = Union[SetArmMode, StartRecording, SaveRecording, StartPolicy, ProposeOnly, StopPolicy, StartTeleop,
+               StopTeleop, Sync, Say, Exit]
 
 
 def is_gating(effect: Effect) -> bool:
     """A failure of this effect skips the rest of its list (see the module docstring)."""
-    return isinstance(effect, (StartRecording, StartPolicy)) or effect == SetArmMode(ArmMode.TRACK)
+    return isinstance(effect, (StartRecording, StartPolicy, StartTeleop)) or effect == SetArmMode(ArmMode.TRACK)
 
 
 # --- events: what happened ---------------------------------------------------------------------------------
@@ -169,7 +191,7 @@ class Synced:
     seconds: float = 0.0
 
 
-Source = Literal["arm", "recorder", "policy", "sync", "poll"]
+Source = Literal["arm", "recorder", "policy", "teleop", "sync", "poll"]
 
 
 @dataclass(frozen=True)
@@ -219,8 +241,13 @@ _EPISODE_STATES = (State.EXECUTING, State.LABELING, State.DAMPING)
 class SessionMachine:
     """The H1 seed's session as a transition table. See the module docstring for the event/effect contract."""
 
-    def __init__(self, *, ask_label: bool = True, last_seen_epoch: int = -1, prompt: str = "") -> None:
+    def __init__(self, *, ask_label: bool = True, last_seen_epoch: int = -1, prompt: str = "",
+                 mode: str = MODE_HIL) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown collection mode {mode!r}; one of {', '.join(MODES)}")
         self.ask_label = ask_label
+        self.mode = mode                  # for the next episode
+        self.episode_mode = mode          # of the current/last episode
         self.task_prompt = prompt
         self.state = State.WAITING
         self.last_seen_epoch = last_seen_epoch
@@ -240,6 +267,7 @@ class SessionMachine:
         # what the effects we asked for have done (assumed; failures correct it)
         self.arm = ArmMode.HOLD
         self.policy_running = False
+        self.teleop_running = False
         self.recording = False
         self.save_pending = False
         self._poll_error = ""
@@ -287,14 +315,18 @@ class SessionMachine:
     def allowed_keys(self) -> tuple[str, ...]:
         if self.state == State.SYNCING and not self.sync_failed:
             return ()
-        return tuple(k for (s, k) in self._table if s == self.state)
+        keys = tuple(k for (s, k) in self._table if s == self.state)
+        if self.state == State.EXECUTING and self.episode_mode == MODE_TELEOP:
+            keys += ("e",)
+        return keys
 
     def prompt(self) -> str:
         e = self.epoch
         return {
             State.WAITING: f"waiting for weights newer than epoch {self.last_seen_epoch}",
             State.READY: f"y: start epoch {e}, n: " + ("finish and sync" if self.episodes_saved else "skip"),
-            State.EXECUTING: "s: stop execution, enter damping mode",
+            State.EXECUTING: ("s: damping (correct by hand), e: end and save" if self.episode_mode == MODE_TELEOP
+                              else "s: stop execution, enter damping mode"),
             State.LABELING: "y: the policy succeeded, n: it failed",
             State.DAMPING: "e: end epoch and save",
             State.SAVING: "saving the episode",
@@ -322,6 +354,10 @@ class SessionMachine:
                 self.policy_running = True
             elif isinstance(eff, StopPolicy):
                 self.policy_running = False
+            elif isinstance(eff, StartTeleop):
+                self.teleop_running = True
+            elif isinstance(eff, StopTeleop):
+                self.teleop_running = False
             elif isinstance(eff, StartRecording):
                 self.recording = True
             elif isinstance(eff, SaveRecording):
@@ -356,18 +392,33 @@ class SessionMachine:
         if self.state == State.STOPPED:
             return self._reject(f"'{key}' ignored: the session is stopping")
         handler = self._table.get((self.state, key))
+        if (self.state, key) == (State.EXECUTING, "e") and self.episode_mode == MODE_TELEOP:
+            handler = self._end_episode
         if handler is None or key not in self.allowed_keys():
             return self._reject(f"'{key}' does nothing in {self.state.name} ({self.prompt()})")
         return handler()
 
     def _start_episode(self) -> Outcome:
         self.label = LABEL_UNKNOWN
+        self.episode_mode = mode = self.mode
+        record = StartRecording(self.epoch, -1, self.task_prompt)
+        if mode == MODE_KINESTHETIC:
+            # damping first: the recorder's first frame already sees the human in control
+            return self._go(State.DAMPING, SetArmMode(ArmMode.DAMPING), record,
+                            Say(f"[DAMPING] Kinesthetic demonstration (epoch {self.epoch}): no policy, move the arm "
+                                "by hand"), Say("  Press 'e' to end and save"))
+        if mode == MODE_TELEOP:
+            return self._go(State.EXECUTING, record, StartTeleop(), SetArmMode(ArmMode.TRACK),
+                            Say(f"[EXECUTING] Teleoperation (epoch {self.epoch}): the arm follows the teleop targets"),
+                            Say("  Press 'e' to end and save, 's' to enter damping mode"))
         return self._go(State.EXECUTING, StartRecording(self.epoch, -1, self.task_prompt), StartPolicy(self.epoch),
                         SetArmMode(ArmMode.TRACK), Say(f"[EXECUTING] Running policy (epoch {self.epoch})"),
                         Say("  Press 's' to stop execution and enter damping mode"))
 
     def _stop_execution(self) -> Outcome:
         effects: tuple[Effect, ...] = (SetArmMode(ArmMode.DAMPING), ProposeOnly())
+        if self.episode_mode == MODE_TELEOP:
+            effects = (SetArmMode(ArmMode.DAMPING), StopTeleop())  # the arm in damping first, then the relay
         if self.ask_label:
             return self._go(State.LABELING, *effects,
                             Say("[LABELING] Policy stopped, robot in damping mode. Did the policy succeed?"),
@@ -382,7 +433,8 @@ class SessionMachine:
     def _end_episode(self) -> Outcome:
         # save while the arm is still in damping, then HOLD: frames recorded after HOLD would be "policy" frames
         # that no model made (the seed's order is DAMPING -> SAVING)
-        return self._go(State.SAVING, StopPolicy(), *self._save(), SetArmMode(ArmMode.HOLD))
+        stop: tuple[Effect, ...] = (StopPolicy(),) + ((StopTeleop(),) if self.teleop_running else ())
+        return self._go(State.SAVING, *stop, *self._save(), SetArmMode(ArmMode.HOLD))
 
     def _another(self) -> Outcome:
         return self._go(State.READY, *self._ready_lines(first=False))
@@ -413,6 +465,8 @@ class SessionMachine:
         effects: list[Effect] = []
         if self.policy_running:
             effects.append(StopPolicy())
+        if self.teleop_running:
+            effects.append(StopTeleop())
         if self.arm != ArmMode.HOLD:
             effects.append(SetArmMode(ArmMode.HOLD))
         if self.recording and not self.save_pending:
@@ -478,14 +532,15 @@ class SessionMachine:
             return self._go(self.state, Say(f"  Failed to poll training status: {ev.error}", "warn"))
         if self.state in _EPISODE_STATES:
             if isinstance(ev.effect, StartRecording):
-                # gating and first in its list: nothing else ran, the arm never left HOLD
-                self.recording = self.policy_running = False
-                self.arm = ArmMode.HOLD
-                return self._go(State.READY, Say(f"  Recorder refused to start: {ev.error}", "error"),
+                # gating: nothing after it ran; the arm never left HOLD, except a kinesthetic episode's damping
+                self.recording = self.policy_running = self.teleop_running = False
+                hold = (SetArmMode(ArmMode.HOLD),) if self.arm != ArmMode.HOLD else ()
+                return self._go(State.READY, *hold, Say(f"  Recorder refused to start: {ev.error}", "error"),
                                 *self._ready_lines(first=False))
             return self._go(State.SAVING, Say(f"  {ev.source.capitalize()} failed: {ev.error}", "error"),
                             Say("  Stopping the episode: policy stopped, arm HOLD, data saved", "error"),
-                            StopPolicy(), SetArmMode(ArmMode.HOLD), *self._save())
+                            StopPolicy(), *((StopTeleop(),) if self.teleop_running else ()),
+                            SetArmMode(ArmMode.HOLD), *self._save())
         if self.state == State.SAVING and ev.source == "recorder":
             self.recording = self.save_pending = False
             return self._go(State.DECIDING, Say(f"  Save failed: {ev.error}", "error"),

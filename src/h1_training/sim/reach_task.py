@@ -98,6 +98,21 @@ class TaskConfig:
             raise ValueError("hold_s must be shorter than budget_s")
 
 
+# Partial credit of a trial (as "Beyond Binary Success" argues: a near miss is evidence too): 1 for a success;
+# otherwise the share of SCORE_SPAN_M the hand closed beyond the tolerance, at most FAILURE_SCORE_CAP, so a
+# failure never ties a success. 0 at SCORE_SPAN_M past the tolerance or farther.
+SCORE_SPAN_M = 0.25
+FAILURE_SCORE_CAP = 0.9
+
+
+def partial_credit(success: bool, final_distance_m: float, config: TaskConfig) -> float:
+    """The trial's score in [0, 1] (see SCORE_SPAN_M)."""
+    if success:
+        return 1.0
+    closed = 1.0 - max(0.0, float(final_distance_m) - config.tolerance_m) / SCORE_SPAN_M
+    return FAILURE_SCORE_CAP * min(1.0, max(0.0, closed))
+
+
 @dataclass
 class SuccessCheck:
     """Feed the hand's distance to the grasp point every frame; ``succeeded`` once it stayed within tolerance for

@@ -37,6 +37,7 @@ from h1_training.sim.reach_task import (
     TaskConfig,
     grasp_point,
     hand_position,
+    partial_credit,
 )
 from h1_training.sim.scene_render import SceneRenderer, SceneState
 
@@ -68,7 +69,13 @@ class EpisodeResult:
     human_frames: int
     duration_s: float
     policy_success: bool = False   # succeeded with no human help
+    score: float = 0.0             # partial credit of the policy's trial (reach_task.partial_credit)
     notes: dict = field(default_factory=dict)
+
+    def outcome(self) -> dict:
+        """The trial as the statistics see it (success, partial credit, time, final distance)."""
+        return {"success": bool(self.policy_success), "score": round(float(self.score), 4),
+                "time_to_success_s": self.time_to_success_s, "final_distance_m": round(float(self.final_distance_m), 4)}
 
     def attrs(self) -> dict:
         """The per-episode record written into the HDF5 file's attributes."""
@@ -81,6 +88,7 @@ class EpisodeResult:
             "task_intervened": int(self.intervened),
             "task_takeover_s": -1.0 if self.takeover_s is None else float(self.takeover_s),
             "task_takeover_reason": self.takeover_reason,
+            "task_score": float(self.score),
         }
 
 
@@ -239,10 +247,11 @@ class EpisodeSim:
         check, task = self.check, self.task
         intervened = self.takeover_s is not None
         in_time = check.time_to_success_s is not None and check.time_to_success_s + task.hold_s <= task.budget_s + 1e-9
+        policy_success = check.succeeded and not intervened and in_time
         return EpisodeResult(
             object_xyz=[float(v) for v in self.object_xyz], success=check.succeeded,
             time_to_success_s=check.time_to_success_s, final_distance_m=check.distance_m, intervened=intervened,
             takeover_s=self.takeover_s, takeover_reason=self.reason, frames=self.frames,
             human_frames=self.human_frames, duration_s=round(self.t, 3),
-            policy_success=check.succeeded and not intervened and in_time,
+            policy_success=policy_success, score=partial_credit(policy_success, check.distance_m, task),
         )

@@ -41,7 +41,8 @@ from h1_training.sim.rollout import EpisodeResult, Frame, SimRollout, run_batch
 PROMPT = "reach the object"
 DEMO_SEED_OFFSET = 0          # episode indices of the run's seed: demos and HIL episodes 0..,
 EVAL_SEED_OFFSET = 100_000    # the per-epoch evaluation set (fixed: paired across epochs),
-AB_SEED_OFFSET = 200_000      # and the A/B comparison's fresh episodes
+AB_SEED_OFFSET = 200_000      # and the A/B comparison's fresh episodes,
+CHECKPOINT_SEED_OFFSET = 300_000  # and `bench ab --demo-run`'s replay of two checkpoints
 
 
 @dataclass
@@ -176,6 +177,27 @@ def evaluate(rollout: SimRollout, cfg: LearningConfig, policy_batch: Callable[[l
     return run_batch(episodes, policy_batch)
 
 
+def evaluate_checkpoints(run_dir: Path, episodes: int) -> dict[str, Any]:
+    """The first and the last model of a finished demo run, each alone on ``episodes`` fresh seeded episodes
+    (per-trial success and partial credit); written to ``run_dir/ab_checkpoint_outcomes.json`` and returned."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    rows = [r for r in summary["epochs"] if r.get("model_id")]
+    if len(rows) < 2:
+        raise ValueError(f"{run_dir}: the run has {len(rows)} evaluated model(s); two are needed")
+    cfg = LearningConfig(seed=int(summary["config"]["seed"]), exec_index=int(summary["config"]["exec_index"]),
+                         image_wh=tuple(summary["config"]["image_wh"]))
+    rollout = SimRollout(cfg.task, cfg.image_wh, cameras=("ego_cam",))
+    out: dict[str, Any] = {"provenance": f"h1-training demo run {run_dir} (seed {cfg.seed}); epochs "
+                                         f"{rows[0]['epoch']} and {rows[-1]['epoch']}; {episodes} episodes from "
+                                         f"seed offset {CHECKPOINT_SEED_OFFSET}"}
+    for key, row in (("first", rows[0]), ("last", rows[-1])):
+        results = evaluate(rollout, cfg, local_policy(Path(summary["models_dir"]), row["model_id"]), episodes,
+                           offset=CHECKPOINT_SEED_OFFSET)
+        out[key] = {"model_id": row["model_id"], "epoch": row["epoch"], "trials": [r.outcome() for r in results]}
+    write_json(Path(run_dir) / "ab_checkpoint_outcomes.json", out)
+    return out
+
+
 def local_policy(models_dir: Path, model_id: str) -> Callable[[list[dict]], Any]:
     """The registered model ``model_id`` loaded in this process (the folder the server loads it from) as a
     batched policy, for fast simulated evaluation."""
@@ -250,6 +272,7 @@ def save_curve(rows: list[EpochRow], path: Path, title: str) -> Path | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     tmp.replace(path)
@@ -467,6 +490,10 @@ def run_learning_demo(cfg: LearningConfig, run_dir: Path, say: Callable[[str], N
             evaluated = evaluate(eval_rollout, cfg, local_policy(run.models_dir, row.model_id), cfg.eval_episodes)
             row.eval_s = time.monotonic() - t2
             fill_row(row, collected, evaluated)
+            # per-trial outcomes (success and partial credit) of each model: what `bench ab --demo-run` replays
+            write_json(run.run_dir / "evaluation" / f"epoch_{epoch}.json",
+                       {"model_id": row.model_id, "episode_offset": EVAL_SEED_OFFSET,
+                        "trials": [r.outcome() for r in evaluated]})
             run.rows.append(row)
             print_row(row, say)
             run.seconds = time.monotonic() - t0
