@@ -19,10 +19,11 @@ from std_msgs.msg import String
 
 from h1_training.bringup import load_profile, start_profile
 from h1_training.foxglove.mapping import DEFAULT_PORT, GATEWAY_PARAMS
-from h1_training.nodes.common import SENSOR_QOS
-from h1_training.procs import executable_exists, wait_until
+from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS
+from h1_training.procs import wait_until
 from h1_training.recording import layout as L
 from h1_training.training.synthetic import make_episode
+from h1_training_interfaces.msg import TrainerStatus, WorkflowStatus
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -163,18 +164,36 @@ def test_topics_services_parameters_over_foxglove_sdk_v1(stack, probe):
         client.close()
 
 
-@pytest.mark.skipif(not executable_exists("training_workflow_manager"),
-                    reason="training_workflow_manager is not on this branch yet (issue 9)")
 def test_workflow_trigger_and_seed_parameter_through_foxglove(procs, probe, tmp_path: Path):
-    procs.start_executable("training_workflow_manager", "training_workflow_manager")
+    """The seed's trigger_training through Foxglove starts a real job of the workflow manager on a real server
+    (the scripted policy: trains in well under a second, no torch); workflow.min_episodes_before_training set
+    through Foxglove is what ROS reads back and what the manager's status shows."""
+    data, models = tmp_path / "data", tmp_path / "models"
+    for i in range(2):
+        L.write_episode(L.episode_path(data, 1, i), make_episode(20, 32, 24, seed=i))
+    procs.start_executable("policy_server", "h1-training", ["serve", "--port", "0", "--models-dir", str(models),
+                                                            "--data-dir", str(data), "--device", "cpu"])
+    line = procs.wait_for_line("policy_server", lambda s: "listening on ws://" in s, timeout=90)
+    port = int(line.rsplit(":", 1)[1])
+    status = probe.capture(WorkflowStatus, "/training_workflow/status", LATCHED_QOS)
+    trainer = probe.capture(TrainerStatus, "/lerobot/trainer_status", LATCHED_QOS)
+    procs.start_executable("training_workflow_manager", "training_workflow_manager", [
+        "--ros-args", "-p", f"server.url:=http://127.0.0.1:{port}", "-p", f"workflow.data_dir:={data}",
+        "-p", f"workflow.state_file:={tmp_path / 'state.json'}", "-p", "workflow.auto_train_enabled:=false",
+        "-p", "workflow.poll_period_s:=0.5", "-p", "status_period_s:=0.3", "-p", "training.policy_type:=scripted"])
+    status.wait(where=lambda m: m.server_reachable, timeout=60)
     url = start_gateway(procs)
     client = FoxgloveClient(url)
     try:
         kind, reply = client.call_service("/training_workflow/trigger_training", {})
-        assert kind in ("ok", "error")  # answered either way (no GPU server here: the manager may refuse)
+        assert (kind, reply) == ("ok", {})
+        job = trainer.wait(where=lambda m: m.state_name == "SUCCEEDED", timeout=90)
+        assert job.origin == "workflow_manager" and job.policy_type == "scripted" and job.model_version
         name = "/training_workflow_manager.workflow.min_episodes_before_training"
         assert client.set_parameters({name: 7}) == {name: 7}
         value = ros_parameter(probe, "training_workflow_manager", "workflow.min_episodes_before_training")
         assert value.integer_value == 7
+        assert status.wait(where=lambda m: m.min_episodes_before_training == 7, timeout=10)
+        assert client.set_parameters({name: 0}) == {name: 7}  # below the node's minimum: refused, value kept
     finally:
         client.close()

@@ -1,20 +1,18 @@
-"""training_web_app against the real stack on loopback: the sim profile (emulated robot, real drivers, recorder),
-``h1-training serve``, ``hil_session``, ``dataset_manager``, and the web node itself, over real HTTP and in
-Debian's chromium (playwright-core). Screenshots go to ``test_artifacts/web/`` (or $H1_TEST_ARTIFACTS).
+"""training_web_app against the real stack on loopback: the sim profile (emulated robot, real drivers, recorder,
+``training_workflow_manager``), ``h1-training serve`` (the GPU server, here training tiny CPU jobs), ``hil_session``,
+``dataset_manager``, and the web node itself, over real HTTP and in Debian's chromium (playwright-core).
+Screenshots go to ``test_artifacts/web/`` (or $H1_TEST_ARTIFACTS).
 
-``training_workflow_manager`` (issue 9) has not landed on main: until it does, the workflow section points at
-``dataset_manager``'s parameters (``workflow_node:=/dataset_manager``, prefix "") and the training part is served by
-``WorkflowStandIn`` below, a few lines of rclpy on the test's own node with the manager's training interface
-(its ``training.*`` parameters and ``/training_workflow/trigger_training``) that publish TrainerStatus and
-TrainingStats on the real topics, so the page's path (button -> HTTP -> parameter services and the trigger ->
-status topics -> live stream -> chart) is the real one end to end.
+The page's training path is the real one end to end: button -> HTTP -> the workflow manager's ``training.*``
+parameters and ``/training_workflow/trigger_training`` -> a job on the server -> ``/lerobot/trainer_status`` and
+``/lerobot/training_stats`` as the manager polls it -> the live stream -> the loss chart; the workflow section
+shows and sets the manager's ``workflow.*`` parameters.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +20,6 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from rcl_interfaces.srv import GetParameters
-from std_srvs.srv import Empty
 
 from h1_training.bench.browser import Browser, browser_missing
 from h1_training.bringup import load_profile, start_profile
@@ -31,50 +28,13 @@ from h1_training.nodes.hil_session_node import STATUS_QOS
 from h1_training.nodes.probe import RosProbe
 from h1_training.procs import ProcessGroup, loopback_ros_env, wait_until
 from h1_training.recording import layout as L
-from h1_training.training.synthetic import make_episode
-from h1_training_interfaces.msg import SessionStatus, TrainerStatus, TrainingStats
+from h1_training.training.synthetic import TINY_POLICY_OPTIONS, make_episode
+from h1_training_interfaces.msg import SessionStatus, TrainerStatus, TrainingStats, WorkflowStatus
 from h1_training_interfaces.srv import RecordTrial
 
 pytestmark = pytest.mark.timeout(300)
 ARTIFACTS = Path(os.environ.get("H1_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test_artifacts")) / "web"
-
-
-class WorkflowStandIn:
-    """training_workflow_manager's training interface as issue 9's branch has it (``training.*`` parameters and
-    ``/training_workflow/trigger_training``, std_srvs/Empty), on the test's own node: on a trigger it runs a "job"
-    with the parameters it holds and publishes its status and a falling loss on the real topics (see module doc)."""
-
-    def __init__(self, probe: RosProbe) -> None:
-        node = self.node = probe.node
-        for name, default in (("training.policy_type", "act"), ("training.steps", 2000),
-                              ("training.learning_rate", 0.0), ("training.batch_size", 8),
-                              ("training.hyperparameters_json", "")):
-            node.declare_parameter(name, default)
-        self.triggers = 0
-        self.status = node.create_publisher(TrainerStatus, "/lerobot/trainer_status", LATCHED_QOS)
-        self.stats = node.create_publisher(TrainingStats, "/lerobot/training_stats", 10)
-        node.create_service(Empty, "/training_workflow/trigger_training", self._trigger)
-
-    def param(self, name: str):
-        return self.node.get_parameter(name).value
-
-    def _trigger(self, req: Empty.Request, res: Empty.Response) -> Empty.Response:
-        self.triggers += 1
-        job, policy, steps = f"job-{self.triggers}", self.param("training.policy_type"), self.param("training.steps")
-        threading.Thread(target=self._run, args=(job, policy, steps), daemon=True).start()
-        return res
-
-    def _run(self, job: str, policy_type: str, steps: int) -> None:
-        for step in range(1, steps + 1):
-            self.status.publish(TrainerStatus(state=TrainerStatus.STATE_RUNNING, state_name="RUNNING", job_id=job,
-                                              policy_type=policy_type, progress_pct=100.0 * step / steps))
-            stats = TrainingStats(job_id=job, step=step, total_steps=steps, loss=1.0 / step,
-                                  learning_rate=self.param("training.learning_rate"), eta_s=float(steps - step) * 0.1)
-            self.stats.publish(stats)
-            self.stats.publish(stats)  # the real manager republishes its latest stats: still one point per step
-            time.sleep(0.1)
-        self.status.publish(TrainerStatus(state=TrainerStatus.STATE_COMPLETED, state_name="COMPLETED", job_id=job,
-                                          policy_type=policy_type, progress_pct=100.0))
+MANAGER = "/training_workflow_manager"
 
 
 def test_adapter_conversions(tmp_path):
@@ -142,21 +102,34 @@ def stack(tmp_path_factory, domain_id):
     tmp = tmp_path_factory.mktemp("web")
     data, synced = tmp / "data", tmp / "synced"
     synced.mkdir()
+    train_dir = data / "h1_data"  # the manager's and the server's data dir (the session records beside it)
     for i in range(2):
-        L.write_episode(L.episode_path(data / "h1_data", 1, i), make_episode(60, 32, 24, seed=i))
+        L.write_episode(L.episode_path(train_dir, 1, i), make_episode(60, 32, 24, seed=i))
     group = ProcessGroup(env=loopback_ros_env(domain_id))
     probe = RosProbe(f"web_test_probe_{os.getpid()}")
     try:
-        # the sim profile's robot side on private ports; this test starts its own dataset manager and model
-        # comparison (on its data) and stands in for the workflow manager (to see the web app's requests)
+        group.start_executable("policy_server", "h1-training", [
+            "serve", "--port", "0", "--models-dir", str(tmp / "models"), "--data-dir", str(train_dir),
+            "--device", "cpu"])
+        line = group.wait_for_line("policy_server", lambda s: "listening on ws://" in s, timeout=90)
+        policy_port = int(line.rsplit(":", 1)[1])
+        workflow = probe.capture(WorkflowStatus, "/training_workflow/status", LATCHED_QOS)
+        trainer = probe.capture(TrainerStatus, "/lerobot/trainer_status", LATCHED_QOS)
+        stats = probe.capture(TrainingStats, "/lerobot/training_stats", 10)
+        # the sim profile's robot side and its training_workflow_manager on private ports, the manager on the
+        # server above with tiny CPU jobs (the page chooses the policy type, steps and learning rate); this test
+        # starts its own dataset manager and model comparison (on its data)
+        tiny = json.dumps(TINY_POLICY_OPTIONS["cnn_lstm"])
         start_profile(group, load_profile("sim"), {
             # chromium starting on 2 shared cores must not trip the watchdog
             "h1_arm_node": ["-p", "lowstate_timeout_s:=1.0"],
             "episode_recorder": ["-p", f"save_dir:={data / 'session'}"],
-        }, skip=("training_workflow_manager", "dataset_manager", "model_comparison", "foxglove_gateway"))
-        group.start_executable("policy_server", "h1-training", ["serve", "--port", "0"])
-        line = group.wait_for_line("policy_server", lambda s: "listening on ws://" in s, timeout=60)
-        policy_port = int(line.rsplit(":", 1)[1])
+            "training_workflow_manager": [
+                "-p", f"server.url:=http://127.0.0.1:{policy_port}", "-p", f"workflow.data_dir:={train_dir}",
+                "-p", f"workflow.state_file:={tmp / 'workflow_state.json'}", "-p", "workflow.auto_train_enabled:=false",
+                "-p", "workflow.poll_period_s:=0.5", "-p", "status_period_s:=0.3", "-p", "training.device:=cpu",
+                "-p", "training.batch_size:=2", "-p", f"training.hyperparameters_json:='{tiny}'"],
+        }, skip=("dataset_manager", "model_comparison", "foxglove_gateway"))
         session = probe.capture(SessionStatus, "/hil_session/status", STATUS_QOS)
         group.start_executable("hil_session", "hil_session", [
             "--ros-args", "-p", "policy_host:=127.0.0.1", "-p", f"policy_port:={policy_port}",
@@ -166,15 +139,15 @@ def stack(tmp_path_factory, domain_id):
             "-p", "refresh_period_s:=0"])
         group.start_executable("model_comparison", "model_comparison", [
             "--ros-args", "-p", f"policy_port:={policy_port}", "-p", "trials_per_model:=20"])
-        standin = WorkflowStandIn(probe)
         group.start_executable("training_web_app", "training_web_app", [
-            "--ros-args", "-p", "port:=0", "-p", f"data_roots:=['{data}']", "-p", "workflow_node:=/dataset_manager",
-            "-p", "workflow_param_prefix:=''", "-p", f"policy_port:={policy_port}", "-p", "camera_hz:=2.0",
-            "-p", f"training_node:=/{probe.node.get_name()}"])
+            "--ros-args", "-p", "port:=0", "-p", f"data_roots:=['{data}']", "-p", f"policy_port:={policy_port}",
+            "-p", "camera_hz:=2.0"])
         line = group.wait_for_line("training_web_app", lambda s: "listening on http://" in s, timeout=60)
         url = line.split("listening on ", 1)[1].strip()
         probe.wait_for_service("/episode_recorder/start", timeout=60)
-        yield SimpleNamespace(url=url, probe=probe, session=session, standin=standin, data=data, group=group)
+        workflow.wait(where=lambda m: m.server_reachable, timeout=90)
+        yield SimpleNamespace(url=url, probe=probe, session=session, data=data, group=group, workflow=workflow,
+                              trainer=trainer, stats=stats)
     finally:
         group.stop()
         probe.close()
@@ -182,6 +155,18 @@ def stack(tmp_path_factory, domain_id):
 
 def http_models(url: str) -> dict:
     return httpx.get(url + "/api/state", timeout=10).json()["models"]
+
+
+PAGE_STEP = ("parseInt([...document.querySelectorAll('#train-facts dt')].find(d => d.textContent === 'step')"
+             "?.nextElementSibling.textContent)")
+
+
+def page_training(b: Browser) -> dict:
+    """What the page shows of the running job: its loss chart's point count and the facts' step and loss."""
+    facts = b.eval("Object.fromEntries([...document.querySelectorAll('#train-facts dt')]"
+                   ".map(dt => [dt.textContent, dt.nextElementSibling.textContent]))")
+    step, _, total = facts["step"].partition("/")
+    return {"points": b.eval("window.__h1.loss"), "step": int(step), "total": int(total), "loss": float(facts["loss"])}
 
 
 def get_param(probe: RosProbe, node: str, name: str):
@@ -207,15 +192,27 @@ def test_api_over_the_real_stack(stack):
     r = http.post("/api/datasets/flag", json={"dataset": sets[0]["name"], "index": 0, "flagged": True})
     assert r.status_code == 200, r.text
     assert L.is_excluded(stack.data / "h1_data" / "training_session_epoch1" / "episode_0.hdf5")
-    # data collection is the workflow manager's (issue 9), not on this graph: a 503 naming the service
-    r = http.post("/api/collection/start", json={"mode": "hil", "target_episodes": 5})
-    assert r.status_code == 503 and "/lerobot/start_data_collection" in r.json()["error"]
-    # the workflow section sets a parameter: what GetParameters returns afterwards
-    r = http.post("/api/workflow/parameters", json={"name": "refresh_period_s", "value": 42})
+    # data collection (the workflow manager's service; a valid request would drive this module's session, which
+    # the browser test needs): a bad body is refused before it reaches the manager
+    r = http.post("/api/collection/start", json={"mode": "teleoperation", "target_episodes": 0})
+    assert 400 <= r.status_code < 500 and "target_episodes" in r.text, r.text
+    # the workflow section: the workflow manager's workflow.* parameters (not the training.* ones the training
+    # form sets); a value set here is what GetParameters returns and what the manager's status shows
+    names = [x["name"] for x in wait_until(lambda: http.get("/api/workflow/parameters").json().get("parameters"),
+                                           30, "the workflow parameters")]
+    assert "workflow.min_episodes_before_training" in names and all(n.startswith("workflow.") for n in names)
+    name = "workflow.min_episodes_before_training"
+    r = http.post("/api/workflow/parameters", json={"name": name, "value": 12})
     assert r.status_code == 200, r.text
-    assert get_param(stack.probe, "/dataset_manager", "refresh_period_s") == 42.0
-    r = http.post("/api/workflow/parameters", json={"name": "refresh_period_s", "value": -1.0})
-    assert r.status_code == 400 and "minimum" in r.json()["error"]
+    assert get_param(stack.probe, MANAGER, name) == 12
+    r = http.post("/api/workflow/parameters", json={"name": "training.steps", "value": 5})  # not a workflow one
+    assert r.status_code == 404 and name in r.json()["error"]
+    stack.workflow.wait(where=lambda m: m.min_episodes_before_training == 12, timeout=10)
+    r = http.post("/api/workflow/parameters", json={"name": name, "value": 0})
+    assert r.status_code == 400 and "below the minimum 1" in r.json()["error"]
+    r = http.post("/api/workflow/parameters", json={"name": name, "value": 2.5})
+    assert r.status_code == 400 and "integer" in r.json()["error"]
+    assert get_param(stack.probe, MANAGER, name) == 12
     # the policy server's models
     models = wait_until(lambda: http.get("/api/state").json()["models"].get("models"), 20, "the model list")
     assert models
@@ -257,37 +254,48 @@ def test_browser_drives_session_training_and_workflow(stack):
         b.wait_text("#session-state", "DECIDING", 30000)
         session.wait(where=lambda m: m.state_name == "DECIDING", timeout=10)
 
-        # training: the page's button -> StartTraining -> status topics -> the live loss curve
-        b.select("#policy-type", "diffusion")
-        b.fill("#train-steps", 40)
+        # training: the page's button -> the manager's training.* parameters + trigger_training -> a real job on
+        # the server -> the manager's status and stats topics -> the live loss curve. The step budget is large
+        # so the job is still running while the curve grows; the page's stop cancels it.
+        b.select("#policy-type", "cnn_lstm")
+        b.fill("#train-steps", 100000)
         b.fill("#hp-lr", 0.0003)
         b.click("#train-start")
-        b.wait_text("#trainer-state", "RUNNING", 20000)
-        b.wait_js("window.__h1.loss >= 10", 20000)
-        first = b.eval("window.__h1.loss")
-        b.wait_js(f"window.__h1.loss > {first}", 20000)
-        standin = stack.standin
-        assert standin.triggers == 1
-        assert (standin.param("training.policy_type"), standin.param("training.steps"),
-                standin.param("training.learning_rate"), standin.param("training.hyperparameters_json")) == \
-            ("diffusion", 40, 0.0003, "")
-        b.wait_text("#trainer-state", "COMPLETED", 30000)
-        assert b.eval("window.__h1.loss") == 40
+        b.wait_text("#trainer-state", "RUNNING", 60000)
+        job = stack.trainer.wait(where=lambda m: m.state_name == "RUNNING", timeout=10)
+        assert job.origin == "workflow_manager" and job.policy_type == "cnn_lstm"
+        assert (get_param(stack.probe, MANAGER, "training.policy_type"), get_param(stack.probe, MANAGER,
+                "training.steps"), get_param(stack.probe, MANAGER, "training.learning_rate")) == \
+            ("cnn_lstm", 100000, 0.0003)
+        # the curve: points of the job's real stats, their steps rising, the page's numbers those of the topic
+        b.wait_js(f"{PAGE_STEP} > 0 && window.__h1.loss >= 1", 120000)
+        first = page_training(b)
+        b.wait_js(f"{PAGE_STEP} > {first['step']} && window.__h1.loss > {first['points']}", 120000)
+        second = page_training(b)
+        assert second["step"] > first["step"] > 0 and second["total"] == 100000, (first, second)
+        assert all(x == x and x >= 0 for x in (first["loss"], second["loss"])), (first, second)  # finite, not NaN
+        sent = {(m.step, round(m.loss, 4)) for m in stack.stats.messages if m.job_id == job.job_id}
+        assert (second["step"], second["loss"]) in sent, (second, sorted(sent)[-5:])
         b.eval("window.scrollTo(0, 0)")  # the sticky header stays on top in a full-page shot
         b.screenshot(ARTIFACTS / "03_training_loss.png")
         b.screenshot(ARTIFACTS / "00_overview.png", full=False)  # the README's picture (one screen)
+        b.click("#train-stop")
+        b.wait_text("#trainer-state", "CANCELLED", 60000)
+        stack.trainer.wait(where=lambda m: m.job_id == job.job_id and m.state_name == "CANCELLED", timeout=10)
 
-        # workflow: a parameter set in the page is what GetParameters returns
-        row = 'tr[data-param="refresh_period_s"]'
+        # workflow: one of the manager's workflow.* parameters set in the page is what GetParameters returns
+        name = "workflow.training_trigger_interval_hours"
+        row = f'tr[data-param="{name}"]'
         b.wait_js(f"!!document.querySelector('{row}')", 20000)
         b.fill(f"{row} .pv", 7.5)
         b.click(f"{row} .pset")
-        b.wait_text("#toast", "refresh_period_s = 7.5", 10000)
-        assert get_param(stack.probe, "/dataset_manager", "refresh_period_s") == 7.5
+        b.wait_text("#toast", f"{name} = 7.5", 10000)
+        assert get_param(stack.probe, MANAGER, name) == 7.5
+        stack.workflow.wait(where=lambda m: m.training_trigger_interval_hours == 7.5, timeout=10)
         b.fill(f"{row} .pv", -3)
         b.click(f"{row} .pset")
         b.wait_text("#toast", "below the minimum", 10000)
-        assert get_param(stack.probe, "/dataset_manager", "refresh_period_s") == 7.5
+        assert get_param(stack.probe, MANAGER, name) == 7.5
         b.wait_js(f"document.querySelector('{row} .pv').value === '7.5'", 10000)  # the refused value is not kept
 
         # datasets: list and one episode's details

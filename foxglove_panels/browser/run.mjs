@@ -1,6 +1,6 @@
 // Loads the built extension (dist/extension.js) into a page of Debian's chromium (playwright-core) whose
 // PanelExtensionContext speaks foxglove.sdk.v1 to a running gateway, drives one panel and takes screenshots.
-//   node browser/run.mjs <scenario> <ws-url> <out-dir>     scenarios: panels, hil, datasets
+//   node browser/run.mjs <scenario> <ws-url> <out-dir>     scenarios: panels, hil, datasets, training
 // Prints one JSON line with what the panel showed; exits non-zero when an expectation fails.
 import { readFileSync } from "node:fs";
 import { mkdirSync } from "node:fs";
@@ -12,7 +12,7 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 const [scenario, url, outDir] = process.argv.slice(2);
 if (!scenario || !url || !outDir) {
-  console.error("usage: node browser/run.mjs <panels|hil|datasets> <ws-url> <out-dir>");
+  console.error("usage: node browser/run.mjs <panels|hil|datasets|training> <ws-url> <out-dir>");
   process.exit(2);
 }
 mkdirSync(outDir, { recursive: true });
@@ -69,6 +69,42 @@ try {
     await page.getByText("play", { exact: true }).click();
     await page.getByTestId("result").waitFor({ timeout: 30000 });
     result.play = await page.getByTestId("result").textContent();
+    // the frames went out: the dataset manager's /playback/status, as the panel shows it, reaches FINISHED
+    await page.waitForFunction(() => /FINISHED/.test(document.querySelector("[data-testid=playback]")?.textContent
+      ?? ""), null, { timeout: 60000 });
+    result.playback = await page.getByTestId("playback").textContent();
+    await shot("dataset_browser_played.png");
+  } else if (scenario === "training") {
+    // start -> the workflow manager's job -> its live stats in the panel (step rising, loss shown, curve drawn)
+    // -> stop -> CANCELLED
+    await open("Training Dashboard");
+    const start = page.getByText("start training", { exact: true });
+    await page.waitForFunction(() => [...document.querySelectorAll("button")]
+      .some((b) => b.textContent === "start training" && !b.disabled), null, { timeout: 60000 });
+    await start.click();
+    const step = () => Number((document.querySelector("[data-testid=epoch]")?.textContent ?? "")
+      .match(/step (\d+)\//)?.[1] ?? 0);
+    const seen = async () => page.evaluate(() => ({
+      epoch: document.querySelector("[data-testid=epoch]")?.textContent ?? "",
+      loss: document.querySelector("[data-testid=loss]")?.textContent ?? "",
+      points: (document.querySelector("[data-testid=loss-curve] polyline")?.getAttribute("points") ?? "")
+        .split(" ").filter(Boolean).length,
+      text: document.querySelector("#panel")?.textContent ?? "",
+    }));
+    await page.waitForFunction(`(${step})() > 0`, null, { timeout: 180000 });
+    const first = await seen();
+    const firstStep = Number(first.epoch.match(/step (\d+)\//)[1]);
+    await page.waitForFunction(`(${step})() > ${firstStep}`, null, { timeout: 180000 });
+    await page.waitForFunction(() => (document.querySelector("[data-testid=loss-curve] polyline")
+      ?.getAttribute("points") ?? "").split(" ").filter(Boolean).length >= 2, null, { timeout: 60000 });
+    const second = await seen();
+    result.live = [first, second];
+    await shot("training_dashboard_live.png");
+    await page.getByText("stop", { exact: true }).click();
+    await page.waitForFunction(() => /CANCELLED/.test(document.querySelector("#panel")?.textContent ?? ""), null,
+      { timeout: 60000 });
+    result.stopped = await page.getByTestId("result").textContent();
+    result.after = (await seen()).text;
   } else if (scenario === "panels") {
     for (const panel of ["Training Dashboard", "Model Comparison"]) {
       await open(panel);

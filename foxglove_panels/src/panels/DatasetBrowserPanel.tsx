@@ -93,7 +93,7 @@ function DatasetBrowserPanel({ context }: { context: PanelExtensionContext }): R
           </div>
         </>
       )}
-      <div>{playbackLine(latest.get(TOPICS.playbackStatus) as PlaybackStatus | undefined)}</div>
+      <div data-testid="playback">{playbackLine(latest.get(TOPICS.playbackStatus) as PlaybackStatus | undefined)}</div>
       {result && <div data-testid="result" style={result.ok ? styles.ok : styles.error}>{result.message}</div>}
     </div>
   );
