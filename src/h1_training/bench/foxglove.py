@@ -53,7 +53,11 @@ def run(args: argparse.Namespace) -> dict:
                 return out
             return finish
 
-        run_args = argparse.Namespace(seconds=args.seconds, feed="sim", keep=False, domain=None, during=during)
+        # the recorder bench's own defaults (one place), with the sim feed and this bench's client as the load
+        parser = argparse.ArgumentParser()
+        recorder.add_arguments(parser)
+        run_args = parser.parse_args(["--seconds", str(args.seconds), "--feed", "sim"])
+        run_args.during = during
         figures = recorder.run(run_args)
         results[label] = {k: figures[k] for k in ("mean_hz", "p99_period_ms", "missed_ticks", "cpu_pct",
                                                   "gateway_cpu_pct", "client_msgs_per_s", "client_mb_per_s")
