@@ -108,10 +108,20 @@ def stack(tmp_path_factory, domain_id):
         url = group.wait_for_line("foxglove_gateway", lambda s: "listening on ws://" in s, timeout=60).rsplit(" ", 1)[1]
         probe.wait_for_service("/episode_recorder/start", timeout=60)
         workflow.wait(where=lambda m: m.server_reachable, timeout=90)
-        yield SimpleNamespace(url=url, status=status, probe=probe, episodes=episodes, trainer=trainer, stats=stats)
+        yield SimpleNamespace(url=url, status=status, probe=probe, episodes=episodes, trainer=trainer, stats=stats,
+                              group=group)
     finally:
         group.stop()
         probe.close()
+
+
+@pytest.fixture(autouse=True)
+def stack_alive(stack):
+    """The stack is shared by the module: a child that died before or during a test fails that test with its
+    output (the per-test ``procs`` fixture's rule)."""
+    assert not stack.group.unexpected_exits(), stack.group.unexpected_exit_report()
+    yield
+    assert not stack.group.unexpected_exits(), stack.group.unexpected_exit_report()
 
 
 def test_panels_drive_the_real_session_and_list_recorded_episodes(stack):

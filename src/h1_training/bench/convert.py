@@ -49,15 +49,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from h1_training.bench.report import size_arg
+
 HELP = "HDF5 -> LeRobotDataset conversion frames/s, per-stage CPU profile and peak RSS on a generated set"
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=50.0)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--resize", type=_size, default=None, metavar="WxH", help="dataset image size")
+    parser.add_argument("--resize", type=size_arg, default=None, metavar="WxH", help="dataset image size")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="JPEG decoding threads")
     parser.add_argument("--vcodec", default="h264", choices=("h264", "hevc", "libsvtav1"))
     parser.add_argument("--min-frames-per-s", type=float, default=40.0,

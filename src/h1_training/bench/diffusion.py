@@ -38,19 +38,14 @@ from typing import Any
 
 import numpy as np
 
+from h1_training.bench.report import size_arg, torch_threads
+
 HELP = "Diffusion Policy CPU inference: p50 with 10 DDIM steps vs 100 DDPM steps (same model and observation)"
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
-    return w, h
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-size", type=_size, default=(96, 96), metavar="WxH", help="model image size")
+    parser.add_argument("--train-size", type=size_arg, default=(96, 96), metavar="WxH", help="model image size")
     parser.add_argument("--train-steps", type=int, default=2, help="training steps of the timed model")
     parser.add_argument("--ddim-steps", type=int, default=10)
     parser.add_argument("--ddim-calls", type=int, default=10)
@@ -135,7 +130,7 @@ def _run(args: argparse.Namespace) -> dict:
             "action_spread": round(spread, 4) if spread is not None else None,
             "sim_success": None,  # not measured: see the module docstring
             "inputs": {"train_size": "x".join(map(str, args.train_size)), "cameras": 3, "sent_size": "640x480",
-                       "train_steps": args.train_steps, "torch_threads": _torch_threads()},
+                       "train_steps": args.train_steps, "torch_threads": torch_threads()},
         }
         figures["targets"] = evaluate(figures, [Target("speedup", ">=", args.min_speedup)])
         return figures
@@ -143,8 +138,3 @@ def _run(args: argparse.Namespace) -> dict:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()

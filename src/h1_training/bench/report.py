@@ -156,3 +156,21 @@ def process_role(proc) -> str:
     if "spawn_main" in cmd:
         return "spawned"
     return name
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type for an image size ``WxH`` (the benches' --camera-size, --resize, --train-size)."""
+    import argparse
+
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
+    return w, h
+
+
+def torch_threads() -> int:
+    """torch's intra-op threads in this process (an input of the benches that run models)."""
+    import torch
+
+    return torch.get_num_threads()

@@ -40,21 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from h1_training.bench.report import size_arg
 from h1_training.policy.train_request import DEFAULT_TRAINING_DEVICE
 
 HELP = ("policy server: latency p50/p99 per policy type over 1,000 requests (openpi-client, no-op wire baseline), "
         "policy-loop held ticks, train steps/s, peak RSS")
 BASELINES = ("noop", "scripted")  # built-in models: nothing to train
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
-    if w < 8 or h < 8:
-        raise argparse.ArgumentTypeError(f"size too small: {text}")
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--camera-size", type=_size, default=(640, 480), metavar="WxH",
+    parser.add_argument("--camera-size", type=size_arg, default=(640, 480), metavar="WxH",
                         help="recorded and sent camera frames (default 640x480)")
-    parser.add_argument("--train-size", type=_size, default=(320, 240), metavar="WxH",
+    parser.add_argument("--train-size", type=size_arg, default=(320, 240), metavar="WxH",
                         help="dataset image size the models train on (convert --resize; default 320x240)")
     parser.add_argument("--device", default=DEFAULT_TRAINING_DEVICE, choices=("auto", "cpu", "cuda"),
                         help="train and serve on")

@@ -45,17 +45,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from h1_training.bench.report import size_arg, torch_threads
+
 HELP = "training steps/s: our trainer vs lerobot-train on the same dataset, policy and batch (data-loader share)"
 LEROBOT_POLICIES = ("act", "diffusion")  # the types lerobot-train knows (our CNN-LSTM and keypoint are ours alone)
 _STEP_LINE = re.compile(r"\bstep:(\d+)\b.*\bupdt_s:([0-9.]+)\s+data_s:([0-9.]+)")
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--frames", type=int, default=100, help="frames per episode")
-    parser.add_argument("--camera-size", type=_size, default=(160, 120), metavar="WxH", help="recorded frames")
-    parser.add_argument("--train-size", type=_size, default=(96, 96), metavar="WxH", help="dataset image size")
+    parser.add_argument("--camera-size", type=size_arg, default=(160, 120), metavar="WxH", help="recorded frames")
+    parser.add_argument("--train-size", type=size_arg, default=(96, 96), metavar="WxH", help="dataset image size")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: cuda when torch sees one")
     parser.add_argument("--lerobot-num-workers", type=int, default=4,
@@ -212,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
                        "episodes": summary.episodes, "frames": summary.frames, "cameras": 3,
                        "camera_size": f"{w}x{h}", "train_size": "x".join(map(str, args.train_size)),
                        "policy_options": _policy_options(args.policy),
-                       "lerobot_num_workers": args.lerobot_num_workers, "torch_threads": _torch_threads()},
+                       "lerobot_num_workers": args.lerobot_num_workers, "torch_threads": torch_threads()},
         }
         figures["targets"] = evaluate(figures, [Target("ratio", ">=", args.min_ratio),
                                                 Target("data_share.ours", "<=", args.max_data_share),
@@ -223,8 +218,3 @@ def run(args: argparse.Namespace) -> dict:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
