@@ -46,6 +46,8 @@ HEADLINES: dict[str, list[str]] = {
     "foxglove": ["no_client.mean_hz", "no_client.missed_ticks", "no_client.gateway_cpu_pct",
                  "client_on_every_channel.mean_hz", "client_on_every_channel.missed_ticks",
                  "client_on_every_channel.gateway_cpu_pct", "client_on_every_channel.client_mb_per_s"],
+    "policy-loop": ["rtt_p50_ms", "rtt_p99_ms", "openpi_rtt_p50_ms", "openpi_rtt_p99_ms", "ratio_p50", "floor_p50_ms",
+                    "vga.rtt_p50_ms", "vga.openpi_rtt_p50_ms", "vga.ratio_p50", "vga.floor_p50_ms"],
     "serve": ["latency_p50_ms", "latency_p99_ms", "requests", "held_tick_share", "train_steps_per_s",
               "peak_rss_mb"],
     "train": ["train_steps_per_s", "lerobot_train_steps_per_s", "ratio", "data_share", "peak_rss_mb"],

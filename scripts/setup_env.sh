@@ -88,7 +88,10 @@ if ! fresh pkg "$h"; then
     # The unmodified openpi-client from PyPI, to prove protocol compatibility. It pins numpy<2, which
     # lerobot's stack and the ROS wheels do not allow; its code runs on numpy 2, so --no-deps (its other
     # dependencies, msgpack, websockets, pillow, dm-tree, come from our extras).
-    $PIP install --no-deps "openpi-client==0.1.2" ;;
+    $PIP install --no-deps "openpi-client==0.1.2"
+    # openpi's own WebsocketPolicyServer as packaged on PyPI: the peer of `h1-training bench policy-loop`
+    # (same reason for --no-deps: it depends only on openpi-client and websockets)
+    $PIP install --no-deps "openpi-server==0.1.0" ;;
   esac
   "$VENV/bin/python" -c "import cv2, numpy; cv2.imencode('.jpg', numpy.zeros((8, 8, 3), numpy.uint8))" \
     || { echo "[setup] OpenCV import check failed (two cv2 packages?)" >&2; exit 1; }

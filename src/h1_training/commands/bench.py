@@ -30,9 +30,9 @@ import time
 import traceback
 
 HELP = ("run a benchmark, check its targets and print its figures (hardware, recorder, convert, serve, ab, datasets, "
-        "foxglove, web, demo, train, diffusion, recorder-kill, soak, all)")
+        "foxglove, web, demo, train, diffusion, policy-loop, recorder-kill, soak, all)")
 BENCHES = ("hardware", "recorder", "convert", "serve", "ab", "datasets", "foxglove", "web", "demo", "train",
-           "diffusion")
+           "diffusion", "policy-loop")
 # long reliability benches (minutes to an hour): by name only, not in `bench all`
 RELIABILITY_BENCHES = ("recorder-kill", "soak")
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = {}
         for name in BENCHES:
-            module = importlib.import_module(f"h1_training.bench.{name}")
+            module = importlib.import_module(f"h1_training.bench.{name.replace('-', '_')}")
             parser = argparse.ArgumentParser()
             module.add_arguments(parser)
             results[name] = _run_one(name, module.run, parser.parse_args([]))
