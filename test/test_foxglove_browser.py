@@ -132,7 +132,8 @@ def test_panels_drive_the_real_session_and_list_recorded_episodes(stack):
     assert sorted(hil["registered"]) == ["Dataset Browser", "HIL Session", "Model Comparison", "Training Dashboard"]
     assert hil["before"]["state"] == "READY" and "y" in hil["before"]["prompt"]
     # the click went through the gateway to /hil_session/command: the session itself started the episode
-    assert hil["after"]["state"] == "EXECUTING", hil
+    # the panel read the state right after the click: EXECUTING, or already the episode's end when it was short
+    assert hil["after"]["state"] in ("EXECUTING", "SAVING", "DECIDING"), hil
     assert hil["after"]["result"].startswith("/hil_session/command:")
     seen = [m.state_name for m in list(status.messages)]
     assert "EXECUTING" in seen[seen.index("READY"):], seen
