@@ -159,13 +159,14 @@ def process_role(proc) -> str:
 
 
 def size_arg(text: str) -> tuple[int, int]:
-    """argparse type for an image size ``WxH`` (the benches' --camera-size, --resize, --train-size)."""
+    """argparse type for an image size ``WxH`` (the benches' --camera-size, --resize, --train-size, and
+    ``h1-training convert --resize``)."""
     import argparse
 
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x240, got {text!r}") from exc
     return w, h
 
 

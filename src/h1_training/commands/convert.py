@@ -18,15 +18,10 @@ import os
 import sys
 from pathlib import Path
 
+from h1_training.bench.report import size_arg
+
 HELP = "convert HDF5 episodes to a LeRobotDataset (v3)"
 
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x240, got {text!r}") from exc
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookahead", type=int, default=1,
                         help="human frames: action = qpos[t + LOOKAHEAD] (frames, default 1)")
     parser.add_argument("--vcodec", default="h264", choices=("h264", "hevc", "libsvtav1"), help="video codec")
-    parser.add_argument("--resize", type=_size, default=None, metavar="WxH",
+    parser.add_argument("--resize", type=size_arg, default=None, metavar="WxH",
                         help="image size in the dataset (default: the head camera's)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
