@@ -77,16 +77,11 @@ def _observation(h: int, w: int) -> dict:
             "state": np.zeros(14, np.float32), "prompt": "reach the object"}
 
 
-def _wait_port(port: int, timeout: float = 60.0) -> None:
+def _listening(port: int) -> bool:
     import socket
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _measure(calls: dict, n: int, warmup: int) -> dict[str, list[float]]:
@@ -102,7 +97,7 @@ def _measure(calls: dict, n: int, warmup: int) -> dict[str, list[float]]:
     return times
 
 
-def _case(ports: dict[str, int], h: int, w: int, args: argparse.Namespace, tmp: Path) -> dict:
+def _case(ports: dict[str, int], h: int, w: int, args: argparse.Namespace) -> dict:
     from openpi_client import msgpack_numpy
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
     from websockets.sync.client import connect
@@ -141,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from h1_training.bench.report import Target, evaluate
     from h1_training.bringup import free_port
-    from h1_training.procs import ProcessGroup
+    from h1_training.procs import ProcessGroup, wait_until
 
     if args.calls < 100:
         raise SystemExit(f"--calls must be >= 100 (a p99 needs them), got {args.calls}")
@@ -168,9 +163,9 @@ def run(args: argparse.Namespace) -> dict:
             ports["ours"] = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
             for name in ("floor", "openpi"):
                 if name in ports:
-                    _wait_port(ports[name])
-            figures: dict[str, Any] = _case(ports, 224, 224, args, tmp)
-            figures["vga"] = _case(ports, 480, 640, args, tmp)
+                    wait_until(lambda p=ports[name]: _listening(p), 60, f"{name} server on 127.0.0.1:{ports[name]}")
+            figures: dict[str, Any] = _case(ports, 224, 224, args)
+            figures["vga"] = _case(ports, 480, 640, args)
         finally:
             group.stop()
     figures["inputs"] = {"images": "3 x 224x224 (top level) and 3 x 640x480 (vga)", "calls": args.calls,
