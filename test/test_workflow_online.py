@@ -1,0 +1,253 @@
+"""The deploy gate's online half (workflow/machine.py, no ROS): a candidate that passed the offline gate with
+auto-deploy on and ``online_trials`` set is deployed only on model_comparison's verdict.
+
+The comparison side is the real lifecycle of the ``model_comparison`` node (``evaluation/comparison.py``): the
+machine's effects are carried to it the way the runner carries them to the node's services, and its status is
+fed back as the node's ``ModelComparisonStatus`` would be. Trials are labelled evaluation episodes of the model
+the comparison names next, with seeded outcomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from h1_training.evaluation.comparison import ComparisonLifecycle
+from h1_training.workflow.machine import (
+    Deploy,
+    EpisodeFact,
+    Evaluate,
+    PinModel,
+    SendTrial,
+    Stage,
+    StartComparison,
+    StopComparison,
+    Workflow,
+    WorkflowConfig,
+)
+from h1_training.workflow.runner import load_state, save_state
+
+SERVER_OK = {"ready": True, "epoch": 0, "model_id": "v1", "auto_train": None}
+OFFLINE = {"better": True, "summary": "v2 better offline (p = 0.001)", "current": "v1", "candidate_error": 0.01,
+           "current_error": 0.2, "p_value": 1e-3}
+
+
+def status_of(life: ComparisonLifecycle) -> dict:
+    """What the node's ``comparison_status`` makes of its ModelComparisonStatus (same keys)."""
+    cmp = life.comparison
+    if cmp is None:
+        return {"comparison_id": "", "state": life.state.name, "winner": "", "stop_reason": "", "message": "",
+                "models": {}}
+    r = cmp.result()
+    seq = r.sequential
+    msg = r.message + (f". {life.note}" if life.note else "")
+    return {"comparison_id": life.comparison_id, "state": life.state.name, "winner": r.winner,
+            "stop_reason": r.stop_reason, "message": msg, "e_value": seq.e_value if seq else -1.0,
+            "e_threshold": seq.threshold if seq else -1.0, "p_value": r.p_value, "trials_cap": cmp.trials_per_model,
+            "models": {m.model_id: [m.successes, m.trials] for m in r.models}}
+
+
+class World:
+    """The machine, the comparison lifecycle it talks to, and the episodes on disk."""
+
+    def __init__(self, online_trials: int = 40, timeout_s: float = 86400.0, auto: bool = True) -> None:
+        self.wf = Workflow(WorkflowConfig(min_episodes_before_training=5, training_trigger_interval_hours=0.0,
+                                          policy_type="scripted", auto_deploy_enabled=auto,
+                                          online_trials=online_trials, online_timeout_s=timeout_s), now=0.0)
+        self.wf.observe_server(1.0, dict(SERVER_OK), [])
+        self.life = ComparisonLifecycle(seed=3)
+        self.facts: list[EpisodeFact] = []
+        self.now = 10.0
+        self.deploys: list[Deploy] = []
+        self.log: list[object] = []       # every effect, in order
+        self.pin = ""                     # hil_session's model parameter
+        self.start_error = ""
+
+    def run(self, effects: list) -> None:
+        for eff in effects:
+            self.log.append(eff)
+            wf, life = self.wf, self.life
+            if isinstance(eff, StartComparison):
+                if self.start_error:
+                    self.run(wf.comparison_started(self.now, "", self.start_error))
+                    continue
+                life.start([eff.current, eff.candidate], "ab", eff.trials_per_model, eff.alpha, (0.5, 0.8),
+                           lambda: ["v1", "v2"])
+                self.run(wf.comparison_started(self.now, life.comparison_id))
+                self.run(wf.observe_comparison(self.now, status_of(life)))
+            elif isinstance(eff, PinModel):
+                model = eff.model_id
+                if eff.next:
+                    ok, model = life.next_model()
+                    if not ok:
+                        continue
+                self.pin = model
+                wf.pinned(model)
+            elif isinstance(eff, SendTrial):
+                out = life.record(eff.model_id, eff.success)
+                wf.trial_sent(self.now, eff, out.accepted, out.message)
+                self.run(wf.observe_comparison(self.now, status_of(life)))
+            elif isinstance(eff, StopComparison):
+                life.stop()
+            elif isinstance(eff, Deploy):
+                self.deploys.append(eff)
+                wf.deployed_result(self.now, eff.model_id)
+
+    def offline_passed(self) -> None:
+        self.wf.holdout = ["h"]
+        self.wf.models["v2"] = {}
+        self.wf.evaluating = Evaluate("v2", "v1", ("h",))
+        self.run(self.wf.evaluated(self.now, OFFLINE))
+
+    def episode(self, model: str, success: int, human: int = 0) -> None:
+        self.now += 30.0
+        i = len(self.facts)
+        self.facts.append(EpisodeFact(f"training_session_epoch9/episode_{i}.hdf5", self.now, True, False, success,
+                                      human, model))
+        self.run(self.wf.observe_episodes(self.now, list(self.facts)))
+
+    def rollouts(self, quality: dict[str, float], seed: int, limit: int = 500) -> int:
+        """Evaluation rollouts of the pinned model until the machine leaves AB_TESTING; returns how many."""
+        rng = np.random.default_rng(seed)
+        n = 0
+        while self.wf.online is not None and n < limit:
+            assert self.wf.stage == Stage.AB_TESTING and not self.deploys  # nothing deployed before the verdict
+            assert self.pin in quality
+            self.episode(self.pin, int(rng.random() < quality[self.pin]))
+            n += 1
+        return n
+
+
+def test_better_online_is_deployed_only_after_model_comparisons_verdict() -> None:
+    w = World()
+    w.offline_passed()
+    assert isinstance(w.log[0], StartComparison) and w.log[0].current == "v1" and w.log[0].candidate == "v2"
+    assert w.wf.stage == Stage.AB_TESTING and w.pin in ("v1", "v2") and not w.deploys
+    assert "online A/B" in w.wf.message and "before any deploy" not in w.wf.message
+    rec = " | ".join(w.wf.analytics()["recommendations"])
+    assert "online A/B cmp-" in rec and "at most 40 trials per model" in rec and "mode policy" in rec
+    # no training starts beside it
+    ok, why, _ = w.wf.trigger(w.now)
+    assert not ok and "evaluated online" in why
+    n = w.rollouts({"v1": 0.3, "v2": 0.9}, seed=1)
+    assert w.life.state.name == "COMPLETED" and w.life.comparison.result().winner == "v2"
+    (deploy,) = w.deploys
+    assert deploy.model_id == "v2" and "online v2 better than v1" in deploy.reason and "offline" in deploy.reason
+    assert w.wf.current_model == "v2" and w.wf.online is None and w.pin == ""  # pin released
+    online = w.wf.models["v2"]["online"]
+    assert online["verdict"] == "passed" and online["status"]["stop_reason"] == "efficacy"
+    assert n < 2 * 40  # the sequential test stopped before the cap
+
+
+def test_worse_online_is_refused_with_the_reason_and_numbers() -> None:
+    w = World()
+    w.offline_passed()
+    w.rollouts({"v1": 0.9, "v2": 0.2}, seed=2)
+    assert not w.deploys and w.wf.current_model == "v1" and w.pin == ""
+    assert w.wf.message.startswith("v2 not deployed: worse than v1 online: v1 better than v2: success ")
+    assert "e-value" in w.wf.message and "trials per model" in w.wf.message
+    recs = w.wf.analytics()["recommendations"]
+    assert any(r.startswith("v2 not deployed: worse than v1 online") for r in recs), recs
+    assert not any("deploy it with" in r for r in recs)  # the offline win is no longer recommended
+    assert w.wf.stage == Stage.COLLECTING
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_equal_models_are_inconclusive_and_refused(seed: int) -> None:
+    w = World(online_trials=12)
+    w.offline_passed()
+    w.rollouts({"v1": 0.6, "v2": 0.6}, seed=seed)
+    result = w.life.comparison.result()
+    assert w.life.state.name == "COMPLETED" and not result.winner and result.stop_reason in ("futility", "cap")
+    assert not w.deploys and w.wf.current_model == "v1"
+    assert f"no evidence it is not worse than v1 online ({result.stop_reason})" in w.wf.message
+    assert w.wf.models["v2"]["online"]["verdict"] == "refused"
+
+
+def test_timeout_stops_the_comparison_and_refuses() -> None:
+    w = World(timeout_s=3600.0)
+    w.offline_passed()
+    w.episode(w.pin, 1)
+    w.episode(w.pin, 0)
+    assert w.wf.online is not None
+    w.now += 3600.0
+    w.run(w.wf.observe_episodes(w.now, list(w.facts)))
+    assert any(isinstance(e, StopComparison) for e in w.log) and w.life.state.name == "CANCELLED"
+    assert not w.deploys and w.wf.online is None
+    assert "timed out after 1.0" in w.wf.message and "online_timeout_s 3600" in w.wf.message
+    assert "1/1" in w.wf.message or "0/1" in w.wf.message  # the trials it had
+
+
+def test_start_refused_cancelled_or_lost_comparison_means_not_deployed() -> None:
+    w = World()
+    w.start_error = "cannot list the models of the policy server at 127.0.0.1:8000: connection refused"
+    w.offline_passed()
+    assert not w.deploys and "could not start on model_comparison: cannot list" in w.wf.message
+    # cancelled by someone on model_comparison
+    w = World()
+    w.offline_passed()
+    w.life.stop()
+    w.run(w.wf.observe_comparison(w.now, status_of(w.life)))
+    assert not w.deploys and "was cancelled on model_comparison before a verdict" in w.wf.message
+    # model_comparison restarted (a fresh node is IDLE): the comparison is gone
+    w = World()
+    w.offline_passed()
+    w.run(w.wf.observe_comparison(w.now, status_of(ComparisonLifecycle())))
+    assert not w.deploys and "no longer runs comparison" in w.wf.message
+
+
+def test_which_episodes_become_trials() -> None:
+    w = World()
+    w.now = 100.0
+    w.facts = [EpisodeFact("old/episode_0.hdf5", 50.0, True, False, 1, 0, "v2")]  # before the start
+    w.offline_passed()
+    sent = lambda: [e for e in w.log if isinstance(e, SendTrial)]  # noqa: E731
+    w.episode("v2", -1)                    # not labelled
+    w.episode("v1,v2", 1)                  # two models drove it
+    w.episode("v0", 1)                     # another model
+    w.facts.append(EpisodeFact("x/broken.hdf5", w.now + 1, False, False, 1, 0, "v2"))
+    w.episode("v2", 1, human=12)           # corrected: the model needed help -> a failure
+    w.episode("v1", 1)
+    trials = sent()
+    assert [(t.model_id, t.success) for t in trials] == [("v2", False), ("v1", True)]
+    w.run(w.wf.observe_episodes(w.now, list(w.facts)))
+    assert len(sent()) == 2                # each episode once
+    # a trial model_comparison did not receive is sent again next round
+    w.episode("v2", 1)
+    last = sent()[-1]
+    w.wf.trial_sent(w.now, last, False, "", "model_comparison/record_trial: no reply within 5 s")
+    assert "sent again" in w.wf.message
+    w.run(w.wf.observe_episodes(w.now, list(w.facts)))
+    assert sent()[-1] == last and len(sent()) == 4
+
+
+def test_auto_deploy_off_or_online_off_keep_the_old_paths() -> None:
+    w = World(auto=False)
+    w.offline_passed()
+    assert not w.log and "auto_deploy_enabled is false: not deployed" in w.wf.message
+    w = World(online_trials=0)
+    w.offline_passed()
+    assert [type(e) for e in w.log] == [Deploy] and w.wf.current_model == "v2"
+    with pytest.raises(ValueError, match="online_trials must be 0"):
+        WorkflowConfig(online_trials=3)
+    with pytest.raises(ValueError, match="online_timeout_s"):
+        WorkflowConfig(online_trials=10, online_timeout_s=0.0)
+
+
+def test_an_online_evaluation_survives_a_restart_of_the_manager(tmp_path) -> None:
+    w = World()
+    w.offline_passed()
+    for _ in range(3):
+        w.episode(w.pin, 1)
+    path = tmp_path / "state.json"
+    save_state(path, w.wf.to_dict())
+    data, _ = load_state(path)
+    restored = Workflow(w.wf.config, 0.0)
+    restored.load(data)
+    restored.observe_server(w.now, dict(SERVER_OK), [])
+    assert restored.stage == Stage.AB_TESTING and restored.online.comparison_id == w.life.comparison_id
+    assert restored.online.sent == w.wf.online.sent
+    w.wf = restored                        # the same episodes are not sent twice; the verdict still decides
+    w.run(w.wf.observe_episodes(w.now, list(w.facts)))
+    assert sum(isinstance(e, SendTrial) for e in w.log) == 3
+    w.rollouts({"v1": 0.2, "v2": 0.95}, seed=8)
+    assert [d.model_id for d in w.deploys] == ["v2"]
