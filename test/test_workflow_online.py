@@ -251,3 +251,117 @@ def test_an_online_evaluation_survives_a_restart_of_the_manager(tmp_path) -> Non
     assert sum(isinstance(e, SendTrial) for e in w.log) == 3
     w.rollouts({"v1": 0.2, "v2": 0.95}, seed=8)
     assert [d.model_id for d in w.deploys] == ["v2"]
+
+
+# --- against the real nodes --------------------------------------------------------------------------------------
+def start_comparison(procs, port: int) -> None:
+    """model_comparison with the sim bring-up profile's parameter file, pointed at this test's server."""
+    from h1_training.bringup import load_profile
+    from h1_training.procs import resolve_executable
+
+    (node,) = [n for n in load_profile("sim").nodes if n.name == "model_comparison"]
+    argv = [*resolve_executable("model_comparison"), "--ros-args"]
+    for path in node.params:
+        argv += ["--params-file", str(path)]
+    procs.start("model_comparison", argv + ["-p", f"policy_port:={port}", "-p", "seed:=5"])
+
+
+def online_stack(procs, probe, tmp_path, *params: str):
+    from test_workflow_manager import TARGET, captures, free_port, start_manager, start_server, write_episode
+
+    from h1_training.nodes.common import LATCHED_QOS
+    from h1_training_interfaces.msg import ModelComparisonStatus
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    for i in range(8):  # demonstrations reaching TARGET: the trained model beats the server's first one offline
+        write_episode(data, i, target=TARGET, human=False)
+    port = free_port()
+    start_server(procs, port, models, data)
+    comparison = probe.capture(ModelComparisonStatus, "/model_comparison/status", LATCHED_QOS)
+    start_comparison(procs, port)
+    comparison.wait(timeout=60)
+    status, _, _, analytics = captures(probe)
+    start_manager(procs, port, data, tmp_path / "state.json", "workflow.min_episodes_before_training:=8",
+                  "workflow.auto_deploy_enabled:=true", "workflow.holdout_every:=2", "training.policy_type:=scripted",
+                  "evaluation.send_images:=false", *params)
+    return data, port, status, comparison, analytics, write_episode
+
+
+@pytest.mark.timeout(300)
+def test_nodes_deploy_only_after_model_comparisons_evidence(procs, probe, tmp_path) -> None:
+    from rcl_interfaces.srv import GetParameters
+    from std_srvs.srv import Trigger
+
+    from h1_training.policy.client import http_json
+    from h1_training.procs import wait_until
+
+    data, port, status, comparison, analytics, write_episode = online_stack(
+        procs, probe, tmp_path, "evaluation.online_trials:=30")
+    # hil_session (no arm or recorder in this stack: only its parameters are used), whose `model` the manager pins
+    procs.start_executable("hil_session", "hil_session", [
+        "--ros-args", "-p", "policy_host:=127.0.0.1", "-p", f"policy_port:={port}", "-p", f"save_dir:={tmp_path}/hs",
+        "-p", "startup_timeout_s:=1.0", "-p", "sync_enabled:=false"])
+    probe.wait_for_service("/hil_session/set_parameters", timeout=60)
+
+    def pin() -> str:
+        reply = probe.call(GetParameters, "/hil_session/get_parameters", {"names": ["model"]}, timeout=15)
+        return reply.values[0].string_value
+
+    def next_model() -> str:
+        return probe.call(Trigger, "/model_comparison/next_model", Trigger.Request(), timeout=15).message
+
+    served = lambda: http_json(f"http://127.0.0.1:{port}", None, "/training_status")["model_id"]  # noqa: E731
+    ab = status.wait(where=lambda m: m.stage_name == "AB_TESTING", timeout=120)
+    running = comparison.wait(where=lambda m: m.state_name == "RUNNING", timeout=30)
+    scripted, new = [m.model_id for m in running.models]
+    assert scripted == "scripted" and new.startswith("v") and running.trials_cap == 30
+    assert served() == "scripted" and ab.current_model_version == "scripted"
+    recs = status.wait(where=lambda m: any("hil_session runs the model" in r for r in m.recommendations), timeout=30)
+    assert any(f"online A/B {running.comparison_id} of {new} vs scripted" in r for r in recs.recommendations)
+    assert probe.set_parameter("training_workflow_manager", "workflow.auto_train_enabled", False).successful
+
+    # evaluation rollouts, as hil_session's policy mode saves them: one labelled episode of the model hil_session
+    # is pinned to, which is the one model_comparison names next (seeded: the new model succeeds 95 %, the old
+    # one 20 %); the manager turns each into a record_trial
+    rng = np.random.default_rng(11)
+    quality = {scripted: 0.2, new: 0.95}
+    for n in range(1, 61):
+        model = wait_until(lambda: (lambda m: m if m and m == next_model() else "")(pin()), 30,
+                           "hil_session's model pinned to the model model_comparison names next")
+        assert model in quality
+        write_episode(data, 100 + n, frames=20, model=model, success=int(rng.random() < quality[model]),
+                      human=False, epoch=1)
+        st = comparison.wait(where=lambda m, n=n: sum(x.trials for x in m.models) == n, timeout=60)
+        if st.state_name != "RUNNING":
+            break
+        assert served() == "scripted"  # no evidence yet: nothing deployed
+        assert status.last().current_model_version == "scripted"
+    assert st.state_name == "COMPLETED" and st.winner == new and st.stop_reason == "efficacy"
+    assert st.e_value >= st.e_threshold and n < 60
+    deployed = status.wait(where=lambda m: m.current_model_version == new, timeout=60)
+    assert served() == new and deployed.previous_model_version == "scripted" and "deployed" in deployed.message
+    # the deploy came after model_comparison's verdict
+    t_verdict = comparison.times[[i for i, m in enumerate(comparison.messages) if m.state_name == "COMPLETED"][0]]
+    t_deploy = status.times[[i for i, m in enumerate(status.messages) if m.current_model_version == new][0]]
+    assert t_verdict < t_deploy
+    wait_until(lambda: pin() == "", 30, "the pin released after the verdict")
+
+
+@pytest.mark.timeout(300)
+def test_nodes_online_evaluation_times_out_and_is_not_deployed(procs, probe, tmp_path) -> None:
+    from h1_training.policy.client import http_json
+
+    _, port, status, comparison, _, _ = online_stack(
+        procs, probe, tmp_path, "evaluation.online_trials:=30", "evaluation.online_timeout_s:=8.0")
+    status.wait(where=lambda m: m.stage_name == "AB_TESTING", timeout=120)
+    comparison.wait(where=lambda m: m.state_name == "RUNNING", timeout=30)
+    # no hil_session in this stack: nothing to pin, and the status says what to do instead
+    status.wait(where=lambda m: any("no hil_session running" in r and "/model_comparison/next_model" in r
+                                    for r in m.recommendations), timeout=30)
+    refused = status.wait(where=lambda m: "timed out" in m.message, timeout=60)
+    assert "not deployed: the online evaluation timed out" in refused.message
+    assert "online_timeout_s 8" in refused.message
+    assert comparison.wait(where=lambda m: m.state_name == "CANCELLED", timeout=30)
+    assert refused.current_model_version == "scripted" and refused.stage_name != "AB_TESTING"
+    assert http_json(f"http://127.0.0.1:{port}", None, "/training_status")["model_id"] == "scripted"
+    assert any("not deployed: the online evaluation timed out" in r for r in refused.recommendations)
