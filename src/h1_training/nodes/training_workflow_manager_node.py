@@ -85,7 +85,8 @@ class WorkflowManagerParams:
         "(0 = off)",
         min=0.0, max=8760.0, name="workflow.training_trigger_interval_hours")
     workflow_auto_deploy_enabled: bool = param(_WORKFLOW_DEFAULTS.auto_deploy_enabled,
-        "deploy a new model by itself when it is better on the held-out episodes with statistical evidence",
+        "deploy a new model by itself when it is better on the held-out episodes with statistical evidence (and, "
+        "with evaluation.online_trials, when model_comparison's online A/B names it the winner)",
         name="workflow.auto_deploy_enabled")
     workflow_data_dir: str = param("data/h1_data",
         "the recorder's save_dir (training_session_epoch*/episode_*); its relative paths are sent to the "

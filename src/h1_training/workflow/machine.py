@@ -657,7 +657,9 @@ class Workflow:
                                        f"({on.counts()})")
         if state != "COMPLETED":
             return []
-        verdict = str(status.get("message", ""))
+        # model_comparison's verdict; its own advice after it ("Recommendation: deploy ...", "No winner: keep the
+        # deployed model ...") is written for an operator without this manager, so it is left out
+        verdict = str(status.get("message", "")).split(". ", 1)[0]
         winner = str(status.get("winner", ""))
         if winner == on.candidate:
             return self._online_passed(verdict)
