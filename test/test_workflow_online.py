@@ -195,6 +195,18 @@ def test_start_refused_cancelled_or_lost_comparison_means_not_deployed() -> None
     assert not w.deploys and "no longer runs comparison" in w.wf.message
 
 
+def test_a_failed_pin_keeps_the_old_one_and_it_is_released_at_the_end() -> None:
+    w = World()
+    w.offline_passed()
+    first = w.pin
+    w.wf.pinned("", "model_comparison/next_model: no reply within 5 s")
+    assert w.wf.online.pinned == first and "no reply" in w.wf.online.pin_problem
+    assert any("hil_session runs the model" in r for r in w.wf.analytics()["recommendations"])
+    w.life.stop()
+    w.run(w.wf.observe_comparison(w.now, status_of(w.life)))
+    assert isinstance(w.log[-1], PinModel) and w.log[-1].model_id == "" and not w.log[-1].next and w.pin == ""
+
+
 def test_which_episodes_become_trials() -> None:
     w = World()
     w.now = 100.0

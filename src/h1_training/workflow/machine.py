@@ -742,8 +742,12 @@ class Workflow:
 
     def pinned(self, model: str, problem: str = "") -> None:
         """What the runner did with a :class:`PinModel`: hil_session's ``model`` is now ``model``, or why not."""
-        if self.online is not None:
-            self.online.pinned, self.online.pin_problem = ("", problem) if problem else (model, "")
+        if self.online is None:
+            return
+        if problem:  # the pin stays what it was (it is released at the end if it was ever set)
+            self.online.pin_problem = problem
+        else:
+            self.online.pinned, self.online.pin_problem = model, ""
 
     def request_deploy(self, model: str) -> tuple[bool, str, list[Effect]]:
         if not model:

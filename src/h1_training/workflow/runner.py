@@ -153,6 +153,7 @@ class WorkflowRunner:
         self._eval_thread: threading.Thread | None = None
         self.comparison: ComparisonPort | None = None   # set by the node
         self._comparison_status: dict | None = None     # the latest model_comparison/status, not yet fed
+        self._comparison_down_until = 0.0               # after a failed call: no more trials sent until then
         self.job_seen_at = 0.0      # last time our job's record came back (training_stats freshness)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -291,6 +292,8 @@ class WorkflowRunner:
                 log.info(f"model_comparison/start: {message}")
                 return m.comparison_started(now, cid, "" if ok and cid else (message or "refused"))
             if isinstance(eff, SendTrial):
+                if now < self._comparison_down_until:  # one timeout per round, not one per pending trial
+                    raise ConnectionError("model_comparison did not answer the previous trial")
                 accepted, message = port.record(eff.model_id, eff.success)
                 m.trial_sent(now, eff, accepted, message)
                 (log.info if accepted else log.warning)(f"trial {eff.path} ({eff.model_id}): {message}")
@@ -314,6 +317,7 @@ class WorkflowRunner:
             if isinstance(eff, StartComparison):
                 return m.comparison_started(now, "", str(exc))
             if isinstance(eff, SendTrial):
+                self._comparison_down_until = max(self._comparison_down_until, self.clock() + 1.0)
                 m.trial_sent(now, eff, False, "", str(exc))
             elif isinstance(eff, PinModel):
                 m.pinned("", str(exc))
