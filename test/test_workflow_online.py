@@ -201,7 +201,9 @@ def test_a_failed_pin_keeps_the_old_one_and_it_is_released_at_the_end() -> None:
     first = w.pin
     w.wf.pinned("", "model_comparison/next_model: no reply within 5 s")
     assert w.wf.online.pinned == first and "no reply" in w.wf.online.pin_problem
-    assert any("hil_session runs the model" in r for r in w.wf.analytics()["recommendations"])
+    recs = w.wf.analytics()["recommendations"]
+    assert any("hil_session runs the model" in r and "blind" in r for r in recs), recs
+    assert not any("deploy it with" in r for r in recs)  # not while its online evaluation runs
     w.life.stop()
     w.run(w.wf.observe_comparison(w.now, status_of(w.life)))
     assert isinstance(w.log[-1], PinModel) and w.log[-1].model_id == "" and not w.log[-1].next and w.pin == ""

@@ -870,7 +870,8 @@ class Workflow:
             figures = (f"{on.counts()}, e-value {float(st.get('e_value', 1.0)):.3g} of "
                        f"{float(st.get('e_threshold', 1 / cfg.alpha)):.3g}" if st else "starting")
             left_h = max(0.0, on.requested_at + cfg.online_timeout_s - self.now) / 3600
-            pin = (f"hil_session runs the model model_comparison names ({on.pinned})" if on.pinned else
+            pin = ("hil_session runs the model model_comparison names next (blind: which one is not shown)"
+                   if on.pinned else
                    f"hil_session not pinned ({on.pin_problem or 'not yet'}): run the model "
                    "/model_comparison/next_model names")
             recs.append(f"online A/B {on.comparison_id or '(starting)'} of {on.candidate} vs {on.current}: {figures}, "
@@ -881,7 +882,8 @@ class Workflow:
             online = info.get("online") or {}
             if online.get("verdict") == "refused" and not info.get("deployed_at"):
                 recs.append(f"{mid} not deployed: {online.get('reason')}")
-            elif ev.get("better") and mid != self.current_model and not info.get("deployed_at"):
+            elif (ev.get("better") and mid != self.current_model and not info.get("deployed_at")
+                  and not (on is not None and on.candidate == mid)):
                 recs.append(f"{mid} beat {ev.get('current')} offline ({ev.get('candidate_error', 0):.4f} vs "
                             f"{ev.get('current_error', 0):.4f} rad, p = {ev.get('p_value', 1):.3g}) - deploy it "
                             "with /training_workflow/deploy_model")
