@@ -182,6 +182,17 @@ def test_start_refused_cancelled_or_lost_comparison_means_not_deployed() -> None
     w.start_error = "cannot list the models of the policy server at 127.0.0.1:8000: connection refused"
     w.offline_passed()
     assert not w.deploys and "could not start on model_comparison: cannot list" in w.wf.message
+    # the start went out but its reply did not come back: adopted when model_comparison shows it running
+    w = World()
+    w.offline_passed()
+    life = w.life
+    w.wf.online.comparison_id, w.wf.online.pinned = "", ""
+    w.run(w.wf.comparison_started(w.now, "", "no reply within 15 s", unanswered=True))
+    assert w.wf.online is not None and "did not answer the start" in w.wf.message
+    w.run(w.wf.observe_comparison(w.now, status_of(life)))
+    assert w.wf.online.comparison_id == life.comparison_id and "adopted" in w.wf.message
+    w.rollouts({"v1": 0.2, "v2": 0.95}, seed=4)
+    assert [d.model_id for d in w.deploys] == ["v2"]
     # cancelled by someone on model_comparison
     w = World()
     w.offline_passed()

@@ -190,10 +190,12 @@ class ComparisonClient:
         self.session_params = session_params
 
     def _call(self, client: Any, request: Any, what: str) -> Any:
+        if not client.wait_for_service(timeout_sec=self.timeout_s):
+            raise ConnectionError(f"{what}: service {client.srv_name} not available after {self.timeout_s:g} s")
         try:
             return call_service(client, request, self.timeout_s, what)
-        except ServiceCallError as exc:
-            raise ConnectionError(str(exc)) from exc
+        except ServiceCallError as exc:  # sent, no reply (or the call failed): it may have been carried out
+            raise TimeoutError(str(exc)) from exc
 
     def start(self, model_ids: list[str], trials_per_model: int, alpha: float) -> tuple[bool, str, str]:
         req = CompareModels.Request(model_ids=model_ids, mode=CompareModels.Request.MODE_AB,
@@ -276,8 +278,8 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         self.create_subscription(SessionStatus, f"{prefix}/status", self._on_session_status, LATCHED_QOS,
                                  callback_group=group)
         cmp_name = p["comparison_node"].strip("/")
-        self.runner.comparison = ComparisonClient(self, cmp_name, self.session_params_cli, group,
-                                                  timeout_s=p["server.timeout_s"] + 2.0)
+        # model_comparison computes its whole status (exact tests) on every trial: allow for a loaded machine
+        self.runner.comparison = ComparisonClient(self, cmp_name, self.session_params_cli, group, timeout_s=15.0)
         self.create_subscription(ModelComparisonStatus, f"{cmp_name}/status",
                                  lambda msg: self.runner.observe_comparison(comparison_status(msg)), LATCHED_QOS,
                                  callback_group=group)

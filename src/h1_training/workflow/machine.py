@@ -278,6 +278,7 @@ class OnlineEvaluation:
     sent: list[str] = field(default_factory=list)      # episodes sent as trials (accepted or refused), in order
     accepted: int = 0
     refused: list[str] = field(default_factory=list)   # model_comparison's reasons, last few
+    start_unanswered: bool = False  # the start request went out without a reply: adopt it if it shows RUNNING
     pinned: str = ""              # what hil_session's model is pinned to ("" = not pinned)
     pin_problem: str = ""         # why it could not be pinned
     status: dict = field(default_factory=dict)          # model_comparison's last status of this comparison
@@ -618,11 +619,19 @@ class Workflow:
                         f"model_comparison (at most {n} trials per model) before any deploy")
         return [StartComparison(candidate, current, n, self.config.alpha)]
 
-    def comparison_started(self, now: float, comparison_id: str, error: str = "") -> list[Effect]:
-        """model_comparison's reply to :class:`StartComparison` (``error``: refused or unreachable)."""
+    def comparison_started(self, now: float, comparison_id: str, error: str = "", unanswered: bool = False
+                           ) -> list[Effect]:
+        """model_comparison's reply to :class:`StartComparison` (``error``: refused or unreachable;
+        ``unanswered``: sent without a reply - it is adopted if model_comparison then shows it RUNNING, else the
+        timeout ends it)."""
         self.now = now
         on = self.online
         if on is None or on.comparison_id:
+            return []
+        if unanswered:
+            on.start_unanswered = True
+            self.message = (f"model_comparison did not answer the start of the online A/B of {on.candidate} "
+                            f"({error}); waiting for its status")
             return []
         if error:
             return self._refuse_online(f"the online evaluation could not start on model_comparison: {error}")
@@ -638,9 +647,15 @@ class Workflow:
         our comparison, when it comes, decides the deploy."""
         self.now = now
         on = self.online
-        if on is None or not on.comparison_id:
+        if on is None:
             return []
         cid, state = str(status.get("comparison_id", "")), str(status.get("state", ""))
+        if not on.comparison_id:
+            if not (on.start_unanswered and state == "RUNNING"
+                    and list(status.get("models") or {}) == [on.current, on.candidate]):
+                return []
+            on.comparison_id, on.started_at, on.start_unanswered = cid, on.requested_at, False
+            self.message = f"online A/B {cid} of {on.candidate} vs {on.current} running (its start was adopted)"
         if cid != on.comparison_id:
             if state == "IDLE" or state == "RUNNING":  # restarted, or another comparison took its place
                 return self._refuse_online(f"model_comparison no longer runs comparison {on.comparison_id} (it "

@@ -63,7 +63,8 @@ class RunnerConfig:
 
 class ComparisonPort(Protocol):
     """How the runner reaches ``model_comparison`` and hil_session (the node implements it with service clients).
-    Each method raises ``ConnectionError`` with the reason when the service cannot be reached."""
+    Each method raises ``ConnectionError`` with the reason when the service cannot be reached (nothing was sent),
+    ``TimeoutError`` when the request went out but no reply came (it may have been carried out)."""
 
     def start(self, model_ids: list[str], trials_per_model: int, alpha: float) -> tuple[bool, str, str]:
         """(accepted, message, comparison_id) of ``model_comparison/start`` (mode ab)."""
@@ -292,8 +293,9 @@ class WorkflowRunner:
                 log.info(f"model_comparison/start: {message}")
                 return m.comparison_started(now, cid, "" if ok and cid else (message or "refused"))
             if isinstance(eff, SendTrial):
-                if now < self._comparison_down_until:  # one timeout per round, not one per pending trial
-                    raise ConnectionError("model_comparison did not answer the previous trial")
+                if now < self._comparison_down_until:  # one wait per round, not one per pending trial
+                    m.trial_sent(now, eff, False, "", "model_comparison was not reachable for the previous trial")
+                    return []
                 accepted, message = port.record(eff.model_id, eff.success)
                 m.trial_sent(now, eff, accepted, message)
                 (log.info if accepted else log.warning)(f"trial {eff.path} ({eff.model_id}): {message}")
@@ -313,6 +315,18 @@ class WorkflowRunner:
                 m.pinned(model, problem)
                 if problem:
                     log.warning(f"hil_session model pin {model or '(release)'}: {problem}")
+        except TimeoutError as exc:
+            # the request went out: model_comparison may have recorded / started it. A trial is not sent again (a
+            # duplicate would count twice; one lost trial only costs a trial); anything else is reported.
+            if isinstance(eff, SendTrial):
+                m.trial_sent(now, eff, False, f"no reply ({exc}); not sent again: it may have been recorded")
+            elif isinstance(eff, StartComparison):
+                return m.comparison_started(now, "", f"no reply ({exc})", unanswered=True)
+            elif isinstance(eff, PinModel):
+                m.pinned("", str(exc))
+            else:
+                m.message += f"; model_comparison/stop: {exc}"
+            log.warning(f"{type(eff).__name__}: {exc}")
         except ConnectionError as exc:
             if isinstance(eff, StartComparison):
                 return m.comparison_started(now, "", str(exc))
