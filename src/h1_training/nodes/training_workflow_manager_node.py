@@ -285,7 +285,7 @@ class TrainingWorkflowManager(ParamsMixin, Node):
                                  callback_group=group)
         self.collection: CollectionPlan | None = None
         self.session_status: SessionStatus | None = None
-        self._timer = self.create_timer(p["status_period_s"], self.publish, callback_group=group)
+        self._timer = self.create_timer(p["status_period_s"], self._on_timer, callback_group=group)
         self.runner.start()
         self.get_logger().info(f"training_workflow_manager: data {p['workflow.data_dir']}, server {p['server.url']}, "
                                f"state {state_file}; {self.runner.state_message}")
@@ -410,6 +410,20 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         with self.runner.lock, self._pub_lock:
             if not self._closing:
                 self._publish_locked()
+
+    def _on_timer(self) -> None:
+        """The periodic republish skips a round while the runner holds its lock: the runner may be waiting there
+        for a service reply (model_comparison, hil_session) that an executor thread must deliver, so timer
+        callbacks piling up on the lock would take every thread and the reply would never come. The runner
+        publishes itself when it is done (on_update)."""
+        if not self.runner.lock.acquire(blocking=False):
+            return
+        try:
+            with self._pub_lock:
+                if not self._closing:
+                    self._publish_locked()
+        finally:
+            self.runner.lock.release()
 
     def _publish_locked(self) -> None:
         m = self.runner.machine
