@@ -304,7 +304,7 @@ def online_stack(procs, probe, tmp_path, *params: str):
     start_server(procs, port, models, data)
     comparison = probe.capture(ModelComparisonStatus, "/model_comparison/status", LATCHED_QOS)
     start_comparison(procs, port)
-    comparison.wait(timeout=60)
+    comparison.wait(timeout=120)  # its first status: importing scipy/statsmodels takes long on a loaded machine
     status, _, _, analytics = captures(probe)
     start_manager(procs, port, data, tmp_path / "state.json", "workflow.min_episodes_before_training:=8",
                   "workflow.auto_deploy_enabled:=true", "workflow.holdout_every:=2", "training.policy_type:=scripted",
