@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampler of every Diffusion model served: ddim:10 (10 DDIM steps, ~10x faster than "
                              "LeRobot's default) or ddpm[:STEPS]; default: each model's own (config.json)")
     parser.add_argument("--max-message-mb", type=float, default=32.0, help="largest WebSocket message accepted")
+    parser.add_argument("--infer-delay-ms", type=float, default=0.0,
+                        help="benchmarks and tests: every inference takes this many ms longer (a slow model, "
+                             "e.g. `bench policy-loop`'s 100 ms one); default 0")
     from h1_training.training.autotrain import AutoTrainConfig
 
     d = AutoTrainConfig()  # the epoch watcher's defaults are the flags' defaults (declared once)
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                               work_dir=args.work_dir, api_key=api_key, device=resolve_device(args.device),
                               default_model=args.default_model, max_loaded_models=args.max_loaded_models,
                               max_message_bytes=int(args.max_message_mb * 1024 * 1024), auto_train=auto,
-                              diffusion_sampling=args.diffusion_sampling)
+                              diffusion_sampling=args.diffusion_sampling, infer_delay_ms=args.infer_delay_ms)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}")
         return 2

@@ -81,6 +81,9 @@ class ScriptedPolicy:
         target = np.asarray(self.config.target if self.config.target is not None else default, np.float64)
         self.target = np.clip(target, ARM_LOWER_RAD, ARM_UPPER_RAD)
         self.model_id = model_id
+        # numpy on 14 numbers, ~5 us a row: instant at the usual horizons, so the server may run it on its event
+        # loop (serve/server.py); a long horizon goes to a worker thread like every learned model
+        self.infer_inline = int(self.config.horizon) <= 100
         self.metadata: dict[str, Any] = {
             "policy_type": POLICY_TYPE,
             "model_id": model_id,
@@ -157,6 +160,7 @@ class NoopPolicy:
 
     def __init__(self, horizon: int = 50, model_id: str = "noop") -> None:
         self.model_id = model_id
+        self.infer_inline = True  # returns a precomputed array: the server runs it on its event loop
         self._actions = np.zeros((horizon, NUM_ARM_JOINTS), np.float32)
         self.metadata: dict[str, Any] = {"policy_type": "noop", "model_id": model_id, "action_horizon": horizon,
                                          "action_dim": NUM_ARM_JOINTS}

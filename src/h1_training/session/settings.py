@@ -60,6 +60,8 @@ class SessionSettings:
     replan_steps: int = param(25, "rows of a chunk executed before the next chunk is requested (0 = when the "
         "chunk runs out)", min=0, max=10000)
     max_chunk_rows: int = param(0, "execute at most this many rows of each chunk (0 = all)", min=0, max=10000)
+    blend_steps: int = param(10, "ticks over which a new chunk is blended in linearly from the previous one at the "
+        "switch (0 = switch at once; see session/policy_loop.py)", min=0, max=1000)
     skip_elapsed_rows: bool = param(True, "start a new chunk at the row for now (rows computed for the time the "
         "server took are skipped)")
     connect_timeout_s: float = param(3.0, "WebSocket connect timeout per attempt [s]", min=0.1, max=60.0)
