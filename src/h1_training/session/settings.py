@@ -96,8 +96,8 @@ class SessionSettings:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if not (math.isfinite(self.startup_timeout_s) and self.startup_timeout_s >= 0):
             raise ValueError(f"startup_timeout_s must be >= 0, got {self.startup_timeout_s}")
-        if self.replan_steps < 0 or self.max_chunk_rows < 0 or self.max_track_resumes < 0:
-            raise ValueError("replan_steps, max_chunk_rows and max_track_resumes must be >= 0")
+        if min(self.replan_steps, self.max_chunk_rows, self.max_track_resumes, self.blend_steps) < 0:
+            raise ValueError("replan_steps, max_chunk_rows, max_track_resumes and blend_steps must be >= 0")
         if self.connect_attempts < 1:
             raise ValueError("connect_attempts must be >= 1")
 
