@@ -76,7 +76,7 @@ def blend_weight(j: int, steps: int) -> float:
 class LoopStats:
     ticks: int = 0
     late_ticks: int = 0        # ticks that started more than one period late
-    missed_ticks: int = 0      # ticks of the grid skipped (woke too late to publish them)
+    missed_ticks: int = 0      # ticks of the grid skipped after the first published one (woke too late for them)
     held_ticks: int = 0        # ticks that repeated a chunk's last row waiting for the next chunk
     inferences: int = 0
     infer_ms_last: float = 0.0
@@ -188,6 +188,7 @@ class PolicyLoop:
         requested = False
         last: tuple[int, np.ndarray] | None = None  # (tick, row) last published
         switched_at: int | None = None       # tick the newest chunk took over from a previous one
+        missed0: int | None = None           # the grid's ticks before the first one: the first inference's time
         st = self.stats
         try:
             # a late tick is skipped (on the time grid), never made up for by a burst
@@ -221,14 +222,16 @@ class PolicyLoop:
                 self.publish(row, chunk.model_version, self.proposal)
                 st.ticks += 1
                 st.held_ticks += held
-                st.missed_ticks = self._ticker.missed
+                if missed0 is None:
+                    missed0 = self._ticker.missed
+                st.missed_ticks = self._ticker.missed - missed0
                 if last is not None:
                     step = float(np.max(np.abs(row - last[1]))) / max(k - last[0], 1)
                     st.max_step_rad = max(st.max_step_rad, step)
                     if switched_at is not None and k - switched_at <= self.blend_steps:
                         st.max_boundary_step_rad = max(st.max_boundary_step_rad, step)
                 last = (k, row)
-                if tick[1] or self._tick_now() > k:  # woke or finished more than a period late
+                if (tick[1] and st.ticks > 1) or self._tick_now() > k:  # woke or finished a period late
                     st.late_ticks += 1
         except Exception as exc:  # noqa: BLE001 - any error ends publishing and is reported
             self._fail(f"control loop error: {type(exc).__name__}: {exc}")
