@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from h1_training.policy.train_request import resolve_device
-    from h1_training.serve.server import PolicyServer, ServerConfig
+    from h1_training.serve.server import PolicyServer, ServerConfig, keep_message_buffers
     from h1_training.training.autotrain import AutoTrainConfig
     from h1_training.training.jobs import POLICY_TYPES
 
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}")
         return 2
+    keep_message_buffers()  # this process is the server: no page faults on every message's buffers
     try:
         server = PolicyServer(config)
     except Exception as exc:  # the deployed model does not load: say so instead of serving something else
