@@ -111,6 +111,47 @@ def _measure(calls: dict, n: int, warmup: int) -> dict[str, list[float]]:
     return times
 
 
+def _stage_ms(fn: Any, reps: int = 200) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e3, 4)
+
+
+def where_the_time_goes(obs: dict, rtt_ms: float, floor_ms: float) -> dict:
+    """The round trip's stages, each timed alone in this process (median of 200) on the same observation: what
+    the client and our server compute around the wire; ``wire_ms`` is the floor (the same bytes through a bare
+    WebSocket server: both frames, the TCP loopback, websockets' buffering and unmasking)."""
+    from openpi_client import msgpack_numpy
+
+    from h1_training.policy import codec
+    from h1_training.policy.obs import check_observation, check_result
+    from h1_training.policy.scripted import NoopPolicy, ScriptedPolicy
+
+    packer, ours, noop, scripted = msgpack_numpy.Packer(), codec.Packer(), NoopPolicy(), ScriptedPolicy()
+    payload = packer.pack(obs)
+    decoded = codec.unpackb(payload)
+    result = {**scripted.infer(decoded), "server_timing": {"infer_ms": 0.1}, "model_id": "scripted",
+              "model_epoch": 0}
+    reply = ours.pack(result)
+    stages = {
+        "client_pack_ms": _stage_ms(lambda: packer.pack(obs)),
+        "server_unpack_ms": _stage_ms(lambda: codec.unpackb(payload)),
+        "server_checks_ms": _stage_ms(lambda: check_result(check_observation(decoded) and noop.infer(decoded))),
+        "noop_infer_ms": _stage_ms(lambda: noop.infer(decoded)),
+        "scripted_infer_ms": _stage_ms(lambda: scripted.infer(decoded)),
+        "server_pack_ms": _stage_ms(lambda: ours.pack(result)),
+        "client_unpack_ms": _stage_ms(lambda: msgpack_numpy.unpackb(reply)),
+        "wire_ms": floor_ms,
+    }
+    computed = sum(v for k, v in stages.items() if k != "scripted_infer_ms")
+    stages["rest_ms"] = round(rtt_ms - computed, 4)  # scheduling, the event loop's dispatch, noise
+    return stages
+
+
 def _case(ports: dict[str, int], h: int, w: int, args: argparse.Namespace) -> dict:
     from openpi_client import msgpack_numpy
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
@@ -139,6 +180,7 @@ def _case(ports: dict[str, int], h: int, w: int, args: argparse.Namespace) -> di
     out: dict[str, Any] = {"rtt_p50_ms": round(p["ours"][0], 3), "rtt_p99_ms": round(p["ours"][1], 3),
                            "floor_p50_ms": round(p["floor"][0], 3), "floor_p99_ms": round(p["floor"][1], 3),
                            "observation_mb": round(len(payload) / 1e6, 3), "calls": args.calls}
+    out["where_the_time_goes"] = where_the_time_goes(obs, p["ours"][0], p["floor"][0])
     if "openpi" in p:
         out.update({"openpi_rtt_p50_ms": round(p["openpi"][0], 3), "openpi_rtt_p99_ms": round(p["openpi"][1], 3),
                     "ratio_p50": round(p["ours"][0] / p["openpi"][0], 3)})
