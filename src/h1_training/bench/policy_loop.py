@@ -145,7 +145,7 @@ def where_the_time_goes(obs: dict, rtt_ms: float, floor_ms: float) -> dict:
         "scripted_infer_ms": _stage_ms(lambda: scripted.infer(decoded)),
         "server_pack_ms": _stage_ms(lambda: ours.pack(result)),
         "client_unpack_ms": _stage_ms(lambda: msgpack_numpy.unpackb(reply)),
-        "wire_ms": floor_ms,
+        "wire_ms": round(floor_ms, 4),
     }
     computed = sum(v for k, v in stages.items() if k != "scripted_infer_ms")
     stages["rest_ms"] = round(rtt_ms - computed, 4)  # scheduling, the event loop's dispatch, noise
