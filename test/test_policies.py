@@ -337,3 +337,26 @@ def test_scripted_model_dirs_round_trip_and_old_ones_still_load(tmp_path):
     old = ScriptedPolicy.load(tmp_path / "old")
     assert old.config.max_speed == 0.6 and old.metadata["action_horizon"] == 50
     assert old.infer(obs)["actions"].shape == (50, 14)
+
+
+@pytest.mark.parametrize("max_speed,tau,horizon", [(0.6, 0.2, 50), (3.0, 0.05, 200)])
+def test_scripted_plan_is_the_iterated_step(max_speed, tau, horizon):
+    """The reach's rows computed at once are the rows of stepping one at a time, from anywhere (at the target,
+    a hair off it, inside and at the joint limits)."""
+    from h1_training.policy.scripted import ScriptedConfig, ScriptedPolicy
+    from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_UPPER_RAD
+
+    policy = ScriptedPolicy(ScriptedConfig(max_speed=max_speed, approach_tau_s=tau, horizon=horizon))
+    rng = np.random.default_rng(3)
+    starts = [np.asarray(ARM_HOME_RAD, float), policy.target.copy(), policy.target + 1e-9,
+              np.asarray(ARM_LOWER_RAD, float)] + [rng.uniform(ARM_LOWER_RAD, ARM_UPPER_RAD) for _ in range(10)]
+    for q0 in starts:
+        rows, q = [], q0
+        for _ in range(horizon):
+            q = policy.step(q)
+            rows.append(q)
+        assert np.abs(policy.plan(q0, horizon) - np.array(rows)).max() < 1e-9
+        actions = policy.infer({"state": q0.astype(np.float32)})["actions"]
+        assert actions.shape == (horizon, 14) and actions.dtype == np.float32
+        assert np.all(actions >= np.asarray(ARM_LOWER_RAD) - 1e-6)
+        assert np.all(actions <= np.asarray(ARM_UPPER_RAD) + 1e-6)

@@ -4,6 +4,7 @@ frame, API key, model choice, HTTP API, hot swap after a training job with a cli
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,11 +25,12 @@ from h1_training.policy.client import (
     ServerUnavailable,
     get_training_status,
 )
-from h1_training.policy.scripted import REACH_TARGET_RAD
+from h1_training.policy.scripted import REACH_TARGET_RAD, ScriptedConfig, ScriptedPolicy
 from h1_training.procs import wait_until
 from h1_training.recording import layout
 from h1_training.recording.layout import SYNC_MARKER
 from h1_training.robot_model import ARM_HOME_RAD
+from h1_training.serve import model_pool
 from h1_training.serve.server import PolicyServer, ServerConfig
 from h1_training.training.autotrain import AutoTrainConfig, scan
 
@@ -397,3 +399,39 @@ def test_job_cancel_and_worker_failure(tmp_path, monkeypatch) -> None:
         assert not jobs.pending_deploy()
     finally:
         jobs.close()
+
+
+def test_a_slow_model_never_blocks_the_event_loop_and_an_instant_ones_nan_is_refused(server_factory,
+                                                                                      monkeypatch) -> None:
+    """``infer_delay_ms`` makes every inference slow; it runs in a worker thread, so /healthz and another
+    session's handshake are answered while it is in flight. The scripted policy runs on the event loop
+    (``infer_inline``), and a non-finite chunk from it is refused exactly like one from a worker thread."""
+    slow = server_factory(infer_delay_ms=600)
+    done: dict[str, float] = {}
+
+    def infer() -> None:
+        reply = WebsocketClientPolicy("127.0.0.1", slow.port).infer(_obs())
+        done["infer"] = time.monotonic()
+        done["infer_ms"] = reply["server_timing"]["infer_ms"]
+
+    th = threading.Thread(target=infer)
+    th.start()
+    wait_until(lambda: slow.requests == 0 and slow.connections == 1, 10, "the slow inference in flight")
+    time.sleep(0.05)
+    assert _http(slow.port, "/healthz") == (200, "OK\n")
+    done["healthz"] = time.monotonic()
+    meta = WebsocketClientPolicy("127.0.0.1", slow.port).get_server_metadata()
+    done["handshake"] = time.monotonic()
+    th.join(10)
+    assert meta["model_id"] == "scripted"
+    assert done["healthz"] < done["infer"] and done["handshake"] < done["infer"], done
+    assert done["infer_ms"] >= 600
+
+    nan_policy = ScriptedPolicy(ScriptedConfig(mode="hold", target=[float("nan")] * 14), model_id="nan")
+    assert nan_policy.infer_inline
+    monkeypatch.setitem(model_pool.BUILTIN_MODELS, "nan", lambda: nan_policy)
+    fast = server_factory()
+    with pytest.raises(RuntimeError, match="not finite"):
+        WebsocketClientPolicy(f"ws://127.0.0.1:{fast.port}/?model=nan", None).infer(_obs())
+    assert fast.errors == 1
+    assert WebsocketClientPolicy("127.0.0.1", fast.port).infer(_obs())["actions"].shape == (50, 14)

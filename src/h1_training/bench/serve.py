@@ -23,7 +23,13 @@ robot sends them), each session pinned to one model with ``?model=<id>``:
     h1-training bench serve --policies noop,scripted,cnn_lstm --json
     h1-training bench serve --requests 200 --train-steps 50 --device cuda --json
 
-Latency includes msgpack encoding, the loopback WebSocket, resizing, and the model's forward pass. LeRobot's
+Latency includes msgpack encoding, the loopback WebSocket, resizing, and the model's forward pass. Where the time
+of the wire baseline and the scripted model goes, stage by stage (client packing, the server's unpacking, checks,
+inference and packing, and the bare-WebSocket floor), is ``h1-training bench policy-loop``'s
+``where_the_time_goes`` (3 x 640x480 under ``vga``): the WebSocket transport itself (the floor) and the client's
+packing of 2.8 MB take most of it; on the server, the scripted reach (now computed at once: ~20x faster than its
+row-by-row loop) and the worker-thread hop (gone for instant policies) were ours to cut, and the page faults on
+every message's buffers (``serve.server.keep_message_buffers``). LeRobot's
 Diffusion samples with 100 DDPM steps by default, which is what dominates its CPU latency.
 """
 

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampler of every Diffusion model served: ddim:10 (10 DDIM steps, ~10x faster than "
                              "LeRobot's default) or ddpm[:STEPS]; default: each model's own (config.json)")
     parser.add_argument("--max-message-mb", type=float, default=32.0, help="largest WebSocket message accepted")
+    parser.add_argument("--infer-delay-ms", type=float, default=0.0,
+                        help="benchmarks and tests: every inference takes this many ms longer (a slow model, "
+                             "e.g. `bench policy-loop`'s 100 ms one); default 0")
     from h1_training.training.autotrain import AutoTrainConfig
 
     d = AutoTrainConfig()  # the epoch watcher's defaults are the flags' defaults (declared once)
@@ -73,11 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import gc
     import logging
     import signal
 
     from h1_training.policy.train_request import resolve_device
-    from h1_training.serve.server import PolicyServer, ServerConfig
+    from h1_training.serve.server import PolicyServer, ServerConfig, keep_message_buffers
     from h1_training.training.autotrain import AutoTrainConfig
     from h1_training.training.jobs import POLICY_TYPES
 
@@ -109,10 +113,11 @@ def run(args: argparse.Namespace) -> int:
                               work_dir=args.work_dir, api_key=api_key, device=resolve_device(args.device),
                               default_model=args.default_model, max_loaded_models=args.max_loaded_models,
                               max_message_bytes=int(args.max_message_mb * 1024 * 1024), auto_train=auto,
-                              diffusion_sampling=args.diffusion_sampling)
+                              diffusion_sampling=args.diffusion_sampling, infer_delay_ms=args.infer_delay_ms)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}")
         return 2
+    keep_message_buffers()  # this process is the server: no page faults on every message's buffers
     try:
         server = PolicyServer(config)
     except Exception as exc:  # the deployed model does not load: say so instead of serving something else
@@ -120,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot load the default model: {type(exc).__name__}: {exc}\n"
               "  (start with --default-model scripted, or deploy another model, to serve without it)")
         return 2
+
+    # Everything imported and loaded so far (torch, the default model) lives as long as the process: out of the
+    # collector's sight, so a full collection never walks it in the middle of a request, and the interpreter's
+    # last collection at exit does not either (it took 5-10 s on a loaded 2-core machine, past a SIGINT's wait).
+    gc.freeze()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ import numpy as np
 from h1_training.robot_model import ARM_HOME_RAD, ARM_LOWER_RAD, ARM_UPPER_RAD, NUM_ARM_JOINTS
 
 POLICY_TYPE = "scripted"
+_LOWER, _UPPER = np.asarray(ARM_LOWER_RAD, np.float64), np.asarray(ARM_UPPER_RAD, np.float64)
 CONFIG_FILE = "config.json"
 
 # Arms raised forward with the elbows bent: a reachable pose inside the H1-2 URDF limits (left then right).
@@ -81,6 +82,9 @@ class ScriptedPolicy:
         target = np.asarray(self.config.target if self.config.target is not None else default, np.float64)
         self.target = np.clip(target, ARM_LOWER_RAD, ARM_UPPER_RAD)
         self.model_id = model_id
+        # numpy on 14 numbers, ~5 us a row: instant at the usual horizons, so the server may run it on its event
+        # loop (serve/server.py); a long horizon goes to a worker thread like every learned model
+        self.infer_inline = int(self.config.horizon) <= 100
         self.metadata: dict[str, Any] = {
             "policy_type": POLICY_TYPE,
             "model_id": model_id,
@@ -104,6 +108,23 @@ class ScriptedPolicy:
         frac = min(self.config.max_speed * dt / dist, 1.0 - np.exp(-dt / self.config.approach_tau_s))
         return q + frac * delta
 
+    def plan(self, q: np.ndarray, rows: int) -> np.ndarray:
+        """``rows`` iterations of :meth:`step` from ``q``, computed at once: each step shrinks the offset to the
+        target by the factor ``1 - frac`` on every joint alike, so only the scalar distance is iterated and the
+        rows are ``target - offset * cumprod(1 - frac)`` (the same rows as the loop, ~20x faster at 50)."""
+        delta = self.target - q
+        dist = float(np.max(np.abs(delta)))
+        if dist == 0.0:
+            return np.repeat(self.target[None, :], rows, axis=0)
+        dt = 1.0 / self.config.fps
+        cruise, approach = self.config.max_speed * dt, 1.0 - np.exp(-dt / self.config.approach_tau_s)
+        keep = np.empty(rows)
+        for k in range(rows):  # scalar: the remaining distance after each row
+            frac = min(cruise / dist, approach) if dist > 0.0 else 1.0
+            dist *= 1.0 - frac
+            keep[k] = 1.0 - frac
+        return self.target - np.cumprod(keep)[:, None] * delta[None, :]
+
     def reset(self) -> None:
         """Stateless: every call plans from the observed state."""
 
@@ -114,13 +135,10 @@ class ScriptedPolicy:
         if self.config.mode == "hold":
             actions = np.repeat(self.target[None, :], h, axis=0)
         else:
-            actions = np.empty((h, NUM_ARM_JOINTS))
-            q = state
-            for k in range(h):
-                q = actions[k] = self.step(q)
+            actions = self.plan(state, h)
         # Clipping per joint never lengthens a step; the target is inside the limits, so only a state outside
         # them is affected.
-        actions = np.clip(actions, ARM_LOWER_RAD, ARM_UPPER_RAD).astype(np.float32)
+        actions = np.minimum(np.maximum(actions, _LOWER), _UPPER).astype(np.float32)  # np.clip, less overhead
         return {"actions": actions, "policy_timing": {"infer_ms": (time.perf_counter() - t0) * 1e3}}
 
     # -- on disk: a model directory holds config.json only -------------------------------------------------
@@ -157,6 +175,7 @@ class NoopPolicy:
 
     def __init__(self, horizon: int = 50, model_id: str = "noop") -> None:
         self.model_id = model_id
+        self.infer_inline = True  # returns a precomputed array: the server runs it on its event loop
         self._actions = np.zeros((horizon, NUM_ARM_JOINTS), np.float32)
         self.metadata: dict[str, Any] = {"policy_type": "noop", "model_id": model_id, "action_horizon": horizon,
                                          "action_dim": NUM_ARM_JOINTS}

@@ -59,6 +59,22 @@ class LoadedModel:
             self.infer_count += 1
             return self.policy.infer(obs)
 
+    @property
+    def inline(self) -> bool:
+        """The policy says it answers in well under a millisecond without I/O (``infer_inline = True``: the
+        scripted and no-op policies): the server may run it on its event loop instead of a worker thread."""
+        return getattr(self.policy, "infer_inline", False) is True
+
+    def try_infer(self, obs: dict) -> dict | None:
+        """:meth:`infer` if the model is free now, else None (never waits: for the server's event loop)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            self.infer_count += 1
+            return self.policy.infer(obs)
+        finally:
+            self.lock.release()
+
     def summary(self) -> dict[str, Any]:
         return {**self.info, "id": self.model_id, "loaded": True, "loaded_at": self.loaded_at,
                 "load_s": round(self.load_s, 3), "infer_count": self.infer_count}
@@ -254,6 +270,17 @@ class ModelPool:
                 return self.default_model, self.epoch
         model = self.get(model_id)
         with self._lock:
+            return model, (self.epoch if model_id == self.default_id else None)
+
+    def peek(self, model_id: str | None) -> tuple[LoadedModel, int | None] | None:
+        """:meth:`resolve` when the model is loaded already, else None (never loads, never blocks for long)."""
+        with self._lock:
+            if model_id is None:
+                return self.default_model, self.epoch
+            model = self._loaded.get(model_id)
+            if model is None:
+                return None
+            self._loaded.move_to_end(model_id)
             return model, (self.epoch if model_id == self.default_id else None)
 
     def loaded_ids(self) -> list[str]:

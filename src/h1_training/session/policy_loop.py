@@ -5,6 +5,19 @@ thread publishes one row per tick at ``rate_hz``, open loop, and asks for the ne
 rows (or when the chunk runs out: then it repeats the last row, a constant target, until the next chunk arrives
 or the request times out). Rows that elapsed while the server computed are skipped, so the chunk stays aligned
 with time. Safety rules: see ``session/runner.py``.
+
+Inference never runs on the control thread: the next chunk is requested ``replan_steps`` rows into the current one,
+so a model slower than a tick (100 ms = 5 ticks at 50 Hz) delivers it while the current chunk still has rows,
+and no tick waits for it.
+
+Chunk boundary: a **linear blend over the overlap** (not real-time chunking, which needs the model to inpaint the
+frozen prefix; this works with any model). When the next chunk arrives at tick ``k``, the previous chunk still has
+rows for the ticks after ``k`` (or its held last row); for ``blend_steps`` ticks the published row is
+``(1 - w) * previous(t) + w * next(t)`` with ``w = (j + 1) / (blend_steps + 1)`` at the ``j``-th tick, then the
+next chunk alone. A difference ``d`` between the two chunks at the switch is spread over ``blend_steps + 1`` ticks
+(``d / (blend_steps + 1)`` per tick on top of the chunks' own motion) instead of one step of ``d``. A chunk that
+arrives during a blend blends from what was being published (blends nest), so there is no step then either.
+The arm's per-tick velocity clamp (``drivers/arm_safety.py``) still limits whatever is published.
 """
 
 from __future__ import annotations
@@ -28,15 +41,49 @@ class _Chunk:
     model_version: str
     first_row: int = -1        # row the control thread started this chunk at (-1: not yet used)
 
+    def row(self, tick: int) -> np.ndarray:
+        """The row for control tick ``tick`` (its last row once the chunk has run out, its first before tick0)."""
+        return self.actions[min(max(tick - self.tick0, 0), self.actions.shape[0] - 1)]
+
+
+@dataclass
+class _Blend:
+    """Linear blend from ``old`` (a chunk or a blend still running) to ``new`` over ``steps`` ticks from ``tick``."""
+
+    old: _Chunk | _Blend
+    new: _Chunk
+    tick: int                  # the switch tick: its row is the first blended one
+    steps: int
+
+    def done(self, tick: int) -> bool:
+        return tick - self.tick >= self.steps
+
+    def row(self, tick: int) -> np.ndarray:
+        if self.done(tick):
+            return self.new.row(tick)
+        if isinstance(self.old, _Blend) and self.old.done(tick):
+            self.old = self.old.new            # an inner blend that ended: nesting stays shallow
+        w = blend_weight(tick - self.tick, self.steps)
+        return ((1.0 - w) * self.old.row(tick) + w * self.new.row(tick)).astype(np.float32)
+
+
+def blend_weight(j: int, steps: int) -> float:
+    """Weight of the next chunk at the ``j``-th tick (0 = the switch tick) of a ``steps``-tick linear blend."""
+    return 1.0 if j >= steps else (j + 1) / (steps + 1)
+
 
 @dataclass
 class LoopStats:
     ticks: int = 0
     late_ticks: int = 0        # ticks that started more than one period late
+    missed_ticks: int = 0      # ticks of the grid skipped after the first published one (woke too late for them)
     held_ticks: int = 0        # ticks that repeated a chunk's last row waiting for the next chunk
     inferences: int = 0
     infer_ms_last: float = 0.0
     infer_ms_max: float = 0.0
+    chunk_switches: int = 0    # chunks taken over from a previous one (the first chunk is not a switch)
+    max_step_rad: float = 0.0           # largest per-tick change of a published target, any joint
+    max_boundary_step_rad: float = 0.0  # the same, over the ticks from a switch to the end of its blend
 
 
 class PolicyLoop:
@@ -50,7 +97,10 @@ class PolicyLoop:
     def __init__(self, client: PolicyClient, observe: Callable[[], dict],
                  publish: Callable[[np.ndarray, str, bool], None], on_failure: Callable[[str], None], *,
                  rate_hz: float = 50.0, replan_steps: int = 25, max_chunk_rows: int = 0,
-                 skip_elapsed_rows: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 skip_elapsed_rows: bool = True, blend_steps: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if blend_steps < 0:
+            raise ValueError(f"blend_steps must be >= 0, got {blend_steps}")
         self.client = client
         self.observe = observe
         self.publish = publish
@@ -59,6 +109,7 @@ class PolicyLoop:
         self.replan_steps = replan_steps
         self.max_chunk_rows = max_chunk_rows
         self.skip_elapsed_rows = skip_elapsed_rows
+        self.blend_steps = blend_steps
         self.clock = clock
         self.stats = LoopStats()
         self.model_version = ""
@@ -132,8 +183,13 @@ class PolicyLoop:
         self.on_failure(reason)
 
     def _control(self) -> None:
-        chunk: _Chunk | None = None
+        chunk: _Chunk | None = None          # the newest chunk: what requests and held ticks refer to
+        source: _Chunk | _Blend | None = None  # what the published row comes from (a blend into ``chunk``)
         requested = False
+        last: tuple[int, np.ndarray] | None = None  # (tick, row) last published
+        switched_at: int | None = None       # tick the newest chunk took over from a previous one
+        missed0: int | None = None           # the grid's ticks before the first one: the first inference's time
+        st = self.stats
         try:
             # a late tick is skipped (on the time grid), never made up for by a burst
             while (tick := self._ticker.wait(self._stop)) is not None:
@@ -141,15 +197,22 @@ class PolicyLoop:
                 with self._lock:
                     fresh, self._next = self._next, None
                 if fresh is not None:
-                    chunk, requested = fresh, False
                     if not self.skip_elapsed_rows:
-                        chunk.tick0 = k          # row 0 now, whatever the inference latency was
-                    chunk.first_row = max(k - chunk.tick0, 0)
-                assert chunk is not None
+                        fresh.tick0 = k          # row 0 now, whatever the inference latency was
+                    fresh.first_row = max(k - fresh.tick0, 0)
+                    if chunk is not None:
+                        st.chunk_switches += 1
+                        switched_at = k
+                    source = (_Blend(source, fresh, k, self.blend_steps) if source is not None and self.blend_steps
+                              else fresh)
+                    chunk, requested = fresh, False
+                assert chunk is not None and source is not None
                 rows = chunk.actions.shape[0]
                 idx = max(k - chunk.tick0, 0)
                 held = idx >= rows
-                row = chunk.actions[min(idx, rows - 1)]
+                row = source.row(k)
+                if isinstance(source, _Blend) and source.done(k):
+                    source = chunk
                 executed = idx - chunk.first_row + 1
                 if not requested and (idx >= rows - 1 or (self.replan_steps and executed >= self.replan_steps)):
                     requested = True
@@ -157,10 +220,19 @@ class PolicyLoop:
                 if self._stop.is_set():
                     break
                 self.publish(row, chunk.model_version, self.proposal)
-                self.stats.ticks += 1
-                self.stats.held_ticks += held
-                if tick[1] or self._tick_now() > k:  # woke or finished more than a period late
-                    self.stats.late_ticks += 1
+                st.ticks += 1
+                st.held_ticks += held
+                if missed0 is None:
+                    missed0 = self._ticker.missed
+                st.missed_ticks = self._ticker.missed - missed0
+                if last is not None:
+                    step = float(np.max(np.abs(row - last[1]))) / max(k - last[0], 1)
+                    st.max_step_rad = max(st.max_step_rad, step)
+                    if switched_at is not None and k - switched_at <= self.blend_steps:
+                        st.max_boundary_step_rad = max(st.max_boundary_step_rad, step)
+                last = (k, row)
+                if (tick[1] and st.ticks > 1) or self._tick_now() > k:  # woke or finished a period late
+                    st.late_ticks += 1
         except Exception as exc:  # noqa: BLE001 - any error ends publishing and is reported
             self._fail(f"control loop error: {type(exc).__name__}: {exc}")
 

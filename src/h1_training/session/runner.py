@@ -493,7 +493,7 @@ class SessionRunner:
         loop = PolicyLoop(self.make_client(), self.ports.observation, self.ports.publish_action,
                           lambda reason: self._on_loop_failure(loop, reason), rate_hz=s.control_rate_hz,
                           replan_steps=s.replan_steps, max_chunk_rows=s.max_chunk_rows,
-                          skip_elapsed_rows=s.skip_elapsed_rows)
+                          skip_elapsed_rows=s.skip_elapsed_rows, blend_steps=s.blend_steps)
         with self._mlock:
             self.loop = loop  # before its threads run, so that their failure is not taken for a stale loop's
         try:
@@ -517,7 +517,9 @@ class SessionRunner:
         st = loop.stats
         self.ports.log("info", f"  Policy stopped: {st.ticks} targets sent, {st.inferences} inferences "
                                f"(last {st.infer_ms_last:.0f} ms, max {st.infer_ms_max:.0f} ms), "
-                               f"{st.late_ticks} late ticks, {st.held_ticks} ticks waiting for a chunk")
+                               f"{st.late_ticks} late ticks ({st.missed_ticks} missed), {st.held_ticks} ticks "
+                               f"waiting for a chunk, largest step at a chunk switch {st.max_boundary_step_rad:.3f} "
+                               "rad")
         with self._mlock:
             self.loop = None
 

@@ -60,6 +60,8 @@ class SessionSettings:
     replan_steps: int = param(25, "rows of a chunk executed before the next chunk is requested (0 = when the "
         "chunk runs out)", min=0, max=10000)
     max_chunk_rows: int = param(0, "execute at most this many rows of each chunk (0 = all)", min=0, max=10000)
+    blend_steps: int = param(10, "ticks over which a new chunk is blended in linearly from the previous one at the "
+        "switch (0 = switch at once; see session/policy_loop.py)", min=0, max=1000)
     skip_elapsed_rows: bool = param(True, "start a new chunk at the row for now (rows computed for the time the "
         "server took are skipped)")
     connect_timeout_s: float = param(3.0, "WebSocket connect timeout per attempt [s]", min=0.1, max=60.0)
@@ -94,8 +96,8 @@ class SessionSettings:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if not (math.isfinite(self.startup_timeout_s) and self.startup_timeout_s >= 0):
             raise ValueError(f"startup_timeout_s must be >= 0, got {self.startup_timeout_s}")
-        if self.replan_steps < 0 or self.max_chunk_rows < 0 or self.max_track_resumes < 0:
-            raise ValueError("replan_steps, max_chunk_rows and max_track_resumes must be >= 0")
+        if min(self.replan_steps, self.max_chunk_rows, self.max_track_resumes, self.blend_steps) < 0:
+            raise ValueError("replan_steps, max_chunk_rows, max_track_resumes and blend_steps must be >= 0")
         if self.connect_attempts < 1:
             raise ValueError("connect_attempts must be >= 1")
 
