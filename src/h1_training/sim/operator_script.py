@@ -101,12 +101,12 @@ class SessionOperator:
     """A person at hil_console, scripted: reacts to ``hil_session/status`` states the way the seed's Typical Session
     Flow describes, for ``epochs`` epochs of ``episodes_per_epoch`` episodes each.
 
-    READY: y (after the arms are put back home, when ``reset_home``, or out of a latched FAULT); EXECUTING: s once the policy had the arm
-    (TRACK) for ``policy_s``; LABELING: y when the arms reached the right pose, else n; DAMPING: guide the arms
-    to REACH_RAD and hold them there, e after ``human_s``; DECIDING: y for another episode, n to finish the epoch
-    (sync). After the last epoch: wait for the weights trained on it (READY with a newer epoch, when
-    ``wait_final_weights``), then Ctrl+C. Feed every status in order to :meth:`observe`, call :meth:`step` at the
-    control rate, and report each key's reply to :meth:`pressed`.
+    READY: y (after the arms are put back home, when ``reset_home``, or out of a latched FAULT); EXECUTING: s once
+    the policy had the arm (TRACK) for ``policy_s``; LABELING: y when the arms reached the right pose, else n;
+    DAMPING: guide the arms to REACH_RAD and hold them there, e after ``human_s``; DECIDING: y for another episode,
+    n to finish the epoch (sync). After the last epoch: wait for the weights trained on it (READY with a newer
+    epoch, when ``wait_final_weights``), then Ctrl+C. Feed every status in order to :meth:`observe`, call
+    :meth:`step` at the control rate, and report each key's reply to :meth:`pressed`.
     """
 
     epochs: int = 2
