@@ -178,7 +178,7 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             client = FoxgloveCountingClient(stack.gateway_url)  # every channel it advertises, the cameras included
             if not page:
                 browser = Browser()
-                browser.goto(stack.web_url)
+                browser.goto(stack.web_url, until="domcontentloaded")  # its scripts run; no wait for every image
                 page = f"open: {stack.web_url}"
             if cpu_load:
                 burners = cpu_burners()
