@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 
+import httpx
 import numpy as np
 import pytest
+from foxglove_ws import FoxgloveClient
 
 from h1_training.procs import resolve_executable
 from h1_training.recording.inspect import inspect_path
@@ -124,11 +128,24 @@ def test_short_demo_learns_from_corrections_end_to_end(tmp_path, domain_id):
     """The shortened demo: 4 demonstrations, 2 HIL epochs, the server trains and hot-swaps, the last model beats
     the first on the seeded evaluation episodes, the A/B runs through model_comparison."""
     run_dir = tmp_path / "run"
-    out = subprocess.run(
+    proc = subprocess.Popen(
         resolve_executable("h1-training") + [
             "demo", "--epochs", "2", "--episodes", "6", "--eval-episodes", "12", "--train-steps", "400",
             "--ab-trials", "10", "--run-dir", str(run_dir), "--domain", str(domain_id), "--json"],
-        capture_output=True, text=True, timeout=1450)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        _operator_view_follows_the_run(err_lines, proc)
+        stdout = proc.stdout.read()  # stderr is the reader thread's alone
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    stderr = "".join(err_lines)
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-6000:]
     summary = json.loads(out.stdout)
     rows = summary["epochs"]
@@ -155,3 +172,42 @@ def test_short_demo_learns_from_corrections_end_to_end(tmp_path, domain_id):
     assert (outcomes["first"]["model_id"], outcomes["last"]["model_id"]) == (rows[0]["model_id"],
                                                                              rows[-1]["model_id"])
     assert json.loads((run_dir / "ab_checkpoint_outcomes.json").read_text()) == outcomes
+
+
+def _operator_view_follows_the_run(err_lines: list[str], proc: subprocess.Popen) -> None:
+    """`make demo` starts the operator's view beside the loop: the Foxglove gateway and the web app print where to
+    connect, and both show the run as it goes -- the web page the training job the server's epoch watcher started
+    by itself (through the workflow manager) and the recorded episodes (through the dataset manager); the gateway
+    advertises the seed's services and the dataset list."""
+    def line_with(text: str) -> str:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            found = [x for x in list(err_lines) if text in x]
+            if found:
+                return found[0]
+            assert proc.poll() is None, "".join(err_lines)[-6000:]
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} line: " + "".join(err_lines)[-6000:])
+
+    ws_url = line_with("Foxglove: open connection ws://").split("open connection ", 1)[1].split()[0]
+    web_url = line_with("web training interface: http://").rsplit(" ", 1)[1].strip()
+    assert ws_url.startswith("ws://127.0.0.1:") and web_url.startswith("http://127.0.0.1:")
+    client = FoxgloveClient(ws_url)
+    try:
+        assert client.service("/training_workflow/trigger_training")
+        assert client.channel("/lerobot/dataset_list")
+    finally:
+        client.close()
+    deadline = time.monotonic() + 600
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{web_url}/api/state", timeout=10).json()
+        trainer, datasets = state.get("trainer") or {}, (state.get("datasets") or {}).get("datasets") or []
+        if trainer.get("origin") == "server" and trainer.get("job_id") and datasets and datasets[0]["num_episodes"]:
+            break
+        assert proc.poll() is None, "".join(err_lines)[-6000:]
+        time.sleep(1.0)
+    else:
+        raise AssertionError(f"the web app never showed the server's job and the episodes: {state}")
+    assert trainer["policy_type"] == "keypoint" and "auto-train" in trainer["message"]
+    assert datasets[0]["name"] == "training_session_epoch0"

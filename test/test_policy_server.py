@@ -301,6 +301,34 @@ def test_auto_train_end_to_end(server_factory, tmp_path) -> None:
     client.close()
 
 
+def test_auto_train_retrains_an_epoch_whose_job_a_restart_cut_off(tmp_path) -> None:
+    """The server killed while the epoch's job ran (seen in the soak): after the restart the epoch is trained again,
+    so the session waiting for its new weights gets them; a job that finished is not repeated."""
+    from h1_training.serve.model_pool import ModelPool
+    from h1_training.training.autotrain import STATE_FILE, AutoTrainer
+    from h1_training.training.jobs import JobManager
+
+    data, models, work = tmp_path / "data", tmp_path / "models", tmp_path / "work"
+    (_write_epoch(data, 1, np.asarray(REACH_TARGET_RAD, np.float32)) / SYNC_MARKER).touch()
+    cfg = AutoTrainConfig(policy_type="scripted", require_marker=True)
+    jobs = JobManager(work, models)
+    try:
+        first = AutoTrainer(cfg, data, jobs, ModelPool(models), work)
+        job_id = first.tick()
+        assert job_id is not None
+        state = json.loads((work / STATE_FILE).read_text())["trained"]["1"]
+        assert state["job_id"] == job_id and state["status"] in ("queued", "running")
+        # what the state file holds when the server dies here: the job never finished -> trained again
+        assert AutoTrainer(cfg, data, jobs, ModelPool(models), work).tick() is not None
+        wait_until(lambda: jobs.get(job_id).status == "succeeded", 60, "the job to finish")
+        first.tick()  # sees it finish and records it
+        assert json.loads((work / STATE_FILE).read_text())["trained"]["1"]["status"] == "succeeded"
+        again = AutoTrainer(cfg, data, jobs, ModelPool(models), work)
+        assert again.tick() is None and again.status()["trained_epochs"] == [1]
+    finally:
+        jobs.close()
+
+
 def test_cli_serve(procs) -> None:
     procs.start_executable("serve", "h1-training", ["serve", "--port", "0", "--log-level", "WARNING"])
     line = procs.wait_for_line("serve", lambda s: "listening on ws://127.0.0.1:" in s, timeout=60)

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="training steps per epoch on the server (default 1000, batch 64)")
     learn.add_argument("--json", action="store_true", help="print the summary as one JSON document at the end")
     learn.add_argument("--verbose", action="store_true", help="echo the server's and nodes' logs")
+    learn.add_argument("--no-view", action="store_true",
+                       help="without the operator's view (workflow manager, dataset manager, model comparison, "
+                            "Foxglove gateway, web app)")
     parser.add_argument("--policy-seconds", type=float, default=None,
                         help="time the policy drives per episode (default 4; --direct 6)")
     parser.add_argument("--human-seconds", type=float, default=None,
@@ -131,7 +134,9 @@ def run_learning(args: argparse.Namespace) -> int:
     try:
         with quiet_stdout:
             run = run_learning_demo(cfg, run_dir, say, stop=lambda: stopping["flag"], domain=args.domain,
-                                    echo=sys.stderr if args.verbose else None, ab=not args.no_ab)
+                                    echo=sys.stderr if args.verbose else None, ab=not args.no_ab,
+                                    on_server=None if args.no_view else
+                                    lambda group, port, r: start_operator_view(group, port, r, say))
     finally:
         signal.signal(signal.SIGINT, previous)
     summary = run.summary()
@@ -166,6 +171,52 @@ def run_learning(args: argparse.Namespace) -> int:
         say("FAILED: " + "; ".join(problems))
         return 1
     return 0
+
+
+VIEW_PROFILE = "operator_view"
+GATEWAY_PORT = 8765  # Foxglove's default; another free port when taken (the URL printed is the one to open)
+
+
+def start_operator_view(group, server_port: int, run, say) -> None:
+    """The operator's view of the learning loop (bring-up profile ``operator_view``) in the demo's process group:
+    the workflow manager following the server's own epoch-watcher jobs (auto-train off: the server is in charge),
+    the dataset manager over the recorded episodes (browse, play back), model_comparison (the final A/B shows in
+    its panel), the Foxglove gateway and the web app, on 8765 / 8080 unless taken. Prints where to connect."""
+    from h1_training.bringup import load_profile, plan_ports, start_profile
+
+    profile = load_profile(VIEW_PROFILE)
+    # the profile's policy server port (8000) is this run's server; nothing else moves off its file's port
+    ports = plan_ports(profile, environ={"H1_PORT_8000": str(server_port)})
+    robot, view = run.robot_dir, run.run_dir / "operator_view"
+    view.mkdir(parents=True, exist_ok=True)
+    start_profile(group, profile, ports=ports, extra={
+        "training_workflow_manager": ["-p", f"workflow.data_dir:={robot}", "-p", "workflow.auto_train_enabled:=false",
+                                      "-p", f"workflow.state_file:={view / 'workflow_state.json'}"],
+        "dataset_manager": ["-p", f"roots:=['{robot}']", "-p", f"export_dir:={view / 'exports'}",
+                            "-p", f"index_file:={view / 'catalog_index.sqlite3'}"],
+        "model_comparison": ["-p", f"seed:={run.cfg.seed}"],
+        "foxglove_gateway": ["-p", f"port:={port_or_free(GATEWAY_PORT)}"],
+        "training_web_app": ["-p", f"port:={port_or_free(WEB_PORT)}", "-p", f"data_roots:=['{run.run_dir}']"],
+    })
+    for line in view_lines(group):
+        say(line)
+
+
+def foxglove_line(group, name: str = GATEWAY_EXE) -> str:
+    """Where Foxglove connects (the gateway's own "listening on" line) and where the extension and layouts are."""
+    line = group.wait_for_line(name, lambda s: "listening on ws://" in s, timeout=60)
+    root = Path(__file__).resolve().parents[3]
+    return (f"Foxglove: open connection {line.rsplit(' ', 1)[1]} (Foxglove WebSocket); extension "
+            f"{root / 'foxglove_panels/dist/h1-training-panels.foxe'}; layouts {root / 'foxglove_configs'}")
+
+
+def web_line(group, name: str = WEB_EXE) -> str:
+    line = group.wait_for_line(name, lambda s: "listening on http://" in s, timeout=60)
+    return f"web training interface: {line.split('listening on ', 1)[1].strip()}"
+
+
+def view_lines(group) -> list[str]:
+    return [foxglove_line(group), web_line(group)]
 
 
 def _inspect_all(robot_dir: Path, gpu_dir: Path) -> dict[str, Any]:
@@ -387,8 +438,7 @@ def run_loop(args: argparse.Namespace) -> int:
             if node.executable == GATEWAY_EXE:
                 print_foxglove(group, node.name)
             if node.executable == WEB_EXE:
-                line = group.wait_for_line(node.name, lambda s: "listening on http://" in s, timeout=60)
-                print(f"[demo] web training interface: {line.split('listening on ', 1)[1].strip()}", flush=True)
+                print(f"[demo] {web_line(group, node.name)}", flush=True)
             if node.executable == SERVER_EXE:
                 line = group.wait_for_line(node.name, lambda s: "listening on ws://" in s, timeout=60)
                 port = int(line.rsplit(":", 1)[1])
@@ -476,11 +526,7 @@ def run_loop(args: argparse.Namespace) -> int:
 
 
 def print_foxglove(group, name: str) -> None:
-    """The gateway's URL (8765 unless taken) and where the extension and layouts are."""
-    line = group.wait_for_line(name, lambda s: "listening on ws://" in s, timeout=60)
-    root = Path(__file__).resolve().parents[3]
-    print(f"[demo] Foxglove: open connection {line.rsplit(' ', 1)[1]} (Foxglove WebSocket); extension "
-          f"{root / 'foxglove_panels/dist/h1-training-panels.foxe'}; layouts {root / 'foxglove_configs'}", flush=True)
+    print(f"[demo] {foxglove_line(group, name)}", flush=True)
 
 
 # --- --direct: the sim profile and the single-process scripted operator ------------------------------------------

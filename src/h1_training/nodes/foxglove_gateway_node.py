@@ -37,6 +37,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 
 from h1_training.foxglove import rosjson
 from h1_training.foxglove.mapping import (
@@ -218,8 +219,11 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
                     if qos is None:
                         self.get_logger().info(f"stopped forwarding {topic}")
                 if qos is not None and fwd.subscription is None:
+                    # images arrive serialised and are decoded only when the rate limit lets one through (the
+                    # cameras publish 30 Hz of 40-60 kB frames; Studio gets camera_rate_hz of them)
                     fwd.subscription = self.create_subscription(
-                        fwd.msg_type, topic, self._make_callback(fwd), _QOS[qos], callback_group=self._group)
+                        fwd.msg_type, topic, self._make_callback(fwd), _QOS[qos], callback_group=self._group,
+                        raw=fwd.route.kind is ChannelKind.IMAGE)
                     fwd.qos = qos
                     self.get_logger().info(f"forwarding {topic} ({qos} QoS)")
 
@@ -232,9 +236,10 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
 
     def _make_callback(self, fwd: _Forward) -> Callable[[Any], None]:
         if fwd.route.kind is ChannelKind.IMAGE:
-            def on_image(msg: Any) -> None:
+            def on_image(raw: bytes) -> None:
                 if not fwd.throttle.allow(time.monotonic()):
                     return
+                msg = deserialize_message(raw, fwd.msg_type)
                 stamp = msg.header.stamp
                 fwd.channel.log(CompressedImage(timestamp=Timestamp(stamp.sec, stamp.nanosec),
                                                 frame_id=msg.header.frame_id, data=bytes(msg.data),

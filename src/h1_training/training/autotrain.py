@@ -18,7 +18,10 @@ attrs, cached by file mtime and size): any variant of the seed's HDF5 counts, an
 unusable (truncated, no head camera, not HDF5) waits with the reason in the status instead of starting a job that
 would convert nothing.
 
-Each complete epoch E is trained once (remembered in ``work_dir/autotrain_state.json``, with the file list it saw).
+Each complete epoch E is trained once (remembered in ``work_dir/autotrain_state.json``, with the file list it saw
+and its job's outcome). A job the server did not see finish -- the server was stopped or killed while it was queued
+or running (jobs live in the server's memory) -- is submitted again after the restart, so the robot side, waiting
+for the epoch's new weights, gets them.
 The job trains on every complete epoch up to E (data aggregation, as HG-DAgger/Sirius do with human corrections),
 fine-tunes the current default model when it has the same policy type, and is deployed when it finishes, so
 ``/training_status`` then reports ``ready: true`` with the next epoch. Episodes that arrive in an epoch after it
@@ -43,6 +46,7 @@ from h1_training.training.jobs import TrainRequest
 log = logging.getLogger("h1_training.serve.autotrain")
 
 STATE_FILE = "autotrain_state.json"
+UNFINISHED = ("queued", "running", "paused")  # a job in one of these when the server stopped never finished
 
 
 @dataclass
@@ -135,10 +139,16 @@ class AutoTrainer:
         if self.state_path is None or not self.state_path.exists():
             return {}
         try:
-            return dict(json.loads(self.state_path.read_text()).get("trained", {}))
+            trained = dict(json.loads(self.state_path.read_text()).get("trained", {}))
         except (OSError, ValueError) as exc:
             log.error("ignoring unreadable %s: %s", self.state_path, exc)
             return {}
+        for epoch, entry in list(trained.items()):
+            if entry.get("status") in UNFINISHED:  # entries written before statuses were kept have none: done
+                log.warning("auto-train: epoch %s's job %s did not finish before the server stopped (%s); training "
+                            "it again", epoch, entry.get("job_id"), entry["status"])
+                del trained[epoch]
+        return trained
 
     def _save_state(self) -> None:
         if self.state_path is None:
@@ -194,8 +204,9 @@ class AutoTrainer:
         """One scan; submits a job for the oldest complete, untrained epoch. Returns the job id, if any."""
         if self.current_job is not None:
             job = self.jobs.get(self.current_job)
-            if job.status in ("queued", "running"):
+            if job.status in UNFINISHED:
                 return None
+            self._record_outcome(job)
             self.current_job = None
         self.last_scan = scan(self.data_dir, self.cfg, now)
         complete = [e for e in self.last_scan if e.complete]
@@ -224,11 +235,17 @@ class AutoTrainer:
         job = self.jobs.submit(req)
         self.current_job = job.id
         self.trained[str(target.epoch)] = {"episodes": target.signature(), "job_id": job.id, "time": time.time(),
-                                           "epochs_used": [e.epoch for e in included]}
+                                           "epochs_used": [e.epoch for e in included], "status": job.status}
         self._save_state()
         log.info("auto-train: epoch %d complete (%s) -> job %s on epochs %s", target.epoch, target.reason, job.id,
                  [e.epoch for e in included])
         return job.id
+
+    def _record_outcome(self, job: Any) -> None:
+        for entry in self.trained.values():
+            if entry.get("job_id") == job.id:
+                entry["status"] = job.status
+        self._save_state()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -425,9 +425,11 @@ def print_row(row: EpochRow, say: Callable[[str], None]) -> None:
 
 def run_learning_demo(cfg: LearningConfig, run_dir: Path, say: Callable[[str], None],
                       stop: Callable[[], bool] = lambda: False, echo: Any = None, domain: int | None = None,
-                      ab: bool = True) -> DemoRun:
+                      ab: bool = True, on_server: Callable[[Any, int, DemoRun], None] | None = None) -> DemoRun:
     """The whole loop (module docstring); returns what was done. KeyboardInterrupt (or ``stop()``) ends it
-    cleanly: the server and nodes are stopped and everything recorded so far is in ``run_dir``."""
+    cleanly: the server and nodes are stopped and everything recorded so far is in ``run_dir``. ``on_server(group,
+    port, run)`` runs once the server listens: it may start more processes in ``group`` (stopped with the rest),
+    e.g. the operator's view of ``h1-training demo``."""
     from h1_training.procs import ProcessGroup, loopback_ros_env
     from h1_training.session.sync import SyncConfig, sync_epoch
 
@@ -446,6 +448,8 @@ def run_learning_demo(cfg: LearningConfig, run_dir: Path, say: Callable[[str], N
         line = group.wait_for_line(SERVER, lambda s: "listening on ws://" in s, timeout=120)
         port = int(line.rsplit(":", 1)[1].split()[0].rstrip("/"))
         say(f"GPU server (h1-training serve --auto-train, keypoint policy) on 127.0.0.1:{port}")
+        if on_server is not None:
+            on_server(group, port, run)
         served_epoch = 0
         next_index = 0
         for epoch in range(cfg.epochs + 1):
@@ -524,8 +528,11 @@ def ab_compare(run: DemoRun, group: Any, port: int, say: Callable[[str], None],
     result_file = run.run_dir / "ab_result.json"
     say(f"A/B: {first} (epoch 0) vs {last} (epoch {run.rows[-1].epoch}) through model_comparison, up to "
         f"{cfg.ab_trials} fresh seeded episodes per model")
-    group.start("model_comparison", resolve_executable("model_comparison") + [
-        "--ros-args", "-p", f"policy_port:={port}", "-p", f"seed:={cfg.seed}"])
+    try:
+        group.get("model_comparison")  # already up (the operator's view): its panels show this A/B live
+    except KeyError:
+        group.start("model_comparison", resolve_executable("model_comparison") + [
+            "--ros-args", "-p", f"policy_port:={port}", "-p", f"seed:={cfg.seed}"])
     trials = group.start("sim_ab_trials", resolve_executable("sim_ab_trials") + [
         "--ros-args", "-p", f"model_a:={first}", "-p", f"model_b:={last}", "-p", f"models_dir:={run.models_dir}",
         "-p", f"trials_per_model:={cfg.ab_trials}", "-p", f"seed:={cfg.seed}",
