@@ -57,3 +57,35 @@ def test_idle_timeout_and_cancel():
 def test_a_failing_child_reports_its_exit_code():
     run = procs.run([sys.executable, "-c", "import sys; sys.exit(3)"])
     assert run.rc == 3 and run.stopped == ""
+
+
+def test_children_of_a_killed_launcher_do_not_outlive_it():
+    """kill -9 of a launcher (up, the demo, a bench) leaves no stack running unsupervised: its ProcessGroup's
+    children get SIGTERM from the kernel (parent-death signal) and stop."""
+    import shutil
+    import signal
+    import subprocess
+
+    import pytest
+
+    if not shutil.which("setpriv"):
+        pytest.skip("util-linux setpriv is not installed")
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from h1_training.procs import ProcessGroup\n"
+         "g = ProcessGroup(); c = g.start('sleeper', [sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+         "print(c.proc.pid, flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(launcher.stdout.readline())
+        deadline = time.monotonic() + 10  # past setpriv's exec (it sets the signal just before): the sleeper runs
+        while b"setpriv" in open(f"/proc/{child}/cmdline", "rb").read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _alive(child)
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the child outlived its killed launcher"
+    finally:
+        launcher.kill()

@@ -251,6 +251,17 @@ class Child:
             os.kill(self.proc.pid, sig)
 
 
+def parent_death_prefix() -> list[str]:
+    """``setpriv --pdeathsig TERM --``: the kernel sends the child SIGTERM when its parent dies, so a stack whose
+    launcher was killed (``kill -9`` of ``up``, the demo or a bench) does not keep running unsupervised. Only from
+    the main thread (the signal follows the thread that started the child) and where util-linux's ``setpriv``
+    exists; ``exec`` keeps the setting and the pid. Without it, a killed launcher leaves its children orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 class ProcessGroup:
     """Start, watch and stop a set of named child processes."""
 
@@ -277,7 +288,7 @@ class ProcessGroup:
         if extra_env:
             env.update(extra_env)
         proc = subprocess.Popen(
-            list(argv),
+            parent_death_prefix() + list(argv),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
