@@ -178,7 +178,9 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             client = FoxgloveCountingClient(stack.gateway_url)  # every channel it advertises, the cameras included
             if not page:
                 browser = Browser()
-                browser.goto(stack.web_url, until="domcontentloaded")  # its scripts run; no wait for every image
+                # the page is open once chromium has its response (it goes on loading and running beside the
+                # stack); waiting for its load event timed out at 30 s on a machine at load 50-70
+                browser.goto(stack.web_url, until="commit")
                 page = f"open: {stack.web_url}"
             if cpu_load:
                 burners = cpu_burners()
