@@ -51,8 +51,9 @@ class RecorderConfig:
     fsync: bool = param(True, "fsync at every flush so a power loss also costs at most flush_interval_s")
     min_free_mb: float = param(200.0, "refuse to start, or stop and save, when the disk has less free space [MB]",
         min=0.0, max=1e7)
-    max_backlog_s: float = param(5.0, "stop with an error when this much data waits for the disk [s]", min=0.5,
-        max=60.0)
+    max_backlog_s: float = param(30.0, "stop with an error when the writer is this far behind [s] (what waits is in "
+        "the journal on disk, safe from a kill; this bounds the journal's disk use and how long a save waits)",
+        min=0.5, max=60.0)
     chunk_rows: int = 100
     sampler_nice: int = param(-10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
         "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19)
@@ -347,7 +348,9 @@ class Recorder:
                 else:
                     result = self._end_error(str(reply[1]))
             else:
-                reply = self._request("finish", success_label, end_reason, records)
+                # the writer drains the journal first: give it the time a backlog takes (a loaded machine)
+                behind = max(0, records - self._progress[0]) / self.config.rate_hz
+                reply = self._request("finish", success_label, end_reason, records, timeout=30.0 + 2.0 * behind)
                 if reply[0] == "finished":
                     summary: EpisodeSummary = reply[1]
                     self._remember(summary)
