@@ -133,14 +133,14 @@ def kill_series(group, probe, save_dir: Path, moments: list[float], log=None,
         group.children.remove(rec)
         status.clear()
         rec = group.start_executable("episode_recorder", "episode_recorder", start)
-        status.wait(count=1, timeout=60)  # published after the start-up repair
+        status.wait(count=1, timeout=180)  # published after the start-up repair (slow on an overloaded machine)
         run = check_repaired(Path(reply.file_path), kill_wall_ns)
         run.kill_after_s = after
         results.append(run)
         if log is not None:
             log(f"[recorder-kill] run {i + 1}/{len(moments)}: killed {after:.1f} s in, {run.frames} frames kept, "
                 f"lost {run.samples_lost_s} s, {'valid' if run.valid else 'INVALID: ' + run.problem}")
-        status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=60)
+        status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=180)
     return results
 
 
