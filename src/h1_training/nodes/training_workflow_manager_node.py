@@ -14,10 +14,15 @@
     ros2 service call /training_workflow/rollback std_srvs/srv/Trigger
     ros2 service call /lerobot/start_data_collection h1_training_interfaces/srv/StartDataCollection \
         "{mode: 'hil', target_episodes: 100}"
+    ros2 param set /training_workflow_manager evaluation.online_trials 40     # auto-deploy asks model_comparison
 
 The seed's ``trigger_training`` is a std_srvs/Empty (no reply): the outcome is on ``/training_workflow/status``
 (``message``) and in the log. ``start_auto_workflow`` sets ``workflow.auto_train_enabled`` (one switch, two
 ways to reach it).
+
+Online evaluation (``evaluation.online_trials`` > 0, see ``workflow/machine.py``): this node only carries the
+runner's effects to ``<comparison_node>/{start,record_trial,stop,next_model}`` and hil_session's parameter
+service (the ``model`` pin), and hands ``<comparison_node>/status`` to the runner.
 """
 
 from __future__ import annotations
@@ -40,10 +45,24 @@ from h1_training.policy.train_request import TRAINING_DEVICES
 from h1_training.stamps import set_stamp
 from h1_training.workflow.collection import PARAMETER as COLLECTION_PARAMETER
 from h1_training.workflow.collection import CollectionPlan
-from h1_training.workflow.machine import JOB_STATE, POLICY_TYPES, WorkflowConfig, check_config, parse_hyperparameters
+from h1_training.workflow.machine import (
+    JOB_STATE,
+    MIN_ONLINE_TRIALS,
+    POLICY_TYPES,
+    WorkflowConfig,
+    check_config,
+    parse_hyperparameters,
+)
 from h1_training.workflow.runner import RunnerConfig, WorkflowRunner
-from h1_training_interfaces.msg import PerformanceAnalytics, SessionStatus, TrainerStatus, TrainingStats, WorkflowStatus
-from h1_training_interfaces.srv import DeployModel, SessionCommand, StartDataCollection
+from h1_training_interfaces.msg import (
+    ModelComparisonStatus,
+    PerformanceAnalytics,
+    SessionStatus,
+    TrainerStatus,
+    TrainingStats,
+    WorkflowStatus,
+)
+from h1_training_interfaces.srv import CompareModels, DeployModel, RecordTrial, SessionCommand, StartDataCollection
 
 # the workflow's own defaults (workflow/machine.py, workflow/runner.py) are the ones the ROS parameters start
 # from: each default is declared once
@@ -66,7 +85,8 @@ class WorkflowManagerParams:
         "(0 = off)",
         min=0.0, max=8760.0, name="workflow.training_trigger_interval_hours")
     workflow_auto_deploy_enabled: bool = param(_WORKFLOW_DEFAULTS.auto_deploy_enabled,
-        "deploy a new model by itself when it is better on the held-out episodes with statistical evidence",
+        "deploy a new model by itself when it is better on the held-out episodes with statistical evidence (and, "
+        "with evaluation.online_trials, when model_comparison's online A/B names it the winner)",
         name="workflow.auto_deploy_enabled")
     workflow_data_dir: str = param("data/h1_data",
         "the recorder's save_dir (training_session_epoch*/episode_*); its relative paths are sent to the "
@@ -109,6 +129,14 @@ class WorkflowManagerParams:
     evaluation_send_images: bool = param(_RUNNER_DEFAULTS.eval_send_images,
         "send the camera images with evaluation queries",
         name="evaluation.send_images")
+    evaluation_online_trials: int = param(_WORKFLOW_DEFAULTS.online_trials,
+        "0 = auto-deploy on the offline gate alone; N = auto-deploy also asks for an online A/B on model_comparison "
+        f"(at most N trials per model, N >= {MIN_ONLINE_TRIALS}) and deploys only when it names the new model the "
+        "winner",
+        min=0, max=100000, name="evaluation.online_trials")
+    evaluation_online_timeout_s: float = param(_WORKFLOW_DEFAULTS.online_timeout_s,
+        "an online evaluation without a verdict after this long is stopped and the model not deployed [s]",
+        min=1.0, max=2592000.0, name="evaluation.online_timeout_s")
     monitor_baseline_trials: int = param(_WORKFLOW_DEFAULTS.baseline_trials,
         "labelled trials after a deploy that set the baseline",
         min=5, max=10000, name="monitor.baseline_trials")
@@ -125,6 +153,8 @@ class WorkflowManagerParams:
         min=1, max=100000, name="monitor.retrain_after_corrections")
     status_period_s: float = param(1.0, "republish the status topics this often [s]", min=0.1, max=60.0)
     session_prefix: str = param("hil_session", "namespace of the hil_session node's services (data collection)")
+    comparison_node: str = param("model_comparison", "name of the model_comparison node (online evaluation)",
+        read_only=True)
 
 
 PARAMS = WorkflowManagerParams
@@ -142,7 +172,70 @@ def workflow_config(p: dict[str, Any]) -> WorkflowConfig:
         holdout_every=p["workflow.holdout_every"], alpha=p["evaluation.alpha"], job_retry_s=p["workflow.job_retry_s"],
         baseline_trials=p["monitor.baseline_trials"], window_trials=p["monitor.window_trials"],
         cusum_arl0=p["monitor.cusum_arl0"], cusum_odds_ratio=p["monitor.cusum_odds_ratio"],
-        retrain_after_corrections=p["monitor.retrain_after_corrections"])
+        retrain_after_corrections=p["monitor.retrain_after_corrections"],
+        online_trials=p["evaluation.online_trials"], online_timeout_s=p["evaluation.online_timeout_s"])
+
+
+class ComparisonClient:
+    """The runner's :class:`~h1_training.workflow.runner.ComparisonPort`: model_comparison's services and
+    hil_session's parameter service (called from the runner's threads, never from a ROS callback)."""
+
+    def __init__(self, node: Node, name: str, session_params: Any, group: Any, timeout_s: float = 5.0) -> None:
+        name = name.strip("/")
+        self.timeout_s = timeout_s
+        self.start_cli = node.create_client(CompareModels, f"{name}/start", callback_group=group)
+        self.record_cli = node.create_client(RecordTrial, f"{name}/record_trial", callback_group=group)
+        self.stop_cli = node.create_client(Trigger, f"{name}/stop", callback_group=group)
+        self.next_cli = node.create_client(Trigger, f"{name}/next_model", callback_group=group)
+        self.session_params = session_params
+
+    def _call(self, client: Any, request: Any, what: str) -> Any:
+        if not client.wait_for_service(timeout_sec=self.timeout_s):
+            raise ConnectionError(f"{what}: service {client.srv_name} not available after {self.timeout_s:g} s")
+        try:
+            return call_service(client, request, self.timeout_s, what)
+        except ServiceCallError as exc:  # sent, no reply (or the call failed): it may have been carried out
+            raise TimeoutError(str(exc)) from exc
+
+    def start(self, model_ids: list[str], trials_per_model: int, alpha: float) -> tuple[bool, str, str]:
+        req = CompareModels.Request(model_ids=model_ids, mode=CompareModels.Request.MODE_AB,
+                                    trials_per_model=trials_per_model, alpha=alpha)
+        res = self._call(self.start_cli, req, "model_comparison/start")
+        return res.success, res.message, res.comparison_id
+
+    def record(self, model_id: str, success: bool) -> tuple[bool, str]:
+        req = RecordTrial.Request(model_id=model_id, success=success, execution_time_s=-1.0, grasp_confidence=-1.0,
+                                  score=-1.0)
+        res = self._call(self.record_cli, req, "model_comparison/record_trial")
+        return res.accepted, res.message
+
+    def stop(self) -> tuple[bool, str]:
+        res = self._call(self.stop_cli, Trigger.Request(), "model_comparison/stop")
+        return res.success, res.message
+
+    def next_model(self) -> tuple[bool, str]:
+        res = self._call(self.next_cli, Trigger.Request(), "model_comparison/next_model")
+        return res.success, res.message
+
+    def pin(self, model_id: str) -> str:
+        if not self.session_params.service_is_ready():
+            return "no hil_session running"
+        request = SetParameters.Request(parameters=[Parameter("model", value=model_id).to_parameter_msg()])
+        reply = self._call(self.session_params, request, "hil_session model")
+        result = reply.results[0] if reply.results else None
+        if result is None or not result.successful:
+            return f"hil_session refused model={model_id!r}: {result.reason if result is not None else 'no result'}"
+        return ""
+
+
+def comparison_status(msg: ModelComparisonStatus) -> dict[str, Any]:
+    """The figures of ``ModelComparisonStatus`` the workflow machine decides on (plain data)."""
+    return {"comparison_id": msg.comparison_id, "state": msg.state_name, "winner": msg.winner,
+            "stop_reason": msg.stop_reason, "message": msg.message, "e_value": float(msg.e_value),
+            "e_threshold": float(msg.e_threshold), "p_value": float(msg.p_value),
+            "trials_cap": int(msg.trials_cap), "difference": float(msg.difference),
+            "difference_ci": [float(msg.difference_ci_low), float(msg.difference_ci_high)],
+            "models": {m.model_id: [int(m.successes), int(m.trials)] for m in msg.models}}
 
 
 class TrainingWorkflowManager(ParamsMixin, Node):
@@ -184,9 +277,15 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         self.session_params_cli = self.create_client(SetParameters, f"{prefix}/set_parameters", callback_group=group)
         self.create_subscription(SessionStatus, f"{prefix}/status", self._on_session_status, LATCHED_QOS,
                                  callback_group=group)
+        cmp_name = p["comparison_node"].strip("/")
+        # model_comparison computes its whole status (exact tests) on every trial: allow for a loaded machine
+        self.runner.comparison = ComparisonClient(self, cmp_name, self.session_params_cli, group, timeout_s=15.0)
+        self.create_subscription(ModelComparisonStatus, f"{cmp_name}/status",
+                                 lambda msg: self.runner.observe_comparison(comparison_status(msg)), LATCHED_QOS,
+                                 callback_group=group)
         self.collection: CollectionPlan | None = None
         self.session_status: SessionStatus | None = None
-        self._timer = self.create_timer(p["status_period_s"], self.publish, callback_group=group)
+        self._timer = self.create_timer(p["status_period_s"], self._on_timer, callback_group=group)
         self.runner.start()
         self.get_logger().info(f"training_workflow_manager: data {p['workflow.data_dir']}, server {p['server.url']}, "
                                f"state {state_file}; {self.runner.state_message}")
@@ -311,6 +410,20 @@ class TrainingWorkflowManager(ParamsMixin, Node):
         with self.runner.lock, self._pub_lock:
             if not self._closing:
                 self._publish_locked()
+
+    def _on_timer(self) -> None:
+        """The periodic republish skips a round while the runner holds its lock: the runner may be waiting there
+        for a service reply (model_comparison, hil_session) that an executor thread must deliver, so timer
+        callbacks piling up on the lock would take every thread and the reply would never come. The runner
+        publishes itself when it is done (on_update)."""
+        if not self.runner.lock.acquire(blocking=False):
+            return
+        try:
+            with self._pub_lock:
+                if not self._closing:
+                    self._publish_locked()
+        finally:
+            self.runner.lock.release()
 
     def _publish_locked(self) -> None:
         m = self.runner.machine

@@ -4,6 +4,7 @@
     follow the job (``observe_job``: step, loss, lr, ETA; pause / resume / cancel)
     job succeeded --> Evaluate(candidate, current, held-out episodes)  (offline, ``workflow/evaluate.py``)
     evaluated --auto_deploy_enabled and the candidate is better with statistical evidence--> Deploy
+              (online_trials > 0: first StartComparison on model_comparison, see "Online evaluation" below)
     deployed model watched: labelled outcomes -> baseline window -> Bernoulli CUSUM (``workflow/cusum.py``),
     human corrections counted -> recommendations with their reason and numbers
 
@@ -16,6 +17,25 @@ One automation in charge: while the server runs its own epoch watcher (``h1-trai
 in ``/training_status`` ``auto_train``), the manager starts no training (automatic or manual) and shows the
 server's jobs instead; a job on the server that the manager did not start is shown too, and no second job is
 submitted beside it.
+
+Online evaluation (``online_trials`` > 0, asked for only by auto-deploy): a candidate that passed the offline gate
+is not deployed yet. The manager starts a blinded A/B test on the ``model_comparison`` node (``[current,
+candidate]``: the candidate is the planned-better "B" of its anytime-valid sequential test, capped at
+``online_trials`` per model) and stage is AB_TESTING. Trials are evaluation rollouts: episodes recorded after the
+start, labelled (success 0/1), driven by exactly one of the two models (``model_version``); an episode with human
+frames counts as a failure (the model needed help). Each goes to ``model_comparison/record_trial`` once, in
+recording order; hil_session's ``model`` is pinned to the model ``model_comparison/next_model`` names (the
+operator runs it blind). model_comparison's verdict decides, nothing here re-tests:
+
+    COMPLETED, winner = candidate (efficacy: e-value >= 1/alpha)  --> Deploy
+    COMPLETED, winner = current                                 --> refused: worse
+    COMPLETED, no winner (futility or the trial cap)            --> refused: no evidence it is not worse
+    CANCELLED, lost (model_comparison restarted), or online_timeout_s passed (StopComparison) --> refused
+
+"Not worse with statistical evidence" is read strictly: the only evidence the sequential test gives is its
+efficacy stop (a futility stop says "no difference of the planned size", which does not bound a loss), so only a
+candidate the test names the winner is deployed. Every refusal keeps its reason and the comparison's numbers in
+``models[candidate]["online"]``, the status message and the recommendations; the hil_session pin is released.
 
 Held-out episodes: every ``holdout_every``-th new episode (in file order) is set aside for evaluation when a job
 is triggered and never trained on, so that the evaluation set is the same for every candidate from then on.
@@ -35,6 +55,7 @@ from h1_training.workflow.cusum import BernoulliCusum
 
 POLICY_TYPES = TRAINABLE_POLICY_TYPES
 STATE_VERSION = 1
+MIN_ONLINE_TRIALS = 5
 
 
 class Stage(IntEnum):
@@ -74,6 +95,8 @@ class WorkflowConfig:
     cusum_arl0: float = 500.0
     cusum_odds_ratio: float = 2.0
     retrain_after_corrections: int = 40
+    online_trials: int = 0                           # 0 = offline gate only; else online A/B cap per model
+    online_timeout_s: float = 86400.0                # an online evaluation ends (not deployed) after this long
 
     def __post_init__(self) -> None:
         problems = check_config(self)
@@ -101,6 +124,11 @@ def check_config(cfg: WorkflowConfig) -> list[str]:
         out.append("baseline_trials and window_trials must be >= 5")
     if cfg.cusum_arl0 < 10 or cfg.cusum_odds_ratio <= 1:
         out.append("cusum_arl0 must be >= 10 and cusum_odds_ratio > 1")
+    if cfg.online_trials != 0 and cfg.online_trials < MIN_ONLINE_TRIALS:
+        out.append(f"online_trials must be 0 (off) or >= {MIN_ONLINE_TRIALS} (fewer trials per model cannot reach "
+                   "the sequential test's evidence threshold at the usual alpha)")
+    if not (math.isfinite(cfg.online_timeout_s) and cfg.online_timeout_s > 0):
+        out.append("online_timeout_s must be > 0")
     return out
 
 
@@ -156,7 +184,39 @@ class Deploy:
     reason: str
 
 
-Effect = SubmitJob | JobAction | Evaluate | Deploy
+@dataclass(frozen=True)
+class StartComparison:
+    """``model_comparison/start``: A/B of ``[current, candidate]`` (the candidate is the planned-better B)."""
+    candidate: str
+    current: str
+    trials_per_model: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class SendTrial:
+    """``model_comparison/record_trial`` for one evaluation episode."""
+    comparison_id: str
+    model_id: str
+    success: bool
+    path: str
+
+
+@dataclass(frozen=True)
+class StopComparison:
+    comparison_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PinModel:
+    """Pin hil_session's ``model``: ``next`` = the model ``model_comparison/next_model`` names, else
+    ``model_id`` ("" = release the pin: the deployed default runs)."""
+    model_id: str = ""
+    next: bool = False
+
+
+Effect = SubmitJob | JobAction | Evaluate | Deploy | StartComparison | SendTrial | StopComparison | PinModel
 
 
 @dataclass
@@ -205,6 +265,34 @@ class Monitor:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@dataclass
+class OnlineEvaluation:
+    """A candidate that passed the offline gate, under its online A/B test on ``model_comparison``."""
+    candidate: str
+    current: str
+    offline: str                  # the offline gate's summary
+    trials_per_model: int
+    requested_at: float
+    comparison_id: str = ""       # "" until model_comparison accepted the start
+    started_at: float = 0.0
+    sent: list[str] = field(default_factory=list)      # episodes sent as trials (accepted or refused), in order
+    accepted: int = 0
+    refused: list[str] = field(default_factory=list)   # model_comparison's reasons, last few
+    start_unanswered: bool = False  # the start request went out without a reply: adopt it if it shows RUNNING
+    pinned: str = ""              # what hil_session's model is pinned to ("" = not pinned)
+    pin_problem: str = ""         # why it could not be pinned
+    status: dict = field(default_factory=dict)          # model_comparison's last status of this comparison
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OnlineEvaluation:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def counts(self) -> str:
+        models = self.status.get("models") or {}
+        return ", ".join(f"{m} {s}/{n}" for m, (s, n) in models.items()) or "no trials yet"
+
+
 class Workflow:
     def __init__(self, config: WorkflowConfig, now: float) -> None:
         self.config = config
@@ -222,6 +310,7 @@ class Workflow:
         self.deployed: list[str] = []          # deploy order (ours and what the server reported), for rollback
         self.evaluating: Evaluate | None = None
         self.deploying: str | None = None
+        self.online: OnlineEvaluation | None = None
         self.monitor = Monitor()
         self.counters: dict[str, int] = {"jobs_started": 0, "jobs_succeeded": 0, "jobs_failed": 0,
                                          "jobs_cancelled": 0, "jobs_lost": 0, "deployments": 0, "rollbacks": 0}
@@ -257,6 +346,8 @@ class Workflow:
             return Stage.ERROR  # also mid-job: the job's last known state stays on trainer_status
         if self.deploying:
             return Stage.DEPLOYING
+        if self.online:
+            return Stage.AB_TESTING
         if self.evaluating:
             return Stage.EVALUATING
         if (self.job and self.job.status in ACTIVE) or (self.foreign_job and self.foreign_job.status in ACTIVE):
@@ -291,7 +382,7 @@ class Workflow:
         self.now = now
         self.facts = {f.path: f for f in facts}
         self._watch_outcomes()
-        return self._maybe_trigger(manual=False)
+        return self._online_tick(now) + self._maybe_trigger(manual=False)
 
     def observe_server(self, now: float, status: dict | None, jobs: list[dict] | None, error: str = "") -> None:
         self.now = now
@@ -402,6 +493,8 @@ class Workflow:
             return f"the server is running its own job {self.foreign_job.id}"
         if self.evaluating or self.deploying:
             return "a model is being evaluated or deployed"
+        if self.online:
+            return f"{self.online.candidate} is being evaluated online (A/B on model_comparison)"
         if not self.server_reachable:
             return f"the GPU server is unreachable ({self.server_message})"
         return ""
@@ -511,8 +604,165 @@ class Workflow:
         if not self.auto_deploy:
             self.message = f"{model} is ready to deploy ({why}); auto_deploy_enabled is false: not deployed"
             return []
+        current = self.current_model
+        if self.config.online_trials and current and current != model:
+            return self._start_online(model, current, why)
         self.deploying = model
         return [Deploy(model, f"auto-deploy: {why}")]
+
+    # --- online evaluation (model_comparison) -----------------------------------------------------------------
+    def _start_online(self, candidate: str, current: str, offline: str) -> list[Effect]:
+        n = self.config.online_trials
+        self.online = OnlineEvaluation(candidate, current, offline, n, self.now)
+        self.dirty = True
+        self.message = (f"{candidate} passed the offline gate ({offline}); online A/B against {current} requested on "
+                        f"model_comparison (at most {n} trials per model) before any deploy")
+        return [StartComparison(candidate, current, n, self.config.alpha)]
+
+    def comparison_started(self, now: float, comparison_id: str, error: str = "", unanswered: bool = False
+                           ) -> list[Effect]:
+        """model_comparison's reply to :class:`StartComparison` (``error``: refused or unreachable;
+        ``unanswered``: sent without a reply - it is adopted if model_comparison then shows it RUNNING, else the
+        timeout ends it)."""
+        self.now = now
+        on = self.online
+        if on is None or on.comparison_id:
+            return []
+        if unanswered:
+            on.start_unanswered = True
+            self.message = (f"model_comparison did not answer the start of the online A/B of {on.candidate} "
+                            f"({error}); waiting for its status")
+            return []
+        if error:
+            return self._refuse_online(f"the online evaluation could not start on model_comparison: {error}")
+        on.comparison_id, on.started_at = comparison_id, now
+        self.dirty = True
+        self.message = (f"online A/B {comparison_id} of {on.candidate} vs {on.current} running (at most "
+                        f"{on.trials_per_model} trials per model): evaluation rollouts (/lerobot/start_data_collection "
+                        "mode policy) are its trials")
+        return [PinModel(next=True)]
+
+    def observe_comparison(self, now: float, status: dict) -> list[Effect]:
+        """model_comparison's latest status (``ModelComparisonStatus`` as a dict, see the node): the verdict of
+        our comparison, when it comes, decides the deploy."""
+        self.now = now
+        on = self.online
+        if on is None:
+            return []
+        cid, state = str(status.get("comparison_id", "")), str(status.get("state", ""))
+        if not on.comparison_id:
+            if not (on.start_unanswered and state == "RUNNING"
+                    and list(status.get("models") or {}) == [on.current, on.candidate]):
+                return []
+            on.comparison_id, on.started_at, on.start_unanswered = cid, on.requested_at, False
+            self.message = f"online A/B {cid} of {on.candidate} vs {on.current} running (its start was adopted)"
+        if cid != on.comparison_id:
+            if state == "IDLE" or state == "RUNNING":  # restarted, or another comparison took its place
+                return self._refuse_online(f"model_comparison no longer runs comparison {on.comparison_id} (it "
+                                           f"reports {state} {cid or '(none)'}: restarted?)")
+            return []  # a stale status of an earlier comparison
+        before = sum(n for _, n in (on.status.get("models") or {}).values())
+        on.status = dict(status)
+        self.dirty = True
+        if state == "RUNNING":
+            after = sum(n for _, n in (on.status.get("models") or {}).values())
+            return [PinModel(next=True)] if after != before or not on.pinned else []
+        if state == "CANCELLED":
+            return self._refuse_online(f"comparison {cid} was cancelled on model_comparison before a verdict "
+                                       f"({on.counts()})")
+        if state != "COMPLETED":
+            return []
+        # model_comparison's verdict; its own advice after it ("Recommendation: deploy ...", "No winner: keep the
+        # deployed model ...") is written for an operator without this manager, so it is left out
+        verdict = str(status.get("message", "")).split(". ", 1)[0]
+        winner = str(status.get("winner", ""))
+        if winner == on.candidate:
+            return self._online_passed(verdict)
+        if winner == on.current:
+            return self._refuse_online(f"worse than {on.current} online: {verdict}")
+        return self._refuse_online(f"no evidence it is not worse than {on.current} online "
+                                   f"({status.get('stop_reason') or 'no winner'}): {verdict}")
+
+    def _online_passed(self, verdict: str) -> list[Effect]:
+        on = self.online
+        assert on is not None
+        self.online = None
+        self.dirty = True
+        record = {"verdict": "passed", "comparison_id": on.comparison_id, "current": on.current,
+                  "reason": verdict, "status": on.status}
+        self.models.setdefault(on.candidate, {})["online"] = record
+        release = [PinModel("")] if on.pinned else []
+        if not self.auto_deploy:
+            self.message = (f"{on.candidate} passed online ({verdict}); auto_deploy_enabled was turned off: not "
+                            "deployed")
+            return release
+        self.deploying = on.candidate
+        self.message = f"{on.candidate} passed online ({verdict}): deploying"
+        return [Deploy(on.candidate, f"auto-deploy: offline {on.offline}; online {verdict}"), *release]
+
+    def _refuse_online(self, reason: str) -> list[Effect]:
+        on = self.online
+        assert on is not None
+        self.online = None
+        self.dirty = True
+        self.models.setdefault(on.candidate, {})["online"] = {
+            "verdict": "refused", "comparison_id": on.comparison_id, "current": on.current, "reason": reason,
+            "status": on.status}
+        self.message = f"{on.candidate} not deployed: {reason}"
+        return [PinModel("")] if on.pinned else []
+
+    def _online_tick(self, now: float) -> list[Effect]:
+        """Evaluation episodes recorded since the comparison started become trials; the timeout ends it."""
+        on = self.online
+        if on is None:
+            return []
+        if now - on.requested_at >= self.config.online_timeout_s:
+            waited = (now - on.requested_at) / 3600
+            stop = [StopComparison(on.comparison_id, "timeout")] if on.comparison_id else []
+            return stop + self._refuse_online(
+                f"the online evaluation timed out after {waited:.3g} h (online_timeout_s "
+                f"{self.config.online_timeout_s:g}) with {on.counts()} trials, before model_comparison's verdict")
+        if not on.comparison_id:
+            return []
+        sent = set(on.sent)
+        out: list[Effect] = []
+        ours = (on.candidate, on.current)
+        for f in sorted(self.facts.values(), key=lambda f: (f.mtime, f.path)):
+            if f.path in sent or not f.valid or f.success not in (0, 1) or f.mtime < on.started_at:
+                continue
+            drivers = [m for m in f.model_version.split(",") if m]
+            if len(drivers) != 1 or drivers[0] not in ours:
+                continue
+            on.sent.append(f.path)
+            out.append(SendTrial(on.comparison_id, drivers[0], f.success == 1 and f.human_frames == 0, f.path))
+        if out:
+            self.dirty = True
+        return out
+
+    def trial_sent(self, now: float, eff: SendTrial, accepted: bool, message: str, error: str = "") -> None:
+        """model_comparison's reply to one :class:`SendTrial`; ``error``: not delivered (sent again later)."""
+        on = self.online
+        if on is None or on.comparison_id != eff.comparison_id:
+            return
+        self.dirty = True
+        if error:
+            if eff.path in on.sent:
+                on.sent.remove(eff.path)
+            self.message = f"trial {eff.path} not delivered to model_comparison ({error}); sent again next round"
+            return
+        if accepted:
+            on.accepted += 1
+        else:
+            on.refused = (on.refused + [f"{eff.path}: {message}"])[-5:]
+
+    def pinned(self, model: str, problem: str = "") -> None:
+        """What the runner did with a :class:`PinModel`: hil_session's ``model`` is now ``model``, or why not."""
+        if self.online is None:
+            return
+        if problem:  # the pin stays what it was (it is released at the end if it was ever set)
+            self.online.pin_problem = problem
+        else:
+            self.online.pinned, self.online.pin_problem = model, ""
 
     def request_deploy(self, model: str) -> tuple[bool, str, list[Effect]]:
         if not model:
@@ -629,9 +879,26 @@ class Workflow:
         if new >= cfg.min_episodes_before_training and not cfg.auto_train_enabled:
             recs.append(f"{new} new episodes (>= {cfg.min_episodes_before_training}) - auto-train is off: call "
                         "/training_workflow/trigger_training")
+        on = self.online
+        if on is not None:
+            st = on.status
+            figures = (f"{on.counts()}, e-value {float(st.get('e_value', 1.0)):.3g} of "
+                       f"{float(st.get('e_threshold', 1 / cfg.alpha)):.3g}" if st else "starting")
+            left_h = max(0.0, on.requested_at + cfg.online_timeout_s - self.now) / 3600
+            pin = ("hil_session runs the model model_comparison names next (blind: which one is not shown)"
+                   if on.pinned else
+                   f"hil_session not pinned ({on.pin_problem or 'not yet'}): run the model "
+                   "/model_comparison/next_model names")
+            recs.append(f"online A/B {on.comparison_id or '(starting)'} of {on.candidate} vs {on.current}: {figures}, "
+                        f"at most {on.trials_per_model} trials per model, {left_h:.3g} h left - run evaluation "
+                        f"rollouts (/lerobot/start_data_collection mode policy); {pin}")
         for mid, info in list(self.models.items())[-3:]:
             ev = info.get("evaluation") or {}
-            if ev.get("better") and mid != self.current_model and not info.get("deployed_at"):
+            online = info.get("online") or {}
+            if online.get("verdict") == "refused" and not info.get("deployed_at"):
+                recs.append(f"{mid} not deployed: {online.get('reason')}")
+            elif (ev.get("better") and mid != self.current_model and not info.get("deployed_at")
+                  and not (on is not None and on.candidate == mid)):
                 recs.append(f"{mid} beat {ev.get('current')} offline ({ev.get('candidate_error', 0):.4f} vs "
                             f"{ev.get('current_error', 0):.4f} rad, p = {ev.get('p_value', 1):.3g}) - deploy it "
                             "with /training_workflow/deploy_model")
@@ -649,7 +916,7 @@ class Workflow:
             "hold_at": self.hold_at,
             "job": asdict(self.job) if self.job else None, "history": self.history, "models": self.models,
             "deployed": self.deployed, "monitor": asdict(self.monitor), "counters": self.counters,
-            "message": self.message,
+            "message": self.message, "online": asdict(self.online) if self.online else None,
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -668,6 +935,7 @@ class Workflow:
         self.models = dict(d["models"])
         self.deployed = [str(m) for m in d["deployed"]]
         self.monitor = Monitor.from_dict(d["monitor"])
+        self.online = OnlineEvaluation.from_dict(d["online"]) if d.get("online") else None
         self.counters.update({k: int(v) for k, v in d["counters"].items()})
         self.message = f"state restored ({len(self.trained)} trained episodes, {len(self.models)} models)"
         self.dirty = False

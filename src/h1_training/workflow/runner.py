@@ -7,6 +7,11 @@ says so, nothing crashes), poll our job, feed the machine, execute its effects. 
 thread (they query the server's WebSocket for a while). Commands (trigger, pause, deploy...) arrive from the node's
 service threads and run under the same lock.
 
+Online evaluation: the machine's StartComparison / SendTrial / StopComparison / PinModel effects go through a
+:class:`ComparisonPort` the node provides (service clients of ``model_comparison`` and hil_session's parameter
+service); ``model_comparison/status`` comes in through :meth:`WorkflowRunner.observe_comparison` (kept, then fed
+to the machine by the workflow thread, so no ROS callback ever waits on a service call).
+
 State file: JSON, written atomically (temp file + rename) whenever the machine says something durable changed. A
 state file that cannot be read is renamed ``<name>.corrupt-<time>`` (kept for inspection) and reported in the
 status; the manager starts fresh, it never refuses to start.
@@ -21,12 +26,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from h1_training.datasets.catalog import Catalog
 from h1_training.recording import layout as L
 from h1_training.workflow import evaluate
-from h1_training.workflow.machine import Deploy, EpisodeFact, Evaluate, JobAction, SubmitJob, Workflow, WorkflowConfig
+from h1_training.workflow.machine import (
+    Deploy,
+    EpisodeFact,
+    Evaluate,
+    JobAction,
+    PinModel,
+    SendTrial,
+    StartComparison,
+    StopComparison,
+    SubmitJob,
+    Workflow,
+    WorkflowConfig,
+)
 from h1_training.workflow.server_api import ApiError, Backoff, ServerApi, ServerUnavailable
 
 log = logging.getLogger("h1_training.workflow")
@@ -42,6 +59,27 @@ class RunnerConfig:
     http_timeout_s: float = 3.0
     eval_frames_per_episode: int = 10
     eval_send_images: bool = True
+
+
+class ComparisonPort(Protocol):
+    """How the runner reaches ``model_comparison`` and hil_session (the node implements it with service clients).
+    Each method raises ``ConnectionError`` with the reason when the service cannot be reached (nothing was sent),
+    ``TimeoutError`` when the request went out but no reply came (it may have been carried out)."""
+
+    def start(self, model_ids: list[str], trials_per_model: int, alpha: float) -> tuple[bool, str, str]:
+        """(accepted, message, comparison_id) of ``model_comparison/start`` (mode ab)."""
+
+    def record(self, model_id: str, success: bool) -> tuple[bool, str]:
+        """(accepted, message) of ``model_comparison/record_trial``."""
+
+    def stop(self) -> tuple[bool, str]:
+        """``model_comparison/stop``."""
+
+    def next_model(self) -> tuple[bool, str]:
+        """``model_comparison/next_model``: (True, model id) or (False, why none)."""
+
+    def pin(self, model_id: str) -> str:
+        """Set hil_session's ``model`` ("" = the deployed default); "" when done, else why not."""
 
 
 def load_state(path: Path) -> tuple[dict | None, str]:
@@ -114,6 +152,9 @@ class WorkflowRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._eval_thread: threading.Thread | None = None
+        self.comparison: ComparisonPort | None = None   # set by the node
+        self._comparison_status: dict | None = None     # the latest model_comparison/status, not yet fed
+        self._comparison_down_until = 0.0               # after a failed call: no more trials sent until then
         self.job_seen_at = 0.0      # last time our job's record came back (training_stats freshness)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -180,8 +221,16 @@ class WorkflowRunner:
                         m.message = f"following job {m.job.id}: {exc}"
                 except ServerUnavailable as exc:
                     m.observe_server(now, None, None, str(exc))
+            status, self._comparison_status = self._comparison_status, None
+            if status is not None:
+                self._execute(m.observe_comparison(now, status))
             self._execute(m.observe_episodes(now, facts))
             self._changed()
+
+    def observe_comparison(self, status: dict) -> None:
+        """model_comparison's status (from a ROS callback): kept for the next round, which comes at once."""
+        self._comparison_status = status
+        self.wake()
 
     def _changed(self) -> None:
         if self.machine.dirty:
@@ -230,6 +279,66 @@ class WorkflowRunner:
                 except (ServerUnavailable, ApiError) as exc:
                     m.deployed_result(now, eff.model_id, str(exc))
                     log.error(m.message)
+            elif isinstance(eff, StartComparison | SendTrial | StopComparison | PinModel):
+                self._execute(self._online_effect(eff))
+
+    def _online_effect(self, eff: Any) -> list[Any]:
+        """One effect of the online evaluation, through the node's port; returns the machine's follow-ups."""
+        m, port, now = self.machine, self.comparison, self.clock()
+        try:
+            if port is None:
+                raise ConnectionError("no model_comparison connection (the runner runs without the node)")
+            if isinstance(eff, StartComparison):
+                ok, message, cid = port.start([eff.current, eff.candidate], eff.trials_per_model, eff.alpha)
+                log.info(f"model_comparison/start: {message}")
+                return m.comparison_started(now, cid, "" if ok and cid else (message or "refused"))
+            if isinstance(eff, SendTrial):
+                if now < self._comparison_down_until:  # one wait per round, not one per pending trial
+                    m.trial_sent(now, eff, False, "", "model_comparison was not reachable for the previous trial")
+                    return []
+                accepted, message = port.record(eff.model_id, eff.success)
+                m.trial_sent(now, eff, accepted, message)
+                (log.info if accepted else log.warning)(f"trial {eff.path} ({eff.model_id}): {message}")
+            elif isinstance(eff, StopComparison):
+                ok, message = port.stop()
+                log.info(f"model_comparison/stop ({eff.reason}): {message}")
+            elif isinstance(eff, PinModel):
+                model = eff.model_id
+                if eff.next:
+                    ok, model = port.next_model()
+                    if not ok:  # every model has its trials: the verdict is on its way
+                        return []
+                pinned = m.online.pinned if m.online is not None else None
+                if eff.next and model == pinned:
+                    return []
+                problem = port.pin(model)
+                m.pinned(model, problem)
+                if problem:
+                    log.warning(f"hil_session model pin {model or '(release)'}: {problem}")
+        except TimeoutError as exc:
+            # the request went out: model_comparison may have recorded / started it. A trial is not sent again (a
+            # duplicate would count twice; one lost trial only costs a trial); anything else is reported.
+            if isinstance(eff, SendTrial):
+                m.trial_sent(now, eff, False, f"no reply ({exc}); not sent again: it may have been recorded")
+            elif isinstance(eff, StartComparison):
+                return m.comparison_started(now, "", f"no reply ({exc})", unanswered=True)
+            elif isinstance(eff, PinModel):
+                m.pinned("", str(exc))
+            else:
+                m.message += f"; model_comparison/stop: {exc}"
+            log.warning(f"{type(eff).__name__}: {exc}")
+        except ConnectionError as exc:
+            if isinstance(eff, StartComparison):
+                return m.comparison_started(now, "", str(exc))
+            if isinstance(eff, SendTrial):
+                self._comparison_down_until = max(self._comparison_down_until, self.clock() + 1.0)
+                m.trial_sent(now, eff, False, "", str(exc))
+            elif isinstance(eff, PinModel):
+                m.pinned("", str(exc))
+            else:
+                m.message += f"; model_comparison/stop failed: {exc}"
+            log.warning(f"{type(eff).__name__}: {exc}")
+        return []
 
     def _evaluate(self, eff: Evaluate) -> None:
         root = self.cfg.data_dir

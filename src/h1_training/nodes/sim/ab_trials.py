@@ -107,7 +107,7 @@ class SimABTrials(ParamsMixin, Node):
             res = ep.result()
             took = res.time_to_success_s + rollout.task.hold_s if res.policy_success else -1.0
             rec = self._call(self.record_client, RecordTrial.Request(
-                comparison_id=cmp_id, model_id=model, success=bool(res.policy_success), execution_time_s=took,
+                model_id=model, success=bool(res.policy_success), execution_time_s=took,
                 grasp_confidence=-1.0, score=float(res.score)))
             if not rec.accepted:
                 log.error(f"trial rejected: {rec.message}")
