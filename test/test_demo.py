@@ -99,6 +99,17 @@ def test_operator_runs_the_seed_flow_for_two_epochs_then_ctrl_c_on_the_final_wei
     assert c.keys.count("s") == 4 and c.keys.count("e") == 4
 
 
+def test_operator_puts_a_faulted_arm_back_before_pressing_y():
+    # rt/lowstate went silent before the episode: the arm latched FAULT and the session wants HOLD first
+    op = SessionOperator(epochs=1, policy_s=1.0, human_s=1.0, reset_home=False)
+    c = Console(op)
+    c.status("READY", 0, 0)
+    steps = c.run(0.1, q=ARM_HOME_RAD, arm="FAULT")
+    assert steps[0].reset and "FAULT" in steps[0].note
+    assert c.keys == ["y"]  # once the reset (DAMPING, home, HOLD) is done, not before
+    assert steps.index(next(s for s in steps if s.key)) > 0
+
+
 def test_operator_gives_up_with_a_reason():
     # a key the session keeps refusing
     op = SessionOperator(epochs=1, policy_s=1.0, human_s=1.0)

@@ -31,7 +31,7 @@ from h1_training.serve.server import PolicyServer, ServerConfig
 from h1_training.session.policy_loop import PolicyLoop
 from h1_training.session.settings import load_training_config, resolve_settings
 from h1_training_interfaces.msg import SessionStatus
-from h1_training_interfaces.srv import LabelEpisode, SessionCommand
+from h1_training_interfaces.srv import LabelEpisode, SessionCommand, SetArmMode
 
 # policy/client.py opens its connection without a context manager (websockets 17 deprecates that; its code, not ours)
 
@@ -203,6 +203,48 @@ def test_policy_server_killed_while_executing_stops_the_arm_and_keeps_the_data(h
     # Ctrl+C now: exits 0, the arm stays out of TRACK
     assert procs.stop_one(hil.session, timeout=20) == 0, hil.session.output()[-3000:]
     assert hil.modes.last().data in ("HOLD", "DAMPING")
+
+
+def test_a_hung_policy_server_is_reported_and_the_session_recovers_when_it_answers(hil, probe, procs):
+    """The server hangs (SIGSTOP: connection open, no reply) while the policy drives: the request times out, the
+    operator is told why (a "Policy failed" line and last_error naming the missing reply), the arm leaves TRACK and
+    the data is saved; once the server answers again (SIGCONT) the next episode runs the policy again."""
+    st = hil.status
+    i, _ = wait_status(st, in_state("READY"), timeout=60)
+    press(probe, "y")
+    i, _ = wait_status(st, lambda m: m.state_name == "EXECUTING" and m.policy_frames >= 40, timeout=30, after=i)
+    hil.modes.wait(where=lambda m: m.data == "TRACK", timeout=10)
+    hil.server.signal(signal.SIGSTOP)
+    try:
+        i, msg = wait_status(st, in_state("DECIDING"), timeout=60, after=i)
+        assert msg.last_error.startswith("policy: ") and "no reply" in msg.last_error, msg.last_error
+        assert not msg.policy_running and msg.arm_mode in ("HOLD", "DAMPING")
+        lines = said(st)
+        assert any(line.startswith("  Policy failed: ") and "no reply" in line for line in lines), lines
+        assert Path(msg.last_episode_path).is_file()
+        episodes = msg.episodes_saved
+    finally:
+        hil.server.signal(signal.SIGCONT)
+    hil.server.expect_exit = False  # it runs on: an exit from here on is a failure again
+    # the server answers again: another episode, the policy drives again
+    press(probe, "y")
+    i, _ = wait_status(st, in_state("READY"), timeout=30, after=i)
+    if hil.modes.last().data == "FAULT":  # a starved emulator (loaded machine) latched it: the operator sets HOLD
+        reply = probe.call(SetArmMode, "/arm/set_mode", SetArmMode.Request(mode=SetArmMode.Request.MODE_HOLD))
+        assert reply.success, reply.message
+    press(probe, "y")
+    i, _ = wait_status(st, lambda m: m.state_name == "EXECUTING" and m.policy_running and m.policy_frames >= 40,
+                       timeout=60, after=i)
+    hil.modes.wait(where=lambda m: m.data == "TRACK", timeout=10)
+    press(probe, "s")
+    i, _ = wait_status(st, in_state("LABELING"), timeout=15, after=i)
+    press(probe, "y")
+    i, _ = wait_status(st, in_state("DAMPING"), timeout=15, after=i)
+    press(probe, "e")
+    i, msg = wait_status(st, in_state("DECIDING"), timeout=30, after=i)
+    assert msg.episodes_saved == episodes + 1 and msg.last_episode_path
+    ep = read_episode(Path(msg.last_episode_path), with_images=False)
+    assert np.sum(np.array(ep.model_version) == "scripted") >= 30
 
 
 def test_ctrl_c_while_executing_saves_the_episode_and_holds_the_arm(hil, probe, procs):

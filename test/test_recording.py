@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from h1_training.rates import Ticker
+from h1_training.recording import journal as J
 from h1_training.recording import layout as L
 from h1_training.recording.recorder import Recorder, RecorderConfig
 from h1_training.recording.repair import repair_partial
@@ -280,6 +281,81 @@ def test_repair_of_a_killed_writer_gives_a_valid_truncated_episode(tmp_path):
         assert f.attrs["policy_frames"] == phase.count("policy") and f.attrs["human_frames"] == phase.count("human")
         assert np.array_equal(f["observations/qpos"][:, 0], np.arange(r.frames, dtype=np.float32))
         assert cv2.imdecode(np.asarray(f["observations/images/ego_cam"][-1]), cv2.IMREAD_COLOR) is not None
+
+
+_JOURNALED_CRASH = """
+import os, sys
+sys.path.insert(0, {test_dir!r})
+from test_recording import samples
+from h1_training.recording.journal import JournalWriter
+from h1_training.recording.writer import EpisodeMeta, EpisodeWriter
+w = EpisodeWriter({final!r}, EpisodeMeta(epoch=2, episode_index=0), batch_frames=5, flush_interval_s=60)
+j = JournalWriter(w.path, segment_frames=40)
+rows = samples(200, human_from=150)
+for i, s in enumerate(rows):
+    j.append(s, 1 if i in (10, 170) else 0)  # the sampler: every sample into the journal first
+    if i < 120:
+        w.append(s, 1 if i == 10 else 0)     # the writer, far behind: 120 rows, then it stalls
+    if i == 119:
+        w.flush()
+print(w.flushed_frames, flush=True)
+os._exit(0)  # kill -9: the writer never saw rows 120-199, the journal holds them
+"""
+
+
+def test_repair_replays_the_journal_past_the_last_flush(tmp_path):
+    final = L.episode_path(tmp_path, 2, 0)
+    code = _JOURNALED_CRASH.format(test_dir=str(Path(__file__).parent), final=str(final))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == 120
+    partial = L.partial_path(final)
+    assert [first for first, _ in J.segments(partial)] == [0, 40, 80, 120, 160]
+    r = repair_partial(partial)
+    assert r.ok and r.frames == 200, r.line()
+    assert "80 more replayed from the journal" in r.reason
+    ref = samples(200, human_from=150)
+    with h5py.File(final, "r") as f:
+        assert L.validate(f) == [] and f.attrs["recovered"]
+        assert f.attrs["missed_ticks"] == 2 and f.attrs["human_frames"] == 50
+        assert np.array_equal(f["observations/qpos"][:, 0], np.arange(200, dtype=np.float32))
+        assert np.array_equal(f[L.EXTRA_SAMPLE_TIME_NS][:], [s.mono_ns for s in ref])
+        for k, key in enumerate(L.IMAGE_KEYS):
+            assert bytes(f[key][170]) == ref[170].images[k]  # the JPEG exactly as it arrived
+    assert J.segments(partial) == [] and not partial.exists()
+
+
+def test_journal_records_read_back_exactly_and_a_torn_one_ends_the_reading(tmp_path):
+    partial = tmp_path / "episode_0.hdf5.partial"
+    rows = samples(30, human_from=20)
+    w = J.JournalWriter(partial, segment_frames=10)
+    for i, s in enumerate(rows):
+        assert w.append(s, i % 3) == i + 1
+    w.close()
+    got = list(J.JournalReader(partial).read())
+    assert [(seq, m) for seq, m, _ in got] == [(i, i % 3) for i in range(30)]
+    for (_, _, a), b in zip(got, rows):
+        for name in b.__slots__:
+            x, y = getattr(a, name), getattr(b, name)
+            if name == "images":
+                x = tuple(bytes(v) for v in x)
+            assert np.array_equal(x, y) if isinstance(y, np.ndarray) else x == y, name
+    # the kill cut the last record short: everything before it is read, nothing after
+    last = J.segment_path(partial, 20)
+    last.write_bytes(last.read_bytes()[:-7])
+    reader = J.JournalReader(partial, strict=False)
+    assert [seq for seq, _, _ in reader.read()] == list(range(29))
+    # a damaged byte inside a record: the CRC stops the reading there (strict: an error saying where)
+    seg = J.segment_path(partial, 10)
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    reader = J.JournalReader(partial, strict=False)
+    assert 10 <= len(list(reader.read())) < 20 and "CRC" in reader.stopped
+    with pytest.raises(J.JournalError, match="CRC"):
+        list(J.JournalReader(partial).read())
+    J.remove(partial, below=25)  # records 0-19 are in the HDF5 file: their segments go, 20-29 stays
+    assert [first for first, _ in J.segments(partial)] == [20]
 
 
 def test_repair_of_a_file_cut_short_keeps_the_intact_prefix(tmp_path):

@@ -1,5 +1,6 @@
 """`h1-training up` as a supervisor: a child that exits stops the others in reverse order and `up` says which one
-died (exit 1); Ctrl+C stops everything (exit 0); nothing is left running either way."""
+died (exit 1); each is asked with SIGINT, then SIGTERM, then SIGKILL (a child that ignores the first two is
+killed, and its exit status says so); Ctrl+C stops everything (exit 0); nothing is left running either way."""
 
 from __future__ import annotations
 
@@ -69,4 +70,31 @@ def test_ctrl_c_stops_everything(tmp_path):
     reader.join(timeout=10)
     text = "\n".join(lines)
     assert "[up] second: exit 0" in text and "[up] first: exit 0" in text, text
+    assert not _leftovers(tmp_path)
+
+
+def _stubborn(tmp_path: Path, name: str) -> str:
+    # ignores SIGINT and SIGTERM (says when each arrives), only SIGKILL ends it; its $0 names this test's folder
+    script = ("trap 'echo got SIGINT' INT; trap 'echo got SIGTERM' TERM; echo stubborn ready; "
+              "while :; do sleep 0.1; done")
+    return (f"  - {{name: {name}, executable: bash, ros: false, "
+            f"args: [-c, \"{script}\", '{tmp_path / name}']}}\n")
+
+
+def test_a_child_that_ignores_sigint_and_sigterm_is_killed_and_the_exit_status_says_so(tmp_path):
+    env = _profile(tmp_path, _server(tmp_path, "first"), _stubborn(tmp_path, "stubborn"),
+                   "  - {name: dies, executable: h1-training, ros: false, args: [bench, no_such_bench]}\n")
+    out = subprocess.run([sys.executable, "-m", "h1_training.cli", "up", "t"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    text = out.stdout
+    assert out.returncode == 1, text + out.stderr
+    assert "[up] dies exited with code 2; stopping the others" in text, text
+    assert "stubborn ready" in text, text
+    stops = [line for line in text.splitlines() if line.startswith("[up] ") and ": exit " in line]
+    assert stops[:2] == ["[up] dies: exit 2", f"[up] stubborn: exit {-signal.SIGKILL}"], stops
+    # the server stops at the first ask (0 once its handler is installed, -SIGINT while it is still starting)
+    assert stops[2:] in (["[up] first: exit 0"], [f"[up] first: exit {-signal.SIGINT}"]), stops
+    # it was asked twice, in order, before it was killed
+    said = [line for line in text.splitlines() if "got SIG" in line]
+    assert [line.rsplit(" ", 1)[1] for line in said][:2] == ["SIGINT", "SIGTERM"], said
     assert not _leftovers(tmp_path)

@@ -5,9 +5,11 @@ file into an episode. Measured per run: the samples lost (wall time from the las
 whether the repaired file meets the HDF5 contract (``layout.validate``, ``recovered`` set, every tick from the first
 to the last sample present or counted as missed).
 
-Kill moments are uniform in [1 s, episode length) after the episode starts (``--seed``; the first second is left
-out because a kill before the first flush leaves nothing to repair: the repair then removes the empty file and says
-so, which is not what this bench measures). The feed is the synthetic publisher process (the drivers' topics at
+Kill moments are uniform in [1 s, episode length) after the episode starts (``--seed``). The loss is bounded by
+design, not by how fast the writer is: the sampler appends every sample to the episode's write-ahead journal
+(``recording/journal.py``) before anything else, and the repair replays it after the rows the HDF5 file holds.
+``--stall-writer-s S`` stops the writer process (SIGSTOP) S seconds before each kill, the worst case of an
+overloaded machine made certain. The feed is the synthetic publisher process (the drivers' topics at
 their rates, realistic 640x480 frames unless ``--small``); the recorder does not care where its topics come from.
 
     h1-training bench recorder-kill --runs 20 --json          # up to 20 x 60 s
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-s", type=float, default=60.0, help="episode length the kill moment falls in")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--small", action="store_true", help="320x240 frames at 15 fps (light; for tests)")
+    parser.add_argument("--stall-writer-s", type=float, default=0.0,
+                        help="stop (SIGSTOP) the HDF5 writer this long before each kill: a kill with the writer "
+                             "that far behind")
     parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: a free one, claimed)")
 
 
@@ -84,8 +89,25 @@ def check_repaired(path: Path, kill_wall_ns: int) -> KillRun:
         return KillRun(0.0, not problems, None if lost is None else round(lost, 3), len(wall), "; ".join(problems))
 
 
-def kill_series(group, probe, save_dir: Path, moments: list[float], log=None) -> list[KillRun]:
-    """Record, kill -9 at each moment, restart (repair at start-up), check; the recorder runs in ``group``."""
+def stall_children(pid: int) -> list[int]:
+    """SIGSTOP every child of the recorder (its HDF5 writer): a writer that gets no CPU at all, seconds behind."""
+    import psutil
+
+    stopped = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            child.send_signal(signal.SIGSTOP)
+            stopped.append(child.pid)
+        except psutil.Error:
+            pass
+    return stopped
+
+
+def kill_series(group, probe, save_dir: Path, moments: list[float], log=None,
+                stall_writer_s: float = 0.0) -> list[KillRun]:
+    """Record, kill -9 at each moment, restart (repair at start-up), check; the recorder runs in ``group``.
+    ``stall_writer_s``: the writer is stopped (SIGSTOP) that long before each kill, so the kill finds it that far
+    behind (what an overloaded machine does to it, made certain)."""
     from h1_training.nodes.common import LATCHED_QOS
 
     status = probe.capture("h1_training_interfaces/msg/RecorderStatus", "/episode_recorder/status", LATCHED_QOS)
@@ -99,21 +121,26 @@ def kill_series(group, probe, save_dir: Path, moments: list[float], log=None) ->
                            {"epoch": 0, "episode_index": -1, "prompt": f"kill {i}"}, timeout=15)
         if not reply.success:
             raise RuntimeError(f"run {i}: start failed: {reply.message}")
-        time.sleep(after)
+        stall = min(stall_writer_s, after)
+        time.sleep(after - stall)
+        if stall:
+            if not stall_children(rec.proc.pid):
+                raise RuntimeError("the recorder has no writer process to stall")
+            time.sleep(stall)
         kill_wall_ns = time.time_ns()
         rec.signal(signal.SIGKILL)  # the node and its writer: a power cut of the recorder
         rec.proc.wait(timeout=10)
         group.children.remove(rec)
         status.clear()
         rec = group.start_executable("episode_recorder", "episode_recorder", start)
-        status.wait(count=1, timeout=60)  # published after the start-up repair
+        status.wait(count=1, timeout=180)  # published after the start-up repair (slow on an overloaded machine)
         run = check_repaired(Path(reply.file_path), kill_wall_ns)
         run.kill_after_s = after
         results.append(run)
         if log is not None:
             log(f"[recorder-kill] run {i + 1}/{len(moments)}: killed {after:.1f} s in, {run.frames} frames kept, "
                 f"lost {run.samples_lost_s} s, {'valid' if run.valid else 'INVALID: ' + run.problem}")
-        status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=60)
+        status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=180)
     return results
 
 
@@ -145,13 +172,15 @@ def run(args: argparse.Namespace) -> dict:
             group.start("feed", [sys.executable, "-m", "h1_training.nodes.sim.bench_feed", "--modes",
                                  "TRACK:20,DAMPING:10", *(SMALL_FEED if args.small else [])])
             results = kill_series(group, probe, save_dir, moments,
-                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+                                  log=lambda line: print(line, file=sys.stderr, flush=True),
+                                  stall_writer_s=args.stall_writer_s)
     finally:
         shutil.rmtree(save_dir, ignore_errors=True)
     figures = summarize(results)
     figures["inputs"] = {"episode_s": args.episode_s, "seed": args.seed, "kill_moments_s": moments,
                          "frames": "320x240 @ 15 fps" if args.small else "640x480 @ 30 fps, realistic",
                          "kill": "SIGKILL to the recorder's process group (node + HDF5 writer)",
-                         "repair": "the next recorder's start-up repair (repair_on_start)"}
+                         "repair": "the next recorder's start-up repair (HDF5 rows + write-ahead journal replay)",
+                         "writer_stalled_s_before_kill": args.stall_writer_s}
     figures["targets"] = evaluate(figures, targets(args.runs))
     return figures

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from h1_training.bench.stack import wait_for
+
 HELP = "the whole sim stack for N minutes with faults on a seeded schedule: episodes valid, faults recovered, leaks"
 FAULTS = ("policy_server", "camera", "modbus", "rsync")
 CAMERA_SOURCES = ("ego_cam", "cam_left_wrist", "cam_right_wrist")
@@ -136,7 +138,8 @@ class Watch:
                 u.base_rss_mb, u.base_fds = rss, fds
 
 
-def _episode_figures(paths: list[Path], partials: list[Path]) -> dict[str, Any]:
+def episode_figures(paths: list[Path], partials: list[Path]) -> dict[str, Any]:
+    """Episodes saved, valid (``layout.validate`` clean, not a repaired leftover), missed ticks, problems."""
     import h5py
 
     from h1_training.recording import layout as L
@@ -161,11 +164,78 @@ def _episode_figures(paths: list[Path], partials: list[Path]) -> dict[str, Any]:
             "samples_lost_s": round(missed / 50.0, 2), "episode_problems": problems[:20]}
 
 
+FAULT_CHILD = {"policy_server": "policy_server", "camera": "camera_sim", "modbus": "inspire_sim",
+               "rsync": "rsync_daemon"}
+
+
+class Recovery:
+    """Is the stack whole again after a fault? Every child running, the recorder's sources fresh, a new episode
+    saved after the fault, for ``rsync`` a new epoch marker, for ``policy_server`` the server answering."""
+
+    def __init__(self, stack: Any, rec_status: Any, check_children: Any = lambda: None) -> None:
+        self.stack = stack
+        self.rec_status = rec_status      # a RosProbe capture of /episode_recorder/status
+        self.check_children = check_children
+
+    def stale_now(self) -> set[str]:
+        last = self.rec_status.last()
+        if last is None:
+            return set(CAMERA_SOURCES)
+        # arm/mode is published on change (bench recorder ignores it the same way)
+        return {s for s in last.stale_sources if s != "arm/mode"}
+
+    def server_up(self) -> bool:
+        from h1_training.policy.client import PolicyClientError, get_training_status
+
+        try:
+            get_training_status("127.0.0.1", self.stack.server_port, timeout=2.0)
+            return True
+        except PolicyClientError:
+            return False
+
+    def whole(self, kind: str, before_eps: int, before_sync: int) -> bool:
+        self.check_children()
+        stack = self.stack
+        if not all(c.running for c in stack.group.children):
+            return False
+        if self.stale_now():
+            return False
+        if len(stack.episodes()) <= before_eps:
+            return False
+        if kind == "rsync" and stack.sync_markers() <= before_sync:
+            return False
+        return kind != "policy_server" or self.server_up()
+
+
+def inject_and_recover(stack: Any, recovery: Recovery, kind: str, down_s: float, at_s: float,
+                       recover_s: float, log: Any = lambda text: None) -> Fault:
+    """One fault: the child behind ``kind`` killed (SIGKILL: the policy server, the Modbus link) or stopped (the
+    camera server, the rsync daemon), started again after ``down_s``, then up to ``recover_s`` for the stack to be
+    whole again (``Recovery.whole``)."""
+    fault = Fault(kind, at_s, down_s)
+    before_eps, before_sync = len(stack.episodes()), stack.sync_markers()
+    name = FAULT_CHILD[kind]
+    if kind in ("policy_server", "modbus"):
+        stack.kill(name, signal.SIGKILL)
+    else:
+        stack.stop_one(name)
+    time.sleep(down_s)
+    stack.restart(name)
+    restored = time.monotonic()
+    fault.recovered = wait_for(lambda: recovery.whole(kind, before_eps, before_sync), recover_s,
+                               f"recovery from {kind}", period=1.0)
+    fault.recover_s = round(time.monotonic() - restored, 1) if fault.recovered else None
+    if not fault.recovered:
+        fault.note = (f"stale: {sorted(recovery.stale_now())}; episodes {len(stack.episodes())} "
+                      f"(before {before_eps}); markers {stack.sync_markers()} (before {before_sync})")
+    log(f"  {kind}: " + (f"recovered in {fault.recover_s} s" if fault.recovered else f"NOT recovered: {fault.note}"))
+    return fault
+
+
 def run(args: argparse.Namespace) -> dict:
     from h1_training.bench.report import evaluate
-    from h1_training.bench.stack import FullStack, wait_for
+    from h1_training.bench.stack import FullStack
     from h1_training.nodes.common import LATCHED_QOS
-    from h1_training.policy.client import PolicyClientError, get_training_status
     from h1_training.procs import claim_ros_domain
 
     domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
@@ -198,20 +268,6 @@ def run(args: argparse.Namespace) -> dict:
             next_fault = start + args.fault_every_s / 2
             last_sample = 0.0
 
-            def server_up() -> bool:
-                try:
-                    get_training_status("127.0.0.1", stack.server_port, timeout=2.0)
-                    return True
-                except PolicyClientError:
-                    return False
-
-            def stale_now() -> set[str]:
-                last = rec_status.last()
-                if last is None:
-                    return set(CAMERA_SOURCES)
-                # arm/mode is published on change (bench recorder ignores it the same way)
-                return {s for s in last.stale_sources if s != "arm/mode"}
-
             def check_children() -> None:
                 for child in list(stack.group.unexpected_exits()):
                     what = f"{child.name} exited with {child.proc.returncode}: " + " | ".join(child.lines[-3:])
@@ -225,6 +281,8 @@ def run(args: argparse.Namespace) -> dict:
             def sample(now: float) -> None:
                 watch.sample(stack.pids(), now, args.settle_s, warm=True)
 
+            recovery = Recovery(stack, rec_status, check_children)
+
             while time.monotonic() < end:
                 now = time.monotonic()
                 check_children()
@@ -233,47 +291,16 @@ def run(args: argparse.Namespace) -> dict:
                     last_sample = now
                 if now >= next_fault and len(faults) < len(plan) and end - now > args.recover_s / 2:
                     kind, down = plan[len(faults)]
-                    fault = Fault(kind, round(now - start, 1), down)
-                    faults.append(fault)
-                    before_eps = len(stack.episodes())
-                    before_sync = stack.sync_markers()
-                    log(f"fault {len(faults)}: {kind} down for {down} s")
-                    name = {"policy_server": "policy_server", "camera": "camera_sim", "modbus": "inspire_sim",
-                            "rsync": "rsync_daemon"}[kind]
-                    if kind in ("policy_server", "modbus"):
-                        stack.kill(name, signal.SIGKILL)
-                    else:
-                        stack.stop_one(name)
-                    time.sleep(down)
-                    stack.restart(name)
-                    restored = time.monotonic()
-
-                    def whole(kind: str = kind, before_eps: int = before_eps, before_sync: int = before_sync) -> bool:
-                        check_children()
-                        if not all(c.running for c in stack.group.children):
-                            return False
-                        if stale_now():
-                            return False
-                        if len(stack.episodes()) <= before_eps:
-                            return False
-                        if kind == "rsync" and stack.sync_markers() <= before_sync:
-                            return False
-                        return kind != "policy_server" or server_up()
-
-                    fault.recovered = wait_for(whole, args.recover_s, f"recovery from {kind}", period=1.0)
-                    fault.recover_s = round(time.monotonic() - restored, 1) if fault.recovered else None
-                    if not fault.recovered:
-                        fault.note = (f"stale: {sorted(stale_now())}; episodes {len(stack.episodes())} "
-                                      f"(before {before_eps}); markers {stack.sync_markers()} (before {before_sync})")
-                    outcome = f"recovered in {fault.recover_s} s" if fault.recovered else f"NOT recovered: {fault.note}"
-                    log(f"  {kind}: {outcome}")
+                    log(f"fault {len(faults) + 1}: {kind} down for {down} s")
+                    faults.append(inject_and_recover(stack, recovery, kind, down, round(now - start, 1),
+                                                     args.recover_s, log))
                     next_fault = time.monotonic() + args.fault_every_s
                 time.sleep(0.5)
             sample(time.monotonic())
             soak_s = time.monotonic() - start
         finally:
             stack.stop()
-    figures = _episode_figures(stack.episodes(), sorted(stack.dirs.robot.rglob("*.partial")))
+    figures = episode_figures(stack.episodes(), sorted(stack.dirs.robot.rglob("*.partial")))
     rss = {n: round(u.last_rss_mb - u.base_rss_mb, 1) for n, u in watch.usage.items() if u.base_rss_mb is not None}
     fds = {n: u.last_fds - u.base_fds for n, u in watch.usage.items() if u.base_fds is not None}
     figures.update({

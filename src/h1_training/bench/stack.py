@@ -159,6 +159,25 @@ class FullStack:
         return self.group.stop()
 
 
+def renice(stack: FullStack, names: tuple[str, ...], nice: int) -> list[str]:
+    """Set the nice value of these children (and their threads/children); the names it could set."""
+    import psutil
+
+    done = []
+    for child in stack.group.children:
+        if child.name not in names or not child.running:
+            continue
+        try:
+            root = psutil.Process(child.proc.pid)
+            for p in [root] + root.children(recursive=True):
+                for t in p.threads():  # Linux: nice is per thread; threads started before this keep theirs
+                    os.setpriority(os.PRIO_PROCESS, t.id, nice)
+            done.append(child.name)
+        except (psutil.Error, OSError):
+            pass
+    return done
+
+
 def cpu_burners(n: int | None = None) -> list:
     """A CPU-heavy job beside the stack: one busy process per core (plain Python arithmetic, nice 0)."""
     import subprocess

@@ -1,11 +1,13 @@
 """The recorder (no rclpy): slots filled by the node's callbacks, the 50 Hz sampler thread, the writer
 process, and start / save / discard / status. ``nodes/recorder_node.py`` only wires ROS to this class.
 
-The sampler wakes on its own monotonic clock and hands each sample to the writer process
-(``writer_process.py``), which appends to HDF5 in small batches and flushes at least every
-``flush_interval_s``. Nothing on the 50 Hz path touches the disk or decodes an image, and a disk stall cannot
-hold the sampler's interpreter lock. Any write failure (disk full, permissions, a file size limit, a writer
-that cannot keep up or dies) stops the episode, keeps what was written and is reported as an
+The sampler wakes on its own monotonic clock and appends each sample to the episode's write-ahead journal
+(``journal.py``: one ``writev`` into the page cache, no fsync, no image decoding); the writer process
+(``writer_process.py``) reads the journal, appends to HDF5 in small batches and flushes at least every
+``flush_interval_s``. A kill -9 of the recorder therefore loses at most the sample being written, even with the
+writer seconds behind; the next start's repair replays the journal. An HDF5 or fsync stall cannot hold the
+sampler's interpreter lock (it happens in the writer process). Any write failure (disk full, permissions, a file
+size limit, a writer that cannot keep up or dies) stops the episode, keeps what was written and is reported as an
 operator-readable error on the status and in the reply of the next save call: never a silent loss.
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 from h1_training.params import param
 from h1_training.recording import layout as L
+from h1_training.recording.journal import SEGMENT_FRAMES, JournalError, JournalWriter
 from h1_training.recording.repair import RepairResult, repair_all
 from h1_training.recording.sampler import Sample, Sampler, SamplerLoop, Slots
 from h1_training.recording.writer import EpisodeMeta, EpisodeSummary, free_mb
@@ -48,8 +51,9 @@ class RecorderConfig:
     fsync: bool = param(True, "fsync at every flush so a power loss also costs at most flush_interval_s")
     min_free_mb: float = param(200.0, "refuse to start, or stop and save, when the disk has less free space [MB]",
         min=0.0, max=1e7)
-    max_backlog_s: float = param(5.0, "stop with an error when this much data waits for the disk [s]", min=0.5,
-        max=60.0)
+    max_backlog_s: float = param(30.0, "stop with an error when the writer is this far behind [s] (what waits is in "
+        "the journal on disk, safe from a kill; this bounds the journal's disk use and how long a save waits)",
+        min=0.5, max=60.0)
     chunk_rows: int = 100
     sampler_nice: int = param(-10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
         "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19)
@@ -132,6 +136,7 @@ class Recorder:
         self._partial = ""
         self._final = ""
         self._progress = (0, 0, 0)  # frames written, frames flushed, bytes
+        self._journal: JournalWriter | None = None
         self._ensure_writer()       # spawn it now, not on the first start request
 
     # --- writer process -----------------------------------------------------------------------------------
@@ -228,6 +233,7 @@ class Recorder:
             if reply[0] != "started":
                 return self._refuse(str(reply[1]) if len(reply) > 1 else f"unexpected writer reply {reply!r}")
             self._partial, self._final, self._index = reply[1], str(final), index
+            self._journal = JournalWriter(self._partial, SEGMENT_FRAMES)
             self._progress = (0, 0, 0)
             sampler = Sampler(self.slots, cfg.stale_after_s, cfg.proposal_stale_s, self.placeholder_jpeg)
             self._loop = SamplerLoop(sampler, cfg.rate_hz, self._enqueue, nice=cfg.sampler_nice)
@@ -248,7 +254,25 @@ class Recorder:
         return Result(False, reason)
 
     def _enqueue(self, sample: Sample, missed: int) -> None:
-        self._wp.send("sample", sample, missed)  # the queue's feeder thread pickles and writes it
+        """The sampler thread's sink: the sample into the journal, then a few bytes to wake the writer."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            records = journal.append(sample, missed)
+        except JournalError as exc:
+            self._journal = None
+            self._fail_async(f"{exc}; recording stopped")
+            raise  # ends the sampler thread: no sample after one that could not be kept
+        self._wp.send("journal", records)
+
+    def _close_journal(self) -> int:
+        """After the sampler stopped: close the journal; the number of records in it (the episode's samples)."""
+        journal, self._journal = self._journal, None
+        if journal is None:
+            return self._loop.stats.frames if self._loop is not None else 0
+        journal.close()
+        return journal.seq
 
     def _fail_async(self, reason: str) -> None:
         threading.Thread(target=self._fail, args=(reason,), daemon=True).start()
@@ -269,12 +293,13 @@ class Recorder:
         """Stop the sampler and get the episode's data saved (or left for repair) after ``reason``."""
         if self._loop is not None:
             self._loop.stop()
+        records = self._close_journal()
         child = self._child_failure
         summary, path = None, self._partial
         if child is not None:  # the writer already closed the episode
             summary, path = child[2], child[3]
         elif self._wp.alive:
-            reply = self._request("finish", -1, f"error: {reason}")
+            reply = self._request("finish", -1, f"error: {reason}", records)
             if reply[0] == "finished":
                 summary = reply[1]
         if summary is not None:
@@ -310,8 +335,9 @@ class Recorder:
             self._state = SAVING
             self._on_change()
             assert self._loop is not None
-            self._loop.stop()  # no sample after this point; the writer drains what it has, in order
+            self._loop.stop()  # no sample after this point; the writer drains the journal, in order
             frames = self._loop.stats.frames
+            records = self._close_journal()
             if discard:
                 reply = self._request("discard")
                 if reply[0] == "discarded":
@@ -322,7 +348,9 @@ class Recorder:
                 else:
                     result = self._end_error(str(reply[1]))
             else:
-                reply = self._request("finish", success_label, end_reason)
+                # the writer drains the journal first: give it the time a backlog takes (a loaded machine)
+                behind = max(0, records - self._progress[0]) / self.config.rate_hz
+                reply = self._request("finish", success_label, end_reason, records, timeout=30.0 + 2.0 * behind)
                 if reply[0] == "finished":
                     summary: EpisodeSummary = reply[1]
                     self._remember(summary)

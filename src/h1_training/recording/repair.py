@@ -2,7 +2,9 @@
 
 The writer records ``frames_flushed`` at every flush; rows up to it are known complete on disk. Repair copies
 that prefix row-checked (monotonic sample times, JPEG start-of-image marker, a known phase) into a fresh file,
-stops at the first row that cannot be read or fails a check, writes the contract attributes counted from what
+stops at the first row that cannot be read or fails a check, then replays the episode's write-ahead journal
+(``journal.py``: every sample the sampler took, the ones the writer had not flushed yet included) from the next
+row on, up to its first incomplete or damaged record, writes the contract attributes counted from what
 was kept, marks it ``recovered=True`` with the reason, and renames it atomically to ``episode_<i>.hdf5``.
 The partial file is removed only after the repaired episode is safely on disk. A file that cannot be read at
 all is renamed ``*.unrecoverable`` (never deleted) and reported.
@@ -32,9 +34,11 @@ import h5py
 import numpy as np
 
 from h1_training import procs
+from h1_training.recording import journal as J
 from h1_training.recording import layout as L
 from h1_training.recording.sampler import achieved_rate
 from h1_training.recording.writer import (
+    EXTRACT,
     append_rows,
     create_columns,
     fsync_dir,
@@ -238,9 +242,15 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
         return _give_up(partial, f"its structure is damaged ({exc})")
     if on_disk < 0:
         return _give_up(partial, "datasets missing: " + ", ".join(blocks[:4]))
-    if kept == 0:
+    last_ns = int(blocks[-1][L.EXTRA_SAMPLE_TIME_NS][-1]) if kept else 0
+    tail, tail_missed, tail_note = _journal_tail(partial, kept, last_ns)
+    if tail:
+        blocks = blocks + tail
+    replayed = sum(len(b[L.EXTRA_SAMPLE_TIME_NS]) for b in tail)
+    if kept + replayed == 0:
         if on_disk == 0:
             partial.unlink()
+            J.remove(partial)
             return RepairResult(str(partial), False, reason="the episode ended before its first sample was "
                                 "written; nothing to recover (file removed)")
         return _give_up(partial, f"none of its {on_disk} rows could be read back intact")
@@ -254,6 +264,7 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
         sample_ns = dst[L.EXTRA_SAMPLE_TIME_NS]
         rate = achieved_rate(n, int(sample_ns[0]), int(sample_ns[n - 1]))
         reason = f"{why}; kept {kept} of {on_disk} rows found (last flush recorded {flushed} rows)"
+        reason += f"; {replayed} more replayed from the journal" + (f" ({tail_note})" if tail_note else "")
         if note:
             reason += f"; {note}"
         extra = {k: v for k, v in attrs.items() if k not in L.CONTRACT_ATTRS}
@@ -262,7 +273,7 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
             L.ATTR_RECOVERED_REASON: reason,
             L.ATTR_END_REASON: "recovered",
             L.ATTR_ACHIEVED_RATE: float(rate),
-            L.ATTR_MISSED_TICKS: int(attrs.get(L.ATTR_MISSED_TICKS, 0)),
+            L.ATTR_MISSED_TICKS: int(attrs.get(L.ATTR_MISSED_TICKS, 0)) + tail_missed,
         })
         ts = attrs.get("timestamp", "")
         write_final_attrs(dst, n, float(attrs.get("fps", 50.0)), ts.decode() if isinstance(ts, bytes) else str(ts),
@@ -271,8 +282,38 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
         os.fsync(dst.id.get_vfd_handle())
     path = publish_atomically(tmp, final)
     partial.unlink()
+    J.remove(partial)
     fsync_dir(partial.parent)
-    return RepairResult(str(partial), True, str(path), kept, on_disk, reason=reason)
+    return RepairResult(str(partial), True, str(path), kept + replayed, on_disk, reason=reason)
+
+
+def _journal_tail(partial: Path, start: int, after_ns: int) -> tuple[list[dict], int, str]:
+    """The journal's records from row ``start`` on, as column blocks: (blocks, missed ticks in them, why the
+    replay stopped before the journal's end, "" when it read to the end)."""
+    reader = J.JournalReader(partial, start=start, strict=False)
+    blocks: list[dict] = []
+    rows: list = []
+    missed = 0
+    note = ""
+    prev = after_ns
+    try:
+        for _seq, m, sample in reader.read():
+            if sample.mono_ns <= prev:
+                note = f"record {_seq} is not later than the row before it"
+                break
+            prev = sample.mono_ns
+            rows.append(sample)
+            missed += m
+            if len(rows) == _BLOCK:
+                blocks.append({key: [fn(s) for s in rows] for key, fn in EXTRACT.items()})
+                rows = []
+    except OSError as exc:
+        note = f"journal unreadable: {exc}"
+    finally:
+        reader.close()
+    if rows:
+        blocks.append({key: [fn(s) for s in rows] for key, fn in EXTRACT.items()})
+    return blocks, missed, note or reader.stopped
 
 
 def _give_up(partial: Path, reason: str) -> RepairResult:
@@ -285,8 +326,16 @@ def _give_up(partial: Path, reason: str) -> RepairResult:
 
 
 def repair_all(save_dir: str | Path) -> list[RepairResult]:
-    """Repair every partial episode under ``save_dir`` (what the recorder does at start-up)."""
-    return [repair_partial(p) for p in L.find_partials(save_dir)]
+    """Repair every partial episode under ``save_dir`` (what the recorder does at start-up); then delete the
+    journals left beside episodes that were saved (a writer ended between the save and that clean-up)."""
+    results = [repair_partial(p) for p in L.find_partials(save_dir)]
+    root = Path(save_dir)
+    if root.is_dir():
+        for seg in root.glob(f"{L.SESSION_PREFIX}*/{L.EPISODE_GLOB}.journal-*{L.PARTIAL_SUFFIX}"):
+            episode = seg.with_name(seg.name.split(".journal-")[0])
+            if episode.exists() and not L.partial_path(episode).exists():
+                J.remove(L.partial_path(episode))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,12 +101,12 @@ class SessionOperator:
     """A person at hil_console, scripted: reacts to ``hil_session/status`` states the way the seed's Typical Session
     Flow describes, for ``epochs`` epochs of ``episodes_per_epoch`` episodes each.
 
-    READY: y (after the arms are put back home, when ``reset_home``); EXECUTING: s once the policy had the arm
-    (TRACK) for ``policy_s``; LABELING: y when the arms reached the right pose, else n; DAMPING: guide the arms
-    to REACH_RAD and hold them there, e after ``human_s``; DECIDING: y for another episode, n to finish the epoch
-    (sync). After the last epoch: wait for the weights trained on it (READY with a newer epoch, when
-    ``wait_final_weights``), then Ctrl+C. Feed every status in order to :meth:`observe`, call :meth:`step` at the
-    control rate, and report each key's reply to :meth:`pressed`.
+    READY: y (after the arms are put back home, when ``reset_home``, or out of a latched FAULT); EXECUTING: s once
+    the policy had the arm (TRACK) for ``policy_s``; LABELING: y when the arms reached the right pose, else n;
+    DAMPING: guide the arms to REACH_RAD and hold them there, e after ``human_s``; DECIDING: y for another episode,
+    n to finish the epoch (sync). After the last epoch: wait for the weights trained on it (READY with a newer
+    epoch, when ``wait_final_weights``), then Ctrl+C. Feed every status in order to :meth:`observe`, call
+    :meth:`step` at the control rate, and report each key's reply to :meth:`pressed`.
     """
 
     epochs: int = 2
@@ -195,6 +195,10 @@ class SessionOperator:
             if self.finished:
                 return self._press("ctrl+c", now, f"weights of epoch {self.epoch} arrived: all {self.epochs} "
                                                   f"epoch(s) done, Ctrl+C")
+            if arm_mode == "FAULT" and not self._reset_done and q is not None:
+                # the arm latched FAULT (rt/lowstate went silent); the session says "set HOLD first": a person
+                # puts the arms back (DAMPING, home, HOLD) before the next episode instead of pressing y into it
+                return Step(reset=True, note="the arm is in FAULT: putting it back (HOLD) before the next episode")
             if (self.reset_home and not self._reset_done and q is not None
                     and np.max(np.abs(q - ARM_HOME_RAD)) > HOME_TOL_RAD):
                 return Step(reset=True, note="putting the arms back home before the next episode")
