@@ -37,15 +37,20 @@ def _leftovers(tmp_path: Path) -> list[str]:
     return out
 
 
+def _up_until_dies(env: dict[str, str]) -> str:
+    """`h1-training up t` whose child `dies` exits with code 2: up stops the others and exits 1; its stdout."""
+    out = subprocess.run([sys.executable, "-m", "h1_training.cli", "up", "t"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "[up] dies exited with code 2; stopping the others" in out.stdout, out.stdout
+    return out.stdout
+
+
 def test_a_child_that_exits_stops_the_others_in_reverse_order(tmp_path):
     env = _profile(tmp_path, _server(tmp_path, "first"), _server(tmp_path, "second"),
                    # dies once the servers are up: an argparse error, exit code 2
                    "  - {name: dies, executable: h1-training, ros: false, args: [bench, no_such_bench]}\n")
-    out = subprocess.run([sys.executable, "-m", "h1_training.cli", "up", "t"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    text = out.stdout
-    assert out.returncode == 1, text + out.stderr
-    assert "[up] dies exited with code 2; stopping the others" in text, text
+    text = _up_until_dies(env)
     stops = [line for line in text.splitlines() if line.startswith("[up] ") and ": exit " in line]
     assert [s.split(":")[0] for s in stops] == ["[up] dies", "[up] second", "[up] first"]  # reverse start order
     assert not _leftovers(tmp_path)
@@ -84,11 +89,7 @@ def _stubborn(tmp_path: Path, name: str) -> str:
 def test_a_child_that_ignores_sigint_and_sigterm_is_killed_and_the_exit_status_says_so(tmp_path):
     env = _profile(tmp_path, _server(tmp_path, "first"), _stubborn(tmp_path, "stubborn"),
                    "  - {name: dies, executable: h1-training, ros: false, args: [bench, no_such_bench]}\n")
-    out = subprocess.run([sys.executable, "-m", "h1_training.cli", "up", "t"], env=env, capture_output=True,
-                         text=True, timeout=120)
-    text = out.stdout
-    assert out.returncode == 1, text + out.stderr
-    assert "[up] dies exited with code 2; stopping the others" in text, text
+    text = _up_until_dies(env)
     assert "stubborn ready" in text, text
     stops = [line for line in text.splitlines() if line.startswith("[up] ") and ": exit " in line]
     assert stops[:2] == ["[up] dies: exit 2", f"[up] stubborn: exit {-signal.SIGKILL}"], stops
