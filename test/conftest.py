@@ -55,7 +55,7 @@ def procs(request):
     group = ProcessGroup(env=loopback_ros_env(DOMAIN_ID))
     yield group
     report = group.unexpected_exit_report()  # before stop(): stopping makes every exit expected
-    group.stop()
+    group.stop(concurrently=True)
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
         sys.stderr.write(_show(group.children))

@@ -131,7 +131,7 @@ def test_short_demo_learns_from_corrections_end_to_end(tmp_path, domain_id):
     proc = subprocess.Popen(
         resolve_executable("h1-training") + [
             "demo", "--epochs", "2", "--episodes", "6", "--eval-episodes", "12", "--train-steps", "400",
-            "--ab-trials", "10", "--run-dir", str(run_dir), "--domain", str(domain_id), "--json"],
+            "--ab-trials", "6", "--run-dir", str(run_dir), "--domain", str(domain_id), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines: list[str] = []
     reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)

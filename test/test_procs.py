@@ -89,3 +89,23 @@ def test_children_of_a_killed_launcher_do_not_outlive_it():
         assert not _alive(child), "the child outlived its killed launcher"
     finally:
         launcher.kill()
+
+
+SLOW_TO_STOP = ("import signal, sys, time\n"
+                "def stop(*_):\n"
+                "    print('sigint', time.time(), flush=True); time.sleep(1.0); sys.exit(3)\n"
+                "signal.signal(signal.SIGINT, stop); print('ready', flush=True)\n"
+                "while True: time.sleep(0.05)\n")
+
+
+def test_a_concurrent_stop_signals_every_child_at_once_and_returns_each_exit_code():
+    """Test teardown stops a stack concurrently: each child gets SIGINT at once (not after the one before it has
+    finished its own 1 s shutdown) and every exit code comes back."""
+    group = procs.ProcessGroup()
+    children = [group.start(f"slow{i}", [sys.executable, "-u", "-c", SLOW_TO_STOP]) for i in range(3)]
+    for c in children:
+        procs.wait_until(lambda c=c: "ready" in c.output(), timeout=20, what=f"{c.name} ready")
+    codes = group.stop(timeout=5.0, concurrently=True)
+    assert codes == {"slow2": 3, "slow1": 3, "slow0": 3}
+    got = [float(next(x for x in c.lines if x.startswith("sigint")).split()[1]) for c in children]
+    assert max(got) - min(got) < 0.9, got  # in order, each would have waited for the one before (>= 1 s apart)

@@ -111,7 +111,11 @@ def test_record_save_discard_via_services(procs, probe, tmp_path):
         decode_all(f)
         phase = np.array([p.decode() for p in f["phase"][:]])
         versions = np.array([v.decode() for v in f["model_version"][:]])
-        assert set(versions[phase == "policy"]) == {"synthetic-v1"} and set(versions[phase == "human"]) == {""}
+        # a TRACK tick whose command went stale (the feed starved > stale_after_s on a loaded machine) is stored
+        # as "hold here, no model": version "" (the sampler's contract); every other policy tick names the model
+        policy_versions = versions[phase == "policy"]
+        assert set(policy_versions) <= {"synthetic-v1", ""} and np.sum(policy_versions == "synthetic-v1") > 10
+        assert set(versions[phase == "human"]) == {""}
         assert f["proposed_action_valid"][:][phase == "human"].any()  # policy_proposal during damping
         assert not f["proposed_action_valid"][:][phase == "policy"].any()
         assert f["observations/hand_state"].shape == (t, 12)
@@ -288,5 +292,7 @@ def test_records_from_the_simulated_robot_stack(procs, probe, tmp_path):
         for cam in CAMERA_NAMES:  # camera_sim serves all three over ZMQ: real frames, not placeholders
             assert f[f"quality/stale/{cam}"][:].mean() < 0.1, cam
             assert f[f"quality/placeholder/{cam}"][:].mean() < 0.1, cam
-        assert f["observations/hand_state"].shape == (t, 12) and f["observations/hand_state"][:].max() > 0
+        # a hand reading older than the hand node's stale_after_s is published as NaN (never frozen): a starved
+        # Modbus poll on a loaded machine leaves a few such rows, flagged stale (bounded below)
+        assert f["observations/hand_state"].shape == (t, 12) and np.nanmax(f["observations/hand_state"][:]) > 0
         assert f["quality/stale/qpos"][:].mean() < 0.1 and f["quality/stale/hand_state"][:].mean() < 0.1

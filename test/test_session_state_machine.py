@@ -127,6 +127,16 @@ def test_seed_typical_flow_line_for_line():
     assert w.m.state == State.WAITING and w.arm == ArmMode.HOLD and not w.policy and not w.recording
 
 
+def test_a_new_episode_starts_its_frame_counts_at_zero():
+    """Until the recorder's live counts arrive, the status shows this episode's (0), never the last episode's
+    (a client waiting for ``policy_frames >= 40`` acted on the saved episode's count and stopped at once)."""
+    w = run(TO[State.DECIDING] + [Key("y")])
+    assert (w.m.status().policy_frames, w.m.status().human_frames) == (1200, 1647)
+    w.feed(Key("y"))
+    st = w.m.status()
+    assert st.state_name == "EXECUTING" and (st.policy_frames, st.human_frames) == (0, 0)
+
+
 def test_labeled_episodes_decide_again_then_next_epoch():
     again = [Key("y"), Started(1), Key("s"), Label(LABEL_FAILED), Key("e"), Saved("ep1", 10, 4, 6, 1)]
     w = run(TO[State.DECIDING] + [Key("y")])

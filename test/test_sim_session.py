@@ -7,23 +7,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rcl_interfaces.srv import DescribeParameters, ListParameters
+from test_hil_session import SEED_NODES
 
 from h1_training.bringup import load_profile, start_profile
 from h1_training.recording.layout import read_episode
 from h1_training.sim.operator_script import POLICY_MISS_RAD, REACH_RAD
 
 
-def start_sim(procs, save_dir):
-    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={save_dir}"]})
+def start_sim(procs, save_dir, skip: tuple[str, ...] = SEED_NODES):
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={save_dir}"]}, skip=skip)
 
 
-@pytest.fixture
-def sim_stack(procs, probe, tmp_path):
-    start_sim(procs, tmp_path)
+def _robot_side_ready(probe) -> None:
     for name in ("h1_arm_node", "episode_recorder", "camera_node", "inspire_hand_node"):
         probe.wait_for_node(name, timeout=60)
     probe.wait_for_service("/episode_recorder/start", timeout=30)
     probe.wait_for_service("/arm/set_mode", timeout=30)
+
+
+@pytest.fixture
+def sim_stack(procs, probe, tmp_path):
+    """The robot side of the sim profile (the seed nodes left out: the scripted operator talks to none of them)."""
+    start_sim(procs, tmp_path)
+    _robot_side_ready(probe)
+    return tmp_path
+
+
+@pytest.fixture
+def full_sim_stack(procs, probe, tmp_path):
+    start_sim(procs, tmp_path, skip=())
+    _robot_side_ready(probe)
     return tmp_path
 
 
@@ -56,7 +69,7 @@ def test_scripted_hil_episode_end_to_end(sim_stack, procs):
     assert int(ep.attrs.get("success", -1)) == 1
 
 
-def test_every_node_rejects_out_of_range_parameters_with_a_reason(sim_stack, probe):
+def test_every_node_rejects_out_of_range_parameters_with_a_reason(full_sim_stack, probe):
     checked = 0
     for node in load_profile("sim").nodes:
         names = probe.call(ListParameters, f"/{node.name}/list_parameters", ListParameters.Request()).result.names

@@ -400,6 +400,9 @@ class SessionMachine:
 
     def _start_episode(self) -> Outcome:
         self.label = LABEL_UNKNOWN
+        # the frame counts are this episode's from now on: the last episode's would show until the recorder's first
+        # live status arrives (a client waiting for "policy_frames >= N" would act on the old episode's count)
+        self.policy_frames = self.human_frames = 0
         self.episode_mode = mode = self.mode
         record = StartRecording(self.epoch, -1, self.task_prompt)
         if mode == MODE_KINESTHETIC:
@@ -411,7 +414,7 @@ class SessionMachine:
             return self._go(State.EXECUTING, record, StartTeleop(), SetArmMode(ArmMode.TRACK),
                             Say(f"[EXECUTING] Teleoperation (epoch {self.epoch}): the arm follows the teleop targets"),
                             Say("  Press 'e' to end and save, 's' to enter damping mode"))
-        return self._go(State.EXECUTING, StartRecording(self.epoch, -1, self.task_prompt), StartPolicy(self.epoch),
+        return self._go(State.EXECUTING, record, StartPolicy(self.epoch),
                         SetArmMode(ArmMode.TRACK), Say(f"[EXECUTING] Running policy (epoch {self.epoch})"),
                         Say("  Press 's' to stop execution and enter damping mode"))
 
