@@ -44,7 +44,11 @@ SEED_NODES = ("training_workflow_manager", "dataset_manager", "model_comparison"
 
 
 def start_sim(procs, save_dir: Path, with_nodes: tuple[str, ...] = ()) -> None:
-    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={save_dir}"]},
+    # the emulated robot is a process on the same 2 cores here (on the robot: its own board): a node starting
+    # beside it can starve it past the arm's 100 ms rt/lowstate watchdog, which latches FAULT. The session is
+    # under test here, not the watchdog (test_arm_node's silent-lowstate test is): 0.5 s.
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={save_dir}"],
+                                               "h1_arm_node": ["-p", "lowstate_timeout_s:=0.5"]},
                   skip=tuple(n for n in SEED_NODES if n not in with_nodes))
 
 

@@ -277,7 +277,9 @@ def test_records_from_the_simulated_robot_stack(procs, probe, tmp_path):
     from h1_training.bringup import load_profile, start_profile
 
     status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
-    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={tmp_path}"]})
+    from test_hil_session import SEED_NODES  # the robot side only: the seed nodes play no part here
+
+    start_profile(procs, load_profile("sim"), {"episode_recorder": ["-p", f"save_dir:={tmp_path}"]}, skip=SEED_NODES)
     probe.wait_for_service("/episode_recorder/start", timeout=60)
     status.wait(where=lambda m: not [s for s in m.stale_sources if s != "arm/mode"], timeout=60)
     r = start(probe, epoch=1)
