@@ -3,6 +3,7 @@ save, crash repair, and operator-readable disk errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -323,6 +324,30 @@ def test_repair_replays_the_journal_past_the_last_flush(tmp_path):
         for k, key in enumerate(L.IMAGE_KEYS):
             assert bytes(f[key][170]) == ref[170].images[k]  # the JPEG exactly as it arrived
     assert J.segments(partial) == [] and not partial.exists()
+
+
+def test_with_no_hdf5_row_verified_the_journal_alone_rebuilds_the_episode(tmp_path):
+    """The retry after a worker hung before verifying any row (``max_rows=0``): nothing is read from the damaged
+    HDF5 rows, the journal from its record 0 gives every sample back; the worker announces itself first (its
+    imports are never judged as a hang) and reports each replayed and written block."""
+    final = L.episode_path(tmp_path, 2, 0)
+    code = _JOURNALED_CRASH.format(test_dir=str(Path(__file__).parent), final=str(final))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    partial = L.partial_path(final)
+    worker = subprocess.run([sys.executable, "-m", "h1_training.recording.repair", str(partial), "--max-rows", "0",
+                             "--why", "the repair worker hung"], capture_output=True, text=True, timeout=120)
+    lines = worker.stdout.splitlines()
+    assert lines[0] == "ready" and lines.count("alive") >= 8 and lines[-1].startswith("result "), lines
+    r = json.loads(lines[-1][len("result "):])
+    assert r["ok"] and r["frames"] == 200, r
+    assert "kept 0 of 120 rows" in r["reason"] and "200 more replayed from the journal" in r["reason"]
+    ref = samples(200, human_from=150)
+    with h5py.File(final, "r") as f:
+        assert L.validate(f) == [] and f.attrs["recovered"] and f.attrs["missed_ticks"] == 2
+        assert np.array_equal(f[L.EXTRA_SAMPLE_TIME_NS][:], [s.mono_ns for s in ref])
+        assert bytes(f[L.IMAGE_KEYS[0]][5]) == ref[5].images[0]
+    assert not partial.exists() and J.segments(partial) == []
 
 
 def test_journal_records_read_back_exactly_and_a_torn_one_ends_the_reading(tmp_path):

@@ -11,8 +11,11 @@ all is renamed ``*.unrecoverable`` (never deleted) and reported.
 
 HDF5 can loop forever on some damaged files (seen here on files cut short), so the reading runs in a child
 process (``python -m h1_training.recording.repair``) that reports each verified block; if it stops making
-progress it is killed and the repair is redone up to the last verified row. A recorder's start-up can
-therefore never hang on a damaged leftover.
+progress it is killed and the repair is redone up to the last verified row (with no row verified: from the
+journal alone, which holds every sample from record 0). A recorder's start-up can therefore never hang on a
+damaged leftover. Silence is judged from the worker's first line on (``ready``): its interpreter and h5py
+imports take seconds on a loaded machine and are no hang; the journal replay and the new file's writing
+report each block too (``alive``), so a long episode is never taken for a hung one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import os
 import re
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +54,10 @@ from h1_training.recording.writer import (
 _EOF_RE = re.compile(r"stored[_ ]eof\s*=\s*(\d+)")
 _BLOCK = 50  # rows verified per progress report: a hang inside a block costs at most this many more
 _PROGRESS = "progress "
+_ALIVE = "alive"
+_READY = "ready"
 _RESULT = "result "
+START_TIMEOUT_S = 180.0  # the worker's start (interpreter, numpy, h5py) before its first line: load, not a hang
 UNRECOVERABLE_SUFFIX = L.UNRECOVERABLE_SUFFIX
 
 
@@ -194,12 +202,14 @@ def repair_partial(partial: str | Path, why: str = "the recorder stopped without
     result, verified = _run_worker(partial, why, None, hang_timeout_s)
     if result is not None:
         return result
-    if verified > 0:  # it hung past the last verified block: redo it without touching the rows beyond
-        note = f"{why}; HDF5 hung reading row {verified} or later of the damaged file"
-        result, _ = _run_worker(partial, note, verified, hang_timeout_s)
-        if result is not None:
-            return result
-    return _give_up(partial, "HDF5 hung reading the damaged file before any row was verified")
+    # it hung past the last verified block: redo it without touching the rows beyond (none verified: the
+    # journal alone, from its record 0, rebuilds the episode)
+    note = f"{why}; HDF5 hung reading row {verified} or later of the damaged file"
+    result, _ = _run_worker(partial, note, verified, hang_timeout_s)
+    if result is not None:
+        return result
+    return _give_up(partial, f"HDF5 hung reading the damaged file (row {verified} or later) and the journal did "
+                    "not rebuild it")
 
 
 def _run_worker(partial: Path, why: str, max_rows: int | None, hang_timeout_s: float
@@ -208,17 +218,34 @@ def _run_worker(partial: Path, why: str, max_rows: int | None, hang_timeout_s: f
     cmd = [sys.executable, "-m", "h1_training.recording.repair", str(partial), "--why", why]
     if max_rows is not None:
         cmd += ["--max-rows", str(max_rows)]
-    state: dict[str, Any] = {"verified": 0, "result": None}
+    state: dict[str, Any] = {"verified": 0, "result": None, "ready": False, "last": time.monotonic()}
 
     def line(text: str) -> None:
+        state["last"] = time.monotonic()
+        state["ready"] = True
         if text.startswith(_PROGRESS):
             state["verified"] = int(text[len(_PROGRESS):])
         elif text.startswith(_RESULT):
             state["result"] = RepairResult(**json.loads(text[len(_RESULT):]))
 
-    # a worker silent for hang_timeout_s is stuck inside HDF5: kill it at once (nothing to save)
-    run = procs.run(cmd, on_line=line, idle_timeout_s=hang_timeout_s, stop_signals=((signal.SIGKILL, 5.0),),
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # a worker silent for hang_timeout_s once it has started is stuck inside HDF5: kill it at once (nothing to
+    # save); before its first line it is still importing (START_TIMEOUT_S)
+    hung, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            limit = hang_timeout_s if state["ready"] else max(hang_timeout_s, START_TIMEOUT_S)
+            if time.monotonic() - state["last"] > limit:
+                hung.set()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run = procs.run(cmd, on_line=line, cancel=hung, stop_signals=((signal.SIGKILL, 5.0),),
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        done.set()
     if state["result"] is None and not run.stopped and run.rc not in (0, -9):
         # the worker crashed (not a hang we caused): report with its last words, keep the file
         tail = run.stderr.strip().splitlines()[-1:] or [f"exit code {run.rc}"]
@@ -227,8 +254,10 @@ def _run_worker(partial: Path, why: str, max_rows: int | None, hang_timeout_s: f
 
 
 def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None = None,
-                           progress: Callable[[int], None] = lambda n: None) -> RepairResult:
-    """The repair itself (runs in the worker process; call ``repair_partial`` instead)."""
+                           progress: Callable[[int], None] = lambda n: None,
+                           alive: Callable[[], None] = lambda: None) -> RepairResult:
+    """The repair itself (runs in the worker process; call ``repair_partial`` instead). ``progress(rows)``
+    after each verified block of the damaged file, ``alive()`` after each block replayed or written."""
     partial = Path(partial)
     final = Path(str(partial)[: -len(L.PARTIAL_SUFFIX)])
     try:
@@ -243,7 +272,7 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
     if on_disk < 0:
         return _give_up(partial, "datasets missing: " + ", ".join(blocks[:4]))
     last_ns = int(blocks[-1][L.EXTRA_SAMPLE_TIME_NS][-1]) if kept else 0
-    tail, tail_missed, tail_note = _journal_tail(partial, kept, last_ns)
+    tail, tail_missed, tail_note = _journal_tail(partial, kept, last_ns, alive)
     if tail:
         blocks = blocks + tail
     replayed = sum(len(b[L.EXTRA_SAMPLE_TIME_NS]) for b in tail)
@@ -261,6 +290,7 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
         n = 0
         for block in blocks:
             n = append_rows(datasets, n, block)
+            alive()
         sample_ns = dst[L.EXTRA_SAMPLE_TIME_NS]
         rate = achieved_rate(n, int(sample_ns[0]), int(sample_ns[n - 1]))
         reason = f"{why}; kept {kept} of {on_disk} rows found (last flush recorded {flushed} rows)"
@@ -273,7 +303,9 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
             L.ATTR_RECOVERED_REASON: reason,
             L.ATTR_END_REASON: "recovered",
             L.ATTR_ACHIEVED_RATE: float(rate),
-            L.ATTR_MISSED_TICKS: int(attrs.get(L.ATTR_MISSED_TICKS, 0)) + tail_missed,
+            # the file's count covers the rows its writer flushed: none of them kept (the journal alone rebuilt
+            # the episode) means the journal's own count is the whole story
+            L.ATTR_MISSED_TICKS: (int(attrs.get(L.ATTR_MISSED_TICKS, 0)) if kept else 0) + tail_missed,
         })
         ts = attrs.get("timestamp", "")
         write_final_attrs(dst, n, float(attrs.get("fps", 50.0)), ts.decode() if isinstance(ts, bytes) else str(ts),
@@ -287,7 +319,8 @@ def repair_in_this_process(partial: str | Path, why: str, max_rows: int | None =
     return RepairResult(str(partial), True, str(path), kept + replayed, on_disk, reason=reason)
 
 
-def _journal_tail(partial: Path, start: int, after_ns: int) -> tuple[list[dict], int, str]:
+def _journal_tail(partial: Path, start: int, after_ns: int, alive: Callable[[], None] = lambda: None
+                  ) -> tuple[list[dict], int, str]:
     """The journal's records from row ``start`` on, as column blocks: (blocks, missed ticks in them, why the
     replay stopped before the journal's end, "" when it read to the end)."""
     reader = J.JournalReader(partial, start=start, strict=False)
@@ -307,6 +340,7 @@ def _journal_tail(partial: Path, start: int, after_ns: int) -> tuple[list[dict],
             if len(rows) == _BLOCK:
                 blocks.append({key: [fn(s) for s in rows] for key, fn in EXTRACT.items()})
                 rows = []
+                alive()
     except OSError as exc:
         note = f"journal unreadable: {exc}"
     finally:
@@ -345,8 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--why", default="the recorder stopped without saving (crash, kill or power loss)")
     ap.add_argument("--max-rows", type=int, default=None)
     args = ap.parse_args(argv)
+    print(_READY, flush=True)  # imports done: silence from here on is judged as a hang
     result = repair_in_this_process(args.partial, args.why, args.max_rows,
-                                    lambda n: print(f"{_PROGRESS}{n}", flush=True))
+                                    lambda n: print(f"{_PROGRESS}{n}", flush=True),
+                                    lambda: print(_ALIVE, flush=True))
     print(_RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
     return 0
 
