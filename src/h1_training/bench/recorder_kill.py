@@ -142,8 +142,30 @@ def kill_series(group, probe, save_dir: Path, moments: list[float], log=None,
         if log is not None:
             log(f"[recorder-kill] run {i + 1}/{len(moments)}: killed {after:.1f} s in, {run.frames} frames kept, "
                 f"lost {run.samples_lost_s} s, {'valid' if run.valid else 'INVALID: ' + run.problem}")
-        status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=180)
+        try:
+            status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=180)
+        except TimeoutError:
+            # the series cannot go on; what was measured is kept and the reason said (which sources, which child)
+            last = status.last()
+            feed = next((c for c in group.children if c.name == "feed"), None)
+            raise SeriesStopped(results, f"after run {i + 1} the restarted recorder never reported its sources fresh "
+                                f"in 180 s (last status: {'none' if last is None else _describe(last)}; feed "
+                                f"{'running' if feed is not None and feed.running else 'not running'}; recorder "
+                                f"{'running' if rec.running else 'exited ' + str(rec.proc.returncode)}: "
+                                f"{rec.output()[-400:]!r})") from None
     return results
+
+
+class SeriesStopped(RuntimeError):
+    """The series stopped before its last run: ``results`` holds the runs measured until then."""
+
+    def __init__(self, results: list[KillRun], reason: str) -> None:
+        super().__init__(reason)
+        self.results = results
+
+
+def _describe(msg) -> str:
+    return f"recording={msg.recording}, stale={list(msg.stale_sources)}, error={msg.error!r}"
 
 
 def summarize(results: list[KillRun]) -> dict:
@@ -173,12 +195,19 @@ def run(args: argparse.Namespace) -> dict:
         with RosProbe("bench_recorder_kill_probe") as probe, ProcessGroup(env=loopback_ros_env(domain)) as group:
             group.start("feed", [sys.executable, "-m", "h1_training.nodes.sim.bench_feed", "--modes",
                                  "TRACK:20,DAMPING:10", *(SMALL_FEED if args.small else [])])
-            results = kill_series(group, probe, save_dir, moments,
-                                  log=lambda line: print(line, file=sys.stderr, flush=True),
-                                  stall_writer_s=args.stall_writer_s)
+            stopped = ""
+            try:
+                results = kill_series(group, probe, save_dir, moments,
+                                      log=lambda line: print(line, file=sys.stderr, flush=True),
+                                      stall_writer_s=args.stall_writer_s)
+            except SeriesStopped as exc:
+                results, stopped = exc.results, str(exc)
+                print(f"[recorder-kill] series stopped: {stopped}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(save_dir, ignore_errors=True)
     figures = summarize(results)
+    if stopped:
+        figures["series_stopped"] = stopped  # files_valid then falls short of the runs asked: the target says so
     figures["inputs"] = {"episode_s": args.episode_s, "seed": args.seed, "kill_moments_s": moments,
                          "frames": "320x240 @ 15 fps" if args.small else "640x480 @ 30 fps, realistic",
                          "kill": "SIGKILL to the recorder's process group (node + HDF5 writer)",
