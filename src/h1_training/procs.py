@@ -44,6 +44,7 @@ def loopback_ros_env(domain_id: int | None = None, base: dict[str, str] | None =
     env = dict(os.environ if base is None else base)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")  # see h1_training/nodes/__init__.py
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env["PYTHONUNBUFFERED"] = "1"
