@@ -136,9 +136,13 @@ def test_playback_deadlines_are_absolute_so_a_60_s_episode_keeps_its_rate(tmp_pa
         player.close()
     frames = len(times) + player.skipped
     assert frames == 3000
-    rate = (len(times) - 1) / (times[-1] - times[0]) if player.skipped == 0 else None
-    if rate is not None:  # an overloaded machine may skip; the frame count above still holds
-        assert rate == pytest.approx(1000.0, rel=0.02)
+    if player.skipped == 0:  # an overloaded machine may skip; the frame count above still holds
+        # lateness (emission time - due time, frame 0 as the anchor) never accumulates past the player's skip
+        # limit: a player that slept 1/rate after each frame would drift by its per-frame overhead x 3000. The
+        # rate itself is a bench figure (bench datasets), not asserted here: a loaded 2-core machine moves it.
+        lateness = np.asarray(times) - times[0] - np.arange(len(times)) / 1000.0
+        assert lateness.min() > -0.002, "a frame left before it was due"
+        assert lateness.max() <= player.max_lag_s + 0.1, lateness.max()
 
 
 def test_playback_and_curation_services_over_ros(procs, probe, tmp_path) -> None:

@@ -123,6 +123,15 @@ def test_frame_weights_up_weight_corrections_and_drop_the_frames_before_a_takeov
     assert w.tolist() == [1, 1, 0, 0, 3, 3, 1, 0, 0, 3] + [0, 0, 3, 3]
 
 
+def test_demo_refuses_bad_learning_settings_with_the_reason(tmp_path):
+    for flag, value, reason in (("--lr", "0", "lr must be in (0, 1]"),
+                                ("--pre-intervention-s", "-1", "pre_intervention_s and exec_index must be >= 0")):
+        out = subprocess.run(resolve_executable("h1-training") + ["demo", flag, value, "--run-dir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and reason in out.stderr, out.stderr
+        assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.timeout(1500)
 def test_short_demo_learns_from_corrections_end_to_end(tmp_path, domain_id):
     """The shortened demo: 4 demonstrations, 2 HIL epochs, the server trains and hot-swaps, the last model beats

@@ -98,7 +98,7 @@ def test_node_with_a_token(procs, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, domain_id):
+def shared_stack(tmp_path_factory, domain_id):
     tmp = tmp_path_factory.mktemp("web")
     data, synced = tmp / "data", tmp / "synced"
     synced.mkdir()
@@ -151,6 +151,16 @@ def stack(tmp_path_factory, domain_id):
     finally:
         group.stop()
         probe.close()
+
+
+@pytest.fixture
+def stack(shared_stack):
+    """The module's stack, checked around each test: a child that died before or during a test fails that test
+    with its output (the per-test ``procs`` fixture's rule), rather than a later 'connection refused'."""
+    group = shared_stack.group
+    assert not group.unexpected_exits(), group.unexpected_exit_report()
+    yield shared_stack
+    assert not group.unexpected_exits(), group.unexpected_exit_report()
 
 
 def http_models(url: str) -> dict:

@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learn.add_argument("--no-ab", action="store_true", help="skip the final A/B comparison")
     learn.add_argument("--train-steps", type=int, default=1000,
                        help="training steps per epoch on the server (default 1000, batch 64)")
+    learn.add_argument("--lr", type=float, default=None,
+                       help="learning rate of each epoch's job (cosine to a tenth of it; default 5e-4)")
+    learn.add_argument("--human-weight", type=float, default=None,
+                       help="sampling weight of the person's frames against the policy's 1 (default 3)")
+    learn.add_argument("--pre-intervention-s", type=float, default=None,
+                       help="policy frames this long before a takeover are not learned from (default "
+                            "LearningConfig's)")
     learn.add_argument("--json", action="store_true", help="print the summary as one JSON document at the end")
     learn.add_argument("--verbose", action="store_true", help="echo the server's and nodes' logs")
     learn.add_argument("--no-view", action="store_true",
@@ -104,7 +111,9 @@ def run_learning(args: argparse.Namespace) -> int:
         cfg = LearningConfig(seed=args.seed, epochs=5 if args.epochs is None else args.epochs,
                              demos=args.demos, episodes=10 if args.episodes is None else args.episodes,
                              eval_episodes=args.eval_episodes, ab_trials=args.ab_trials,
-                             train_steps=args.train_steps)
+                             train_steps=args.train_steps,
+                             **{name: getattr(args, name) for name in ("lr", "human_weight", "pre_intervention_s")
+                                if getattr(args, name) is not None})
     except ValueError as exc:
         print(f"h1-training demo: {exc}", file=sys.stderr)
         return 2
