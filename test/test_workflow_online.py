@@ -13,6 +13,7 @@ import pytest
 
 from h1_training.evaluation.comparison import ComparisonLifecycle
 from h1_training.workflow.machine import (
+    PIN_RETRY_S,
     Deploy,
     EpisodeFact,
     Evaluate,
@@ -61,6 +62,7 @@ class World:
         self.log: list[object] = []       # every effect, in order
         self.pin = ""                     # hil_session's model parameter
         self.start_error = ""
+        self.pin_error = ""               # why hil_session cannot be pinned ("" = it can)
 
     def run(self, effects: list) -> None:
         for eff in effects:
@@ -80,6 +82,9 @@ class World:
                     ok, model = life.next_model()
                     if not ok:
                         continue
+                if self.pin_error:
+                    wf.pinned(model, self.pin_error)
+                    continue
                 self.pin = model
                 wf.pinned(model)
             elif isinstance(eff, SendTrial):
@@ -218,6 +223,28 @@ def test_a_failed_pin_keeps_the_old_one_and_it_is_released_at_the_end() -> None:
     w.life.stop()
     w.run(w.wf.observe_comparison(w.now, status_of(w.life)))
     assert isinstance(w.log[-1], PinModel) and w.log[-1].model_id == "" and not w.log[-1].next and w.pin == ""
+
+
+def test_a_pin_that_failed_is_tried_again_without_a_new_status() -> None:
+    # hil_session not discovered when the comparison started: model_comparison's status changes only with a trial,
+    # so the machine's own tick tries the pin again (CI: the pin failed twice at start-up and never again)
+    w = World()
+    w.pin_error = "no hil_session running"
+    w.offline_passed()
+    assert w.pin == "" and w.wf.online.pin_problem == "no hil_session running"
+    tries = lambda: sum(isinstance(e, PinModel) for e in w.log)  # noqa: E731
+    first = tries()
+    w.now += PIN_RETRY_S / 2
+    w.run(w.wf.observe_episodes(w.now, []))
+    assert tries() == first  # not before PIN_RETRY_S
+    w.pin_error = ""
+    w.now += PIN_RETRY_S
+    w.run(w.wf.observe_episodes(w.now, []))
+    assert w.pin in ("v1", "v2") and w.wf.online.pinned == w.pin and w.wf.online.pin_problem == ""
+    n = len(w.log)
+    w.now += 2 * PIN_RETRY_S
+    w.run(w.wf.observe_episodes(w.now, []))
+    assert len(w.log) == n  # pinned: no more tries
 
 
 def test_which_episodes_become_trials() -> None:

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learn.add_argument("--pre-intervention-s", type=float, default=None,
                        help="policy frames this long before a takeover are not learned from (default "
                             "LearningConfig's)")
+    learn.add_argument("--action-lookahead-s", type=float, default=None,
+                       help="a person's frame is learned as 'go where the person had the arm this much later' "
+                            "(default LearningConfig's)")
     learn.add_argument("--json", action="store_true", help="print the summary as one JSON document at the end")
     learn.add_argument("--verbose", action="store_true", help="echo the server's and nodes' logs")
     learn.add_argument("--no-view", action="store_true",
@@ -112,7 +115,8 @@ def run_learning(args: argparse.Namespace) -> int:
                              demos=args.demos, episodes=10 if args.episodes is None else args.episodes,
                              eval_episodes=args.eval_episodes, ab_trials=args.ab_trials,
                              train_steps=args.train_steps,
-                             **{name: getattr(args, name) for name in ("lr", "human_weight", "pre_intervention_s")
+                             **{name: getattr(args, name) for name in ("lr", "human_weight", "pre_intervention_s",
+                                                                    "action_lookahead_s")
                                 if getattr(args, name) is not None})
     except ValueError as exc:
         print(f"h1-training demo: {exc}", file=sys.stderr)

@@ -56,6 +56,7 @@ from h1_training.workflow.cusum import BernoulliCusum
 POLICY_TYPES = TRAINABLE_POLICY_TYPES
 STATE_VERSION = 1
 MIN_ONLINE_TRIALS = 5
+PIN_RETRY_S = 3.0  # seconds between tries to pin hil_session's model after one failed
 
 
 class Stage(IntEnum):
@@ -281,6 +282,7 @@ class OnlineEvaluation:
     start_unanswered: bool = False  # the start request went out without a reply: adopt it if it shows RUNNING
     pinned: str = ""              # what hil_session's model is pinned to ("" = not pinned)
     pin_problem: str = ""         # why it could not be pinned
+    pin_tried_at: float = 0.0     # the last pin that failed is tried again PIN_RETRY_S after it
     status: dict = field(default_factory=dict)          # model_comparison's last status of this comparison
 
     @classmethod
@@ -724,8 +726,14 @@ class Workflow:
                 f"{self.config.online_timeout_s:g}) with {on.counts()} trials, before model_comparison's verdict")
         if not on.comparison_id:
             return []
-        sent = set(on.sent)
         out: list[Effect] = []
+        # a pin that failed (hil_session not discovered yet, or restarted) is tried again: model_comparison's status
+        # only changes with a trial, so waiting for the next status could wait for ever
+        if (on.status.get("state") == "RUNNING" and not on.pinned and on.pin_problem
+                and now - on.pin_tried_at >= PIN_RETRY_S):
+            on.pin_tried_at = now
+            out.append(PinModel(next=True))
+        sent = set(on.sent)
         ours = (on.candidate, on.current)
         for f in sorted(self.facts.values(), key=lambda f: (f.mtime, f.path)):
             if f.path in sent or not f.valid or f.success not in (0, 1) or f.mtime < on.started_at:
@@ -761,6 +769,7 @@ class Workflow:
             return
         if problem:  # the pin stays what it was (it is released at the end if it was ever set)
             self.online.pin_problem = problem
+            self.online.pin_tried_at = max(self.online.pin_tried_at, self.now)
         else:
             self.online.pinned, self.online.pin_problem = model, ""
 

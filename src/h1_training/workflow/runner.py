@@ -311,9 +311,10 @@ class WorkflowRunner:
                 pinned = m.online.pinned if m.online is not None else None
                 if eff.next and model == pinned:
                     return []
+                before = m.online.pin_problem if m.online is not None else ""
                 problem = port.pin(model)
                 m.pinned(model, problem)
-                if problem:
+                if problem and problem != before:  # a retry that fails the same way is not logged again
                     log.warning(f"hil_session model pin {model or '(release)'}: {problem}")
         except TimeoutError as exc:
             # the request went out: model_comparison may have recorded / started it. A trial is not sent again (a

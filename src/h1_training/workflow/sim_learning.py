@@ -70,6 +70,8 @@ class LearningConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.human_weight < 0 or self.pre_intervention_s < 0 or self.exec_index < 0:
             raise ValueError("human_weight, pre_intervention_s and exec_index must be >= 0")
+        if not (math.isfinite(self.action_lookahead_s) and 0 < self.action_lookahead_s <= 2):
+            raise ValueError(f"action_lookahead_s must be in (0, 2] s, got {self.action_lookahead_s}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise ValueError(f"lr must be in (0, 1], got {self.lr}")
 
