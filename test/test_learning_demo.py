@@ -126,7 +126,9 @@ def test_frame_weights_up_weight_corrections_and_drop_the_frames_before_a_takeov
 def test_demo_refuses_bad_learning_settings_with_the_reason(tmp_path):
     for flag, value, reason in (("--lr", "0", "lr must be in (0, 1]"),
                                 ("--pre-intervention-s", "-1", "pre_intervention_s and exec_index must be >= 0"),
-                                ("--action-lookahead-s", "0", "action_lookahead_s must be in (0, 2] s")):
+                                ("--action-lookahead-s", "0", "action_lookahead_s must be in (0, 2] s"),
+                                ("--image-size", "96", "--image-size must be WxH"),
+                                ("--image-size", "8x6", "image_wh must be within")):
         out = subprocess.run(resolve_executable("h1-training") + ["demo", flag, value, "--run-dir", str(tmp_path)],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and reason in out.stderr, out.stderr

@@ -21,11 +21,14 @@ HELP = "the full learning demo per seed: first/last success, A/B p-value, wall t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from h1_training.workflow.sim_learning import LearningConfig
+
+    d = LearningConfig()  # the demo's defaults, one place
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--save-dir", default="data/bench/demo")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--train-steps", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--episodes", type=int, default=d.episodes)
+    parser.add_argument("--train-steps", type=int, default=d.train_steps)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

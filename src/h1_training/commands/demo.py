@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="HIL epochs after the demonstrations (default 5; --stack: epochs, default 2)")
     parser.add_argument("--episodes", type=int, default=None,
-                        help="HIL episodes per epoch (default 10; --stack 1); with --direct: episodes in all (2)")
+                        help="HIL episodes per epoch (default 30; --stack 1); with --direct: episodes in all (2)")
     learn = parser.add_argument_group("the learning demo (default mode)")
     learn.add_argument("--seed", type=int, default=0, help="seed of the objects' places and the person (default 0)")
     learn.add_argument("--demos", type=int, default=4, help="demonstrations in epoch 0 (default 4)")
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learn.add_argument("--train-steps", type=int, default=1000,
                        help="training steps per epoch on the server (default 1000, batch 64)")
     learn.add_argument("--lr", type=float, default=None,
-                       help="learning rate of each epoch's job (cosine to a tenth of it; default 5e-4)")
+                       help="learning rate of each epoch's job (cosine to a tenth of it; default 1e-3)")
     learn.add_argument("--human-weight", type=float, default=None,
                        help="sampling weight of the person's frames against the policy's 1 (default 3)")
     learn.add_argument("--pre-intervention-s", type=float, default=None,
@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learn.add_argument("--action-lookahead-s", type=float, default=None,
                        help="a person's frame is learned as 'go where the person had the arm this much later' "
                             "(default LearningConfig's)")
+    learn.add_argument("--image-size", default=None, metavar="WxH",
+                       help="the head camera's image size the policy learns from (default 96x72)")
     learn.add_argument("--json", action="store_true", help="print the summary as one JSON document at the end")
     learn.add_argument("--verbose", action="store_true", help="echo the server's and nodes' logs")
     learn.add_argument("--no-view", action="store_true",
@@ -111,13 +113,20 @@ def run_learning(args: argparse.Namespace) -> int:
     from h1_training.workflow.sim_learning import LearningConfig, run_learning_demo
 
     try:
+        extra: dict[str, Any] = {}
+        if args.image_size is not None:
+            w, sep, h = args.image_size.lower().partition("x")
+            if not (sep and w.isdigit() and h.isdigit()):
+                raise ValueError(f"--image-size must be WxH (e.g. 128x96), got {args.image_size!r}")
+            extra["image_wh"] = (int(w), int(h))
         cfg = LearningConfig(seed=args.seed, epochs=5 if args.epochs is None else args.epochs,
-                             demos=args.demos, episodes=10 if args.episodes is None else args.episodes,
+                             demos=args.demos,
+                             episodes=LearningConfig.episodes if args.episodes is None else args.episodes,
                              eval_episodes=args.eval_episodes, ab_trials=args.ab_trials,
                              train_steps=args.train_steps,
                              **{name: getattr(args, name) for name in ("lr", "human_weight", "pre_intervention_s",
                                                                     "action_lookahead_s")
-                                if getattr(args, name) is not None})
+                                if getattr(args, name) is not None}, **extra)
     except ValueError as exc:
         print(f"h1-training demo: {exc}", file=sys.stderr)
         return 2
