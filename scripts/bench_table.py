@@ -54,6 +54,9 @@ HEADLINES: dict[str, list[str]] = {
                             "full_stack_cpu_load.max_period_ms", "full_stack_cpu_load.frames",
                             "full_stack_cpu_load.session_failures"],
     "recorder-kill": ["mean_samples_lost_s"],
+    "demo": ["runs.0.first_success", "runs.0.last_success", "runs.0.ab_p_value", "runs.0.wall_s",
+             "runs.1.first_success", "runs.1.last_success", "runs.1.ab_p_value", "runs.1.wall_s",
+             "runs.2.first_success", "runs.2.last_success", "runs.2.ab_p_value", "runs.2.wall_s"],
     "serve": ["latency_p50_ms", "latency_p99_ms", "requests", "held_tick_share", "train_steps_per_s",
               "peak_rss_mb"],
     "train": ["train_steps_per_s", "lerobot_train_steps_per_s", "ratio", "data_share", "peak_rss_mb"],
@@ -65,6 +68,11 @@ _TARGET = re.compile(r"^(?P<figure>\S+) (?P<rest>(within|<=|>=|<|>|==) .*)$")
 def lookup(figures: dict[str, Any], dotted: str) -> Any:
     value: Any = figures
     for part in dotted.split("."):
+        if isinstance(value, list) and part.isdigit():  # "runs.0.wall_s": the first run's
+            if int(part) >= len(value):
+                return None
+            value = value[int(part)]
+            continue
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]
