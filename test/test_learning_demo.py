@@ -127,7 +127,7 @@ def test_demo_refuses_bad_learning_settings_with_the_reason(tmp_path):
     for flag, value, reason in (("--lr", "0", "lr must be in (0, 1]"),
                                 ("--pre-intervention-s", "-1", "pre_intervention_s and exec_index must be >= 0"),
                                 ("--action-lookahead-s", "0", "action_lookahead_s must be in (0, 2] s"),
-                                ("--image-size", "96", "--image-size must be WxH"),
+                                ("--image-size", "96", "--image-size: expected WIDTHxHEIGHT"),
                                 ("--image-size", "8x6", "image_wh must be within")):
         out = subprocess.run(resolve_executable("h1-training") + ["demo", flag, value, "--run-dir", str(tmp_path)],
                              capture_output=True, text=True, timeout=120)

@@ -21,19 +21,21 @@ HELP = "the full learning demo per seed: first/last success, A/B p-value, wall t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from h1_training.workflow.sim_learning import LearningConfig
-
-    d = LearningConfig()  # the demo's defaults, one place
+    # left out: the demo's defaults (LearningConfig's; resolved in run, so building the CLI does not import it)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--save-dir", default="data/bench/demo")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--episodes", type=int, default=d.episodes)
-    parser.add_argument("--train-steps", type=int, default=d.train_steps)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the demo's (5)")
+    parser.add_argument("--episodes", type=int, default=None, help="default: the demo's (30)")
+    parser.add_argument("--train-steps", type=int, default=None, help="default: the demo's (1000)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from h1_training.workflow.sim_learning import LearningConfig, run_learning_demo
 
+    d = LearningConfig()
+    for name in ("epochs", "episodes", "train_steps"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(d, name))
     rows = []
     for seed in args.seeds:
         cfg = LearningConfig(seed=seed, epochs=args.epochs, episodes=args.episodes, train_steps=args.train_steps)

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from h1_training.bench.report import size_arg
+
 HELP = "run the simulated human-in-the-loop training loop end to end (robot, session, operator, GPU server)"
 
 LOOP_DEFAULTS = {"episodes": 1, "policy_seconds": 4.0, "human_seconds": 3.0}
@@ -40,6 +42,9 @@ PROFILE = "sim_hil"
 SERVER_EXE, SESSION_EXE, RECORDER_EXE = "h1-training", "hil_session", "episode_recorder"
 GATEWAY_EXE = "foxglove_gateway"  # its URL is printed: Foxglove Studio connects there
 WEB_EXE, WEB_PORT = "training_web_app", 8080
+# the learning demo's flags that are LearningConfig fields of the same name (None: the field's default)
+LEARNING_FLAGS = ("epochs", "episodes", "demos", "eval_episodes", "ab_trials", "train_steps", "lr", "human_weight",
+                  "pre_intervention_s", "action_lookahead_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,24 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HIL episodes per epoch (default 30; --stack 1); with --direct: episodes in all (2)")
     learn = parser.add_argument_group("the learning demo (default mode)")
     learn.add_argument("--seed", type=int, default=0, help="seed of the objects' places and the person (default 0)")
-    learn.add_argument("--demos", type=int, default=4, help="demonstrations in epoch 0 (default 4)")
-    learn.add_argument("--eval-episodes", type=int, default=20,
+    learn.add_argument("--demos", type=int, default=None, help="demonstrations in epoch 0 (default 4)")
+    learn.add_argument("--eval-episodes", type=int, default=None,
                        help="seeded episodes the policy runs alone after every epoch (default 20)")
-    learn.add_argument("--ab-trials", type=int, default=40, help="planned A/B trials per model (default 40)")
+    learn.add_argument("--ab-trials", type=int, default=None, help="planned A/B trials per model (default 40)")
     learn.add_argument("--no-ab", action="store_true", help="skip the final A/B comparison")
-    learn.add_argument("--train-steps", type=int, default=1000,
+    learn.add_argument("--train-steps", type=int, default=None,
                        help="training steps per epoch on the server (default 1000, batch 64)")
     learn.add_argument("--lr", type=float, default=None,
                        help="learning rate of each epoch's job (cosine to a tenth of it; default 1e-3)")
     learn.add_argument("--human-weight", type=float, default=None,
                        help="sampling weight of the person's frames against the policy's 1 (default 3)")
     learn.add_argument("--pre-intervention-s", type=float, default=None,
-                       help="policy frames this long before a takeover are not learned from (default "
-                            "LearningConfig's)")
+                       help="policy frames this long before a takeover are not learned from (default 1.5)")
     learn.add_argument("--action-lookahead-s", type=float, default=None,
                        help="a person's frame is learned as 'go where the person had the arm this much later' "
-                            "(default LearningConfig's)")
-    learn.add_argument("--image-size", default=None, metavar="WxH",
+                            "(default 2.0)")
+    learn.add_argument("--image-size", type=size_arg, default=None, metavar="WxH",
                        help="the head camera's image size the policy learns from (default 96x72)")
     learn.add_argument("--json", action="store_true", help="print the summary as one JSON document at the end")
     learn.add_argument("--verbose", action="store_true", help="echo the server's and nodes' logs")
@@ -112,21 +116,12 @@ def run_learning(args: argparse.Namespace) -> int:
 
     from h1_training.workflow.sim_learning import LearningConfig, run_learning_demo
 
+    # flags left out take LearningConfig's defaults (the one place they are set; --help repeats them)
+    overrides = {name: getattr(args, name) for name in LEARNING_FLAGS if getattr(args, name) is not None}
+    if args.image_size is not None:
+        overrides["image_wh"] = args.image_size
     try:
-        extra: dict[str, Any] = {}
-        if args.image_size is not None:
-            w, sep, h = args.image_size.lower().partition("x")
-            if not (sep and w.isdigit() and h.isdigit()):
-                raise ValueError(f"--image-size must be WxH (e.g. 128x96), got {args.image_size!r}")
-            extra["image_wh"] = (int(w), int(h))
-        cfg = LearningConfig(seed=args.seed, epochs=5 if args.epochs is None else args.epochs,
-                             demos=args.demos,
-                             episodes=LearningConfig.episodes if args.episodes is None else args.episodes,
-                             eval_episodes=args.eval_episodes, ab_trials=args.ab_trials,
-                             train_steps=args.train_steps,
-                             **{name: getattr(args, name) for name in ("lr", "human_weight", "pre_intervention_s",
-                                                                    "action_lookahead_s")
-                                if getattr(args, name) is not None}, **extra)
+        cfg = LearningConfig(seed=args.seed, **overrides)
     except ValueError as exc:
         print(f"h1-training demo: {exc}", file=sys.stderr)
         return 2

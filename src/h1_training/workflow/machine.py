@@ -769,7 +769,7 @@ class Workflow:
             return
         if problem:  # the pin stays what it was (it is released at the end if it was ever set)
             self.online.pin_problem = problem
-            self.online.pin_tried_at = max(self.online.pin_tried_at, self.now)
+            self.online.pin_tried_at = self.now
         else:
             self.online.pinned, self.online.pin_problem = model, ""
 
