@@ -298,3 +298,41 @@ def test_records_from_the_simulated_robot_stack(procs, probe, tmp_path):
         # Modbus poll on a loaded machine leaves a few such rows, flagged stale (bounded below)
         assert f["observations/hand_state"].shape == (t, 12) and np.nanmax(f["observations/hand_state"][:]) > 0
         assert f["quality/stale/qpos"][:].mean() < 0.1 and f["quality/stale/hand_state"][:].mean() < 0.1
+
+
+def test_a_silent_stream_with_a_publisher_is_subscribed_again(procs, probe, tmp_path):
+    """bench recorder-kill: a recorder restarted after kill -9 once stayed deaf to cameras that were publishing.
+    A stream silent for resubscribe_after_s while the graph shows its publisher gets a new subscription (logged);
+    a stream with no publisher is left alone; once frames flow, nothing more is done."""
+    from sensor_msgs.msg import CompressedImage
+
+    from h1_training.nodes.common import SENSOR_QOS
+
+    status = probe.capture(RecorderStatus, "/episode_recorder/status", LATCHED_QOS)
+    publisher = probe.publisher(CompressedImage, "/camera/ego_cam/compressed", SENSOR_QOS)  # silent for now
+    rec = start_recorder(procs, tmp_path, "resubscribe_after_s:=1.0")
+    ready(probe, status, fresh=False)
+    silent = "camera/ego_cam/compressed: nothing received for 1 s although the graph shows 1 publisher(s)"
+    procs.wait_for_line("episode_recorder", lambda line: silent in line and "subscribed again" in line, 20)
+
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((24, 32, 3), np.uint8))
+    msg = CompressedImage(format="jpeg", data=jpeg.tobytes())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the probe's clock stamps each frame; the recorder keeps the latest
+        msg.header.stamp = probe.node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        if status.last() is not None and "camera/ego_cam" not in status.last().stale_sources:
+            break
+        time.sleep(0.05)
+    assert "camera/ego_cam" not in status.last().stale_sources, status.last().stale_sources
+    for _ in range(30):  # 1.5 s of frames: more than the period, and no new resubscription of a live stream
+        msg.header.stamp = probe.node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        time.sleep(0.05)
+    lines = rec.output().splitlines()
+    assert not [line for line in lines if "cam_left_wrist/compressed: nothing received" in line]  # no publisher
+    resubscribed = [line for line in lines if silent in line]
+    assert resubscribed, rec.output()
+    assert "camera/ego_cam" not in status.last().stale_sources
+    later = [line for line in rec.output().splitlines() if silent in line]
+    assert later == resubscribed

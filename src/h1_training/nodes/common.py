@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -218,20 +219,35 @@ class ServiceCallError(RuntimeError):
     """A service call that got no reply: server missing, timed out, or failed (the message says which)."""
 
 
-def call_service(client: Any, request: Any, timeout: float, what: str = "") -> Any:
+def call_service(client: Any, request: Any, timeout: float, what: str = "",
+                 resend_after_s: float | None = None) -> Any:
     """The one blocking service call: wait up to ``timeout`` for the server, send ``request``, wait up to
     ``timeout`` for the reply (the pending request is dropped then) and return it. Call it from a thread other
     than the one spinning the node's executor (a MultiThreadedExecutor, or a reentrant callback group).
-    Raises ServiceCallError naming ``what`` (default: the service)."""
+    Raises ServiceCallError naming ``what`` (default: the service).
+
+    ``resend_after_s``: for requests that are safe to repeat (arm/set_mode), send the same request once more
+    when no reply came by then, and take whichever reply comes first, within the same ``timeout``. A reply
+    can be lost on DDS while the server has not yet matched the client's reply reader (seen in CI: the arm
+    answered a HOLD in 0.23 s and the session waited its 5 s for nothing)."""
     what = what or client.srv_name
     if not client.wait_for_service(timeout_sec=timeout):
         raise ServiceCallError(f"{what}: service {client.srv_name} not available after {timeout:g} s")
-    future = client.call_async(request)
+    deadline = time.monotonic() + timeout
     done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    if not done.wait(timeout):
-        client.remove_pending_request(future)
-        raise ServiceCallError(f"{what}: no reply from {client.srv_name} within {timeout:g} s")
+    futures = [client.call_async(request)]
+    futures[0].add_done_callback(lambda _f: done.set())
+    if resend_after_s is not None and 0 < resend_after_s < timeout and not done.wait(resend_after_s):
+        futures.append(client.call_async(request))
+        futures[-1].add_done_callback(lambda _f: done.set())
+    answered = done.wait(max(0.0, deadline - time.monotonic()))
+    for future in futures:
+        if not future.done():
+            client.remove_pending_request(future)
+    if not answered:
+        sent = f" (sent {len(futures)} times)" if len(futures) > 1 else ""
+        raise ServiceCallError(f"{what}: no reply from {client.srv_name} within {timeout:g} s{sent}")
+    future = next(f for f in futures if f.done())
     if future.exception() is not None:
         raise ServiceCallError(f"{what}: {future.exception()}")
     return future.result()

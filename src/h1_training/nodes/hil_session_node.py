@@ -83,6 +83,7 @@ class HilSessionNodeParams:
 
 PARAMS = HilSessionNodeParams
 ARM_MODE_NAMES = {getattr(SetArmMode.Request, f"MODE_{n}"): n for n in ("HOLD", "TRACK", "DAMPING", "ESTOP", "FAULT")}
+SET_MODE_RESEND_S = 1.0  # a lost arm/set_mode HOLD/DAMPING reply is asked again after 1 s (the arm answers in ms)
 
 
 class HilSessionNode(ParamsMixin, Node):
@@ -132,10 +133,11 @@ class HilSessionNode(ParamsMixin, Node):
             + (f"; config {p['config']}" if p["config"] else ""))
 
     # --- SessionPorts ------------------------------------------------------------------------------------
-    def _call(self, client: Any, request: Any, what: str, timeout: float | None = None) -> Any:
+    def _call(self, client: Any, request: Any, what: str, timeout: float | None = None,
+              resend_after_s: float | None = None) -> Any:
         timeout = self.p["service_timeout_s"] if timeout is None else timeout
         try:
-            return call_service(client, request, timeout, what)
+            return call_service(client, request, timeout, what, resend_after_s)
         except ServiceCallError as exc:
             raise EffectError(str(exc)) from exc
 
@@ -148,7 +150,11 @@ class HilSessionNode(ParamsMixin, Node):
         return missing
 
     def set_arm_mode(self, mode: ArmMode) -> None:
-        reply = self._call(self.mode_client, SetArmMode.Request(mode=int(mode)), f"arm {mode.name}")
+        # HOLD and DAMPING are idempotent ("accepted: already in HOLD") and move nothing: sent again if the
+        # reply is lost. TRACK is never repeated: a late copy could re-engage the policy after another mode.
+        resend = None if mode is ArmMode.TRACK else SET_MODE_RESEND_S
+        reply = self._call(self.mode_client, SetArmMode.Request(mode=int(mode)), f"arm {mode.name}",
+                           resend_after_s=resend)
         if not reply.success:
             current = ARM_MODE_NAMES.get(reply.current_mode, str(reply.current_mode))
             raise EffectError(f"arm refused {mode.name} (now {current}): {reply.message}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,9 @@ class RecorderNodeParams:
     gil_switch_ms: float = param(1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
         "the interpreter while callbacks run", min=0.1, max=10.0)
     repair_on_start: bool = param(True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up")
+    resubscribe_after_s: float = param(5.0, "a sensor stream (joint_states, hand_states, a camera) silent this "
+        "long while the graph shows its publisher is subscribed again, at most once per period; 0 = never",
+        min=0.0, max=600.0)
     recorder: RecorderConfig = nested(RecorderConfig)  # save_dir, rate_hz, ... (recording/recorder.py)
 
 
@@ -79,11 +84,17 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         self._hand_order = JointOrder(HAND_JOINT_NAMES)
         slots = self.recorder.slots
 
-        self.create_subscription(JointState, "joint_states", self._on_joint_states, SENSOR_QOS)
-        self.create_subscription(JointState, "hand_states", self._on_hand_states, SENSOR_QOS)
+        # sensor streams by their contract name (the status's stale_sources): subscribed again when silent
+        self._streams: dict[str, tuple[Any, str, Callable[[Any], None]]] = {
+            "joint_states": (JointState, "joint_states", self._on_joint_states),
+            "hand_states": (JointState, "hand_states", self._on_hand_states)}
         for cam in CAMERA_NAMES:
-            self.create_subscription(CompressedImage, f"camera/{cam}/compressed",
-                                     lambda msg, cam=cam: self._on_image(cam, msg), SENSOR_QOS)
+            self._streams[f"camera/{cam}"] = (CompressedImage, f"camera/{cam}/compressed",
+                                              lambda msg, cam=cam: self._on_image(cam, msg))
+        self._stream_subs = {source: self.create_subscription(msg_type, topic, callback, SENSOR_QOS)
+                             for source, (msg_type, topic, callback) in self._streams.items()}
+        self._resubscribed_ns = dict.fromkeys(self._streams, time.monotonic_ns())  # the first period is grace
+        self.resubscriptions = 0
         self.create_subscription(ArmCommand, "arm_command", self._on_arm_command, COMMAND_QOS)
         # best effort accepts both reliable and best-effort publishers of proposals
         self.create_subscription(ArmCommand, "policy_proposal", self._on_proposal, SENSOR_QOS)
@@ -92,6 +103,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         self.create_service(SaveEpisode, "episode_recorder/save", self._on_save)
         self._timer = self.create_timer(1.0 / p["status_rate_hz"], self.publish_status)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self._silence_timer = self.create_timer(1.0, self._resubscribe_silent_streams)
         self.publish_status()
         self.get_logger().info(f"episode_recorder ready: {config.rate_hz:.0f} Hz into {config.save_dir}")
 
@@ -129,6 +141,31 @@ class EpisodeRecorderNode(ParamsMixin, Node):
                                     throttle_duration_sec=5.0)
             return
         self.recorder.slots.set_proposal(msg.position_rad, _stamp_ns(msg.header), msg.model_version)
+
+    def _resubscribe_silent_streams(self) -> None:
+        """A subscriber restarted after ``kill -9`` can stay unmatched with a publisher the graph shows (Fast DDS:
+        bench recorder-kill saw a restarted recorder's three cameras silent for 180 s while camera_node ran).
+        A new subscription is a new DDS reader, matched afresh; a stream with no publisher is left alone (the
+        source itself is down and the status says stale)."""
+        period_s = self.p["resubscribe_after_s"]
+        if period_s <= 0:
+            return
+        now = time.monotonic_ns()
+        period_ns = int(period_s * 1e9)
+        for source in self.recorder.slots.stale_sources(now, period_ns):
+            if source not in self._streams or now - self._resubscribed_ns[source] < period_ns:
+                continue
+            msg_type, topic, callback = self._streams[source]
+            publishers = self.count_publishers(topic)
+            if publishers == 0:
+                continue
+            self.destroy_subscription(self._stream_subs[source])
+            self._stream_subs[source] = self.create_subscription(msg_type, topic, callback, SENSOR_QOS)
+            self._resubscribed_ns[source] = now
+            self.resubscriptions += 1
+            self.get_logger().warning(
+                f"{topic}: nothing received for {period_s:g} s although the graph shows {publishers} "
+                f"publisher(s): subscribed again (resubscription {self.resubscriptions})")
 
     # --- services ------------------------------------------------------------------------------------------
     def _on_start(self, req: StartEpisode.Request, res: StartEpisode.Response) -> StartEpisode.Response:
@@ -175,7 +212,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         else:
             d.level, d.message = DiagnosticStatus.OK, "recording" if st.recording else "idle"
         d.values = [KeyValue(key=k, value=str(v)) for k, v in (
-            ("frames", st.frames), ("missed_ticks", st.missed_ticks),
+            ("frames", st.frames), ("missed_ticks", st.missed_ticks), ("resubscriptions", self.resubscriptions),
             ("achieved_rate_hz", f"{st.achieved_rate_hz:.2f}"), ("file", st.file_path))]
         arr = DiagnosticArray(status=[d])
         arr.header.stamp = self.get_clock().now().to_msg()
