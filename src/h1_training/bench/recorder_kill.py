@@ -57,6 +57,8 @@ class KillRun:
     samples_lost_s: float | None
     frames: int
     problem: str = ""
+    fresh_after_s: float | None = None  # restart to every source fresh again
+    resubscriptions: int = 0  # streams the restarted recorder subscribed again (silent with a publisher)
 
 
 def kill_moments(runs: int, episode_s: float, seed: int) -> list[float]:
@@ -135,6 +137,7 @@ def kill_series(group, probe, save_dir: Path, moments: list[float], log=None,
         group.children.remove(rec)
         status.clear()
         rec = group.start_executable("episode_recorder", "episode_recorder", start)
+        restarted = time.monotonic()
         status.wait(count=1, timeout=180)  # published after the start-up repair (slow on an overloaded machine)
         run = check_repaired(Path(reply.file_path), kill_wall_ns)
         run.kill_after_s = after
@@ -144,6 +147,11 @@ def kill_series(group, probe, save_dir: Path, moments: list[float], log=None,
                 f"lost {run.samples_lost_s} s, {'valid' if run.valid else 'INVALID: ' + run.problem}")
         try:
             status.wait(where=lambda m: not m.stale_sources and not m.recording, timeout=180)
+            run.fresh_after_s = round(time.monotonic() - restarted, 2)
+            run.resubscriptions = rec.output().count("subscribed again")
+            if run.resubscriptions and log is not None:
+                log(f"[recorder-kill] run {i + 1}: the restarted recorder subscribed {run.resubscriptions} silent "
+                    f"stream(s) again; fresh {run.fresh_after_s} s after its start")
         except TimeoutError:
             # the series cannot go on; what was measured is kept and the reason said (which sources, which child)
             last = status.last()
@@ -175,8 +183,11 @@ def summarize(results: list[KillRun]) -> dict:
         "files_valid": sum(r.valid for r in results),
         "max_samples_lost_s": max(lost) if len(lost) == len(results) else None,
         "mean_samples_lost_s": round(sum(lost) / len(lost), 3) if lost else None,
+        "resubscriptions": sum(r.resubscriptions for r in results),
+        "max_fresh_after_s": max((r.fresh_after_s for r in results if r.fresh_after_s is not None), default=None),
         "per_run": [{"kill_after_s": r.kill_after_s, "frames_kept": r.frames, "samples_lost_s": r.samples_lost_s,
-                     "valid": r.valid, **({"problem": r.problem} if r.problem else {})} for r in results],
+                     "valid": r.valid, "fresh_after_s": r.fresh_after_s, "resubscriptions": r.resubscriptions,
+                     **({"problem": r.problem} if r.problem else {})} for r in results],
     }
 
 
