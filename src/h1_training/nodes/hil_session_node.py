@@ -77,7 +77,8 @@ class HilSessionNodeParams:
     image_width: int = param(0, "resize images to this width before sending (0 = as the camera sends)", min=0, max=4096)
     image_height: int = param(0, "resize images to this height before sending (0 = as the camera sends)", min=0,
         max=4096)
-    service_timeout_s: float = param(5.0, "timeout of arm/recorder service calls [s]", min=0.1, max=60.0)
+    service_timeout_s: float = param(5.0, "timeout of arm/recorder service calls [s]; a HOLD or DAMPING without "
+        "a reply is sent once more after 1 s within it", min=0.1, max=60.0)
     status_rate_hz: float = param(1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0)
 
 
