@@ -39,6 +39,7 @@ from pathlib import Path
 
 HUMAN_S = 2.0                                     # correction time of the full-stack episode
 EMULATORS = ("h1_sim", "inspire_sim", "camera_sim")  # the robot's boards, emulated on this machine
+CRITICAL = ("h1_arm_node", "episode_recorder", "hil_session")  # the laptop's processes the arm and the data need
 EMULATOR_NICE = -10
 HELP = "episode recorder: 50 Hz rate, p99 period, missed ticks, save time, file size, CPU, peak RSS"
 
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-stack", action="store_true",
                         help="record the session's episode with the whole session stack running (and again with a "
                              "CPU-heavy job beside it)")
+    parser.add_argument("--critical-nice", type=int, default=0, choices=range(-20, 1), metavar="N",
+                        help=f"--full-stack: run {', '.join(CRITICAL)} at this nice value (-20..0; default 0: as "
+                             "every other process; negative needs CAP_SYS_NICE or root)")
 
 
 def missing_sim_executables() -> list[str]:
@@ -146,7 +150,8 @@ def _session_failures(lines: list[str]) -> list[str]:
     return [line.split("]: ", 1)[-1].strip() for line in lines if any(m in line for m in EPISODE_FAILURE_MARKS)]
 
 
-def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice: int = EMULATOR_NICE) -> dict:
+def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice: int = EMULATOR_NICE,
+                     critical_nice: int = 0) -> dict:
     """One episode of the session, recorded with the whole stack running. The episode must be the one asked for:
     the stack settles first (recorder inputs fresh, the page and the Foxglove client connected, CPU load running),
     the scripted operator acknowledges an arm FAULT before it starts the episode (as the session tells a person
@@ -175,6 +180,10 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             # the emulators stand for the robot's own computers (motor board, cameras, hands): they do not share
             # the laptop's CPU, so they run ahead of it; every process of ours keeps its nice value
             reniced = renice(stack, EMULATORS, emulator_nice)
+            critical = renice(stack, CRITICAL, critical_nice) if critical_nice else []
+            if len(critical) != (len(CRITICAL) if critical_nice else 0):
+                raise RuntimeError(f"could not set nice {critical_nice} on {set(CRITICAL) - set(critical)} "
+                                   "(negative needs CAP_SYS_NICE or root)")
             client = FoxgloveCountingClient(stack.gateway_url)  # every channel it advertises, the cameras included
             if not page:
                 browser = Browser()
@@ -198,7 +207,8 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
         figures.update({"session_failures": failures[:6], "client_channels": len(client.topics),
                         "client_messages": sum(client.messages.values()), "web_page": page or "not open",
                         "episode_wall_s": round(episode_wall_s, 1), "cpu_burners": len(burners),
-                        "emulator_nice": {n: emulator_nice for n in reniced}})
+                        "emulator_nice": {n: emulator_nice for n in reniced},
+                        "critical_nice": {n: critical_nice for n in critical}})
         return figures
     finally:
         stop_burners(burners)
@@ -217,11 +227,13 @@ def run_full_stack(args: argparse.Namespace) -> dict:
     domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     figures: dict = {}
     for label, load in (("full_stack", False), ("full_stack_cpu_load", True)):
-        figures[label] = _full_stack_once(args.seconds, domain, load)
+        figures[label] = _full_stack_once(args.seconds, domain, load, critical_nice=args.critical_nice)
     figures["inputs"] = {"policy_seconds": args.seconds, "human_seconds": HUMAN_S, "cameras": "3 x 640x480 @ 30 fps",
                          "cpu_load": f"{os.cpu_count()} busy Python processes (nice 0) beside the stack",
                          "emulators": f"{', '.join(EMULATORS)} at nice {EMULATOR_NICE} (they stand for the robot's "
-                                      "own boards; the laptop's processes, ours and the load, at nice 0)"}
+                                      "own boards; the laptop's processes, ours and the load, at nice 0)",
+                         "critical_nice": (f"{', '.join(CRITICAL)} at nice {args.critical_nice}" if args.critical_nice
+                                           else "none (every laptop process at nice 0)")}
     figures["targets"] = evaluate(figures, full_stack_targets(args.seconds))
     return figures
 
