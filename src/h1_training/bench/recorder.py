@@ -204,7 +204,10 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
         session = stack.group.get("hil_session")
         figures = measure(str(stack.episodes()[0]))
         failures = _session_failures(session.lines)
-        figures.update({"session_failures": failures[:6], "client_channels": len(client.topics),
+        recorder_gc = [line.split("]: ", 1)[-1] for line in stack.group.get("episode_recorder").lines
+                       if "garbage collection" in line]
+        figures.update({"session_failures": failures[:6], "recorder_gc": recorder_gc[-1:],
+                        "client_channels": len(client.topics),
                         "client_messages": sum(client.messages.values()), "web_page": page or "not open",
                         "episode_wall_s": round(episode_wall_s, 1), "cpu_burners": len(burners),
                         "emulator_nice": {n: emulator_nice for n in reniced},

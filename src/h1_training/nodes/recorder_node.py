@@ -12,6 +12,7 @@ repaired. Ctrl+C / SIGTERM during an episode saves it.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
+from h1_training.gc_pauses import GcPauses
 from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
 from h1_training.params import nested, param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
@@ -47,6 +49,8 @@ class RecorderNodeParams:
     gil_switch_ms: float = param(1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
         "the interpreter while callbacks run", min=0.1, max=10.0)
     repair_on_start: bool = param(True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up")
+    gc_freeze: bool = param(False, "move everything allocated during start-up out of the garbage collector's "
+        "sight (gc.freeze), so a full collection while recording walks only what recording allocates")
     resubscribe_after_s: float = param(5.0, "a sensor stream (joint_states, hand_states, a camera) silent this "
         "long while the graph shows its publisher is subscribed again, at most once per period; 0 = never",
         min=0.0, max=600.0)
@@ -104,6 +108,9 @@ class EpisodeRecorderNode(ParamsMixin, Node):
         self._timer = self.create_timer(1.0 / p["status_rate_hz"], self.publish_status)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
         self._silence_timer = self.create_timer(1.0, self._resubscribe_silent_streams)
+        self.gc_pauses = GcPauses().install()
+        if p["gc_freeze"]:
+            gc.freeze()
         self.publish_status()
         self.get_logger().info(f"episode_recorder ready: {config.rate_hz:.0f} Hz into {config.save_dir}")
 
@@ -169,12 +176,16 @@ class EpisodeRecorderNode(ParamsMixin, Node):
 
     # --- services ------------------------------------------------------------------------------------------
     def _on_start(self, req: StartEpisode.Request, res: StartEpisode.Response) -> StartEpisode.Response:
+        self.gc_pauses.take()  # the window is the episode
         r = self.recorder.start(int(req.epoch), int(req.episode_index), req.prompt)
         res.success, res.message, res.file_path, res.episode_index = r.ok, r.message, r.path, r.episode_index
         return res
 
     def _on_save(self, req: SaveEpisode.Request, res: SaveEpisode.Response) -> SaveEpisode.Response:
+        missed = self.recorder.status().missed_ticks
         r = self.recorder.save(discard=bool(req.discard), success_label=int(req.success_label))
+        self.get_logger().info(f"while recording {r.path or 'the episode'}: {missed} missed ticks; "
+                               f"{self.gc_pauses.take().describe()} in this process")
         res.success, res.message, res.file_path = r.ok, r.message, r.path
         res.frames, res.policy_frames, res.human_frames = r.frames, r.policy_frames, r.human_frames
         return res
