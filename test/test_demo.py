@@ -129,6 +129,21 @@ def test_operator_gives_up_with_a_reason():
     assert c.keys == ["y"] * SYNC_RETRIES
     c.status("SYNCING", 1, 1, ("y", "n"))
     assert f"sync of epoch 1 failed {SYNC_RETRIES + 1} times" in op.step(c.t, None, "HOLD").error
+    # failures are counted per epoch's sync: earlier epochs' failed-then-retried syncs do not add up (soak: the
+    # operator gave up on its first failure in epoch 269 after rsync faults in earlier epochs)
+    op = SessionOperator(epochs=1000, policy_s=1.0, human_s=1.0)
+    c = Console(op)
+    for epoch in (1, 2, 3):
+        c.status("SYNCING", epoch, 1)
+        for _ in range(SYNC_RETRIES):
+            c.status("SYNCING", epoch, 1, ("y", "n"))
+            c.run(0.1)
+            c.status("SYNCING", epoch, 1, ())
+        c.status("WAITING", epoch, 0)  # synced on the last retry
+    c.status("SYNCING", 4, 1)
+    c.status("SYNCING", 4, 1, ("y", "n"))
+    step = op.step(c.t, None, "HOLD")
+    assert not step.done and step.key == "y", step
     # no new weights
     op = SessionOperator(epochs=1, policy_s=1.0, human_s=1.0, stall_s=5.0)
     c = Console(op)

@@ -152,6 +152,8 @@ class SessionOperator:
             self._sync_failures += 1
             self._key_sent, self._key_tries = None, 0
         if state != self.state:
+            if self.state == "SYNCING":  # that epoch's sync is over (synced or skipped): the next one starts at 0
+                self._sync_failures = 0
             self.state, self.since = state, now
             self._key_sent, self._key_tries = None, 0
             self._track_since, self._handover = None, None
