@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from h1_training.bench.soak import Recovery, episode_figures, inject_and_recover
+from h1_training.bench.soak import Recovery, Usage, episode_figures, inject_and_recover
 from h1_training.bench.stack import FullStack, wait_for
 from h1_training.nodes.common import LATCHED_QOS
 
@@ -34,3 +34,14 @@ def test_a_killed_policy_server_is_recovered_and_every_episode_is_valid(probe, d
     figures = episode_figures(stack.episodes(), sorted(stack.dirs.robot.rglob("*.partial")))
     assert figures["episodes"] >= 2, figures  # one before the fault, at least one after it
     assert figures["invalid_episodes"] == 0, figures["episode_problems"]
+
+
+def test_second_half_growth_tells_a_level_from_a_steady_leak():
+    level, leak = Usage(pid=1, started=0.0), Usage(pid=2, started=0.0)
+    for minute in range(61):
+        level.history.append((minute * 60.0, 100.0 + min(minute, 10) * 6.0))  # +60 MB in 10 min, then flat
+        leak.history.append((minute * 60.0, 100.0 + minute * 1.0))             # +1 MB every minute
+    level.last_rss_mb, leak.last_rss_mb = 160.0, 160.0
+    assert level.second_half_growth_mb() == 0.0
+    assert leak.second_half_growth_mb() == 30.0
+    assert Usage(pid=3, started=0.0).second_half_growth_mb() is None

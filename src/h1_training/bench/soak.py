@@ -44,6 +44,7 @@ from h1_training.bench.stack import wait_for
 HELP = "the whole sim stack for N minutes with faults on a seeded schedule: episodes valid, faults recovered, leaks"
 FAULTS = ("policy_server", "camera", "modbus", "rsync")
 CAMERA_SOURCES = ("ego_cam", "cam_left_wrist", "cam_right_wrist")
+HISTORY_EVERY_S = 30.0  # a process's memory is kept this often for the second-half growth
 
 
 def targets() -> list:
@@ -99,6 +100,16 @@ class Usage:
     last_rss_mb: float = 0.0
     last_fds: int = 0
     peak_rss_mb: float = 0.0
+    history: list[tuple[float, float]] = field(default_factory=list)  # (time, rss MB) from the baseline on
+
+    def second_half_growth_mb(self) -> float | None:
+        """Growth over the later half of the time since the baseline: ~0 where memory levelled off (allocator
+        caches, a model pool at its cap), about half the whole growth where it leaks steadily."""
+        if len(self.history) < 2:
+            return None
+        t0, t1 = self.history[0][0], self.history[-1][0]
+        middle = next(rss for t, rss in self.history if t >= (t0 + t1) / 2)
+        return round(self.last_rss_mb - middle, 1)
 
 
 def _tree_usage(pid: int) -> tuple[float, int] | None:
@@ -136,6 +147,8 @@ class Watch:
             u.last_rss_mb, u.last_fds, u.peak_rss_mb = rss, fds, max(u.peak_rss_mb, rss)
             if u.base_rss_mb is None and warm and now - u.started >= settle_s:
                 u.base_rss_mb, u.base_fds = rss, fds
+            if u.base_rss_mb is not None and (not u.history or now - u.history[-1][0] >= HISTORY_EVERY_S):
+                u.history.append((now, rss))
 
 
 def episode_figures(paths: list[Path], partials: list[Path]) -> dict[str, Any]:
@@ -312,6 +325,8 @@ def run(args: argparse.Namespace) -> dict:
         "unexpected_exits": watch.unexpected,
         "unexpected_exits_count": len(watch.unexpected),
         "rss_growth_mb": rss,
+        "rss_growth_second_half_mb": {n: g for n, u in watch.usage.items()
+                                      if (g := u.second_half_growth_mb()) is not None},
         "fd_growth": fds,
         "max_rss_growth_mb": max(rss.values()) if rss else None,
         "max_fd_growth": max(fds.values()) if fds else None,
