@@ -161,7 +161,15 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
 
     from h1_training.bench.browser import Browser, browser_missing
     from h1_training.bench.foxglove_client import FoxgloveCountingClient
-    from h1_training.bench.stack import FullStack, cpu_burners, renice, stop_burners, wait_for
+    from h1_training.bench.stack import (
+        FullStack,
+        cpu_burners,
+        renice,
+        start_wakeup_probe,
+        stop_burners,
+        stop_wakeup_probe,
+        wait_for,
+    )
     from h1_training.nodes.common import LATCHED_QOS
     from h1_training.nodes.probe import RosProbe
 
@@ -169,7 +177,7 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     run_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_full_"))
     stack = FullStack(run_dir, domain)
-    client = browser = None
+    client = browser = wakeups = None
     burners: list = []
     page = browser_missing() or ""
     try:
@@ -197,16 +205,18 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             if not wait_for(lambda: sum(client.messages.values()) > 0, 60, "Foxglove client messages"):
                 raise RuntimeError("the Foxglove client received nothing from the gateway in 60 s")
             t0 = time.monotonic()
+            wakeups = start_wakeup_probe()
             stack.start_operator(epochs=1, episodes=1, policy_s=seconds, human_s=HUMAN_S)
             if not wait_for(lambda: stack.episodes(), seconds + 240, "the session's episode", period=1.0):
                 raise RuntimeError(f"no episode saved in {seconds + 240:.0f} s")
             episode_wall_s = time.monotonic() - t0
+            wakeup = stop_wakeup_probe(wakeups)
         session = stack.group.get("hil_session")
         figures = measure(str(stack.episodes()[0]))
         failures = _session_failures(session.lines)
         recorder_gc = [line.split("]: ", 1)[-1] for line in stack.group.get("episode_recorder").lines
                        if "garbage collection" in line]
-        figures.update({"session_failures": failures[:6], "recorder_gc": recorder_gc[-1:],
+        figures.update({"session_failures": failures[:6], "recorder_gc": recorder_gc[-1:], "machine_wakeups": wakeup,
                         "client_channels": len(client.topics),
                         "client_messages": sum(client.messages.values()), "web_page": page or "not open",
                         "episode_wall_s": round(episode_wall_s, 1), "cpu_burners": len(burners),
@@ -215,6 +225,9 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
         return figures
     finally:
         stop_burners(burners)
+        if wakeups is not None and wakeups.poll() is None:
+            wakeups.kill()
+            wakeups.wait()
         if client is not None:
             client.close()
         if browser is not None:

@@ -186,6 +186,47 @@ def cpu_burners(n: int | None = None) -> list:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n or os.cpu_count() or 2)]
 
 
+WAKEUP_PROBE = """
+import json, os, signal, sys, time
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[1]))
+except OSError:
+    pass
+late, stop = [], []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while not stop:
+    t = time.perf_counter()
+    time.sleep(0.001)
+    late.append(time.perf_counter() - t - 0.001)
+late.sort()
+n = len(late)
+print(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0), "wakeups": n,
+                  "late_p99_ms": round(late[int(0.99 * (n - 1))] * 1e3, 2),
+                  "late_max_ms": round(late[-1] * 1e3, 2), "late_over_10ms": sum(x > 0.01 for x in late),
+                  "late_over_50ms": sum(x > 0.05 for x in late)}), flush=True)
+"""
+
+
+def start_wakeup_probe(nice: int = -20):
+    """A process that only sleeps 1 ms at a time at ``nice`` (-20: ahead of everything but real-time threads) and
+    counts how late it wakes up, the way ``cyclictest`` does: what the machine itself lets a process do, whatever
+    our processes do. Stop it with :func:`stop_wakeup_probe`."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", WAKEUP_PROBE, str(nice)], stdout=subprocess.PIPE, text=True)
+
+
+def stop_wakeup_probe(probe) -> dict:
+    import json
+    import signal
+
+    if probe.poll() is not None:
+        return {}
+    probe.send_signal(signal.SIGTERM)
+    out, _ = probe.communicate(timeout=30)
+    return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
 def stop_burners(burners: list) -> None:
     for p in burners:
         p.kill()
