@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,6 +101,40 @@ def test_sampler_loop_runs_on_its_own_clock():
     # every tick from the first to the last is either sampled or counted missed
     assert len(got) + loop.stats.missed == ticks[-1] - ticks[0] + 1
     assert loop.error is None
+
+
+def _may_use_sched_fifo() -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        return False
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return True
+
+
+def test_sampler_thread_runs_sched_fifo_when_asked_or_says_why_not():
+    """sampler_rt_priority: the sampler thread alone becomes SCHED_FIFO (read back from the kernel for that
+    thread); where the process may not, the note names the refusal and the nice value applies instead."""
+    slots = filled_slots(FakeClock())
+    seen = {}
+    main_tid = threading.get_native_id()
+
+    def sink(sample, missed):
+        if not seen:
+            seen["policy"] = os.sched_getscheduler(threading.get_native_id())
+            seen["priority"] = os.sched_getparam(threading.get_native_id()).sched_priority
+            seen["main"] = os.sched_getscheduler(main_tid)
+
+    loop = SamplerLoop(Sampler(slots, placeholder_jpeg=jpeg(9)), 50.0, sink, nice=0, rt_priority=20)
+    loop.start()
+    time.sleep(0.2)
+    loop.stop()
+    if _may_use_sched_fifo():
+        assert seen == {"policy": os.SCHED_FIFO, "priority": 20, "main": os.SCHED_OTHER}
+        assert loop.priority_note == ""
+    else:
+        assert seen["policy"] == os.SCHED_OTHER
+        assert "could not make the sampler thread SCHED_FIFO 20" in loop.priority_note
 
 
 # --- sampler --------------------------------------------------------------------------------------------

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-stack", action="store_true",
                         help="record the session's episode with the whole session stack running (and again with a "
                              "CPU-heavy job beside it)")
+    parser.add_argument("--realtime", type=int, default=0, choices=range(0, 100), metavar="PRIO",
+                        help="--full-stack: the recorder's sampler thread (sampler_rt_priority) and the emulated "
+                             "robot boards (instead of nice -10) at SCHED_FIFO PRIO (1-99; default 0: off; needs "
+                             "CAP_SYS_NICE or root)")
     parser.add_argument("--critical-nice", type=int, default=0, choices=range(-20, 1), metavar="N",
                         help=f"--full-stack: run {', '.join(CRITICAL)} at this nice value (-20..0; default 0: as "
                              "every other process; negative needs CAP_SYS_NICE or root)")
@@ -151,7 +155,7 @@ def _session_failures(lines: list[str]) -> list[str]:
 
 
 def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice: int = EMULATOR_NICE,
-                     critical_nice: int = 0) -> dict:
+                     critical_nice: int = 0, realtime: int = 0) -> dict:
     """One episode of the session, recorded with the whole stack running. The episode must be the one asked for:
     the stack settles first (recorder inputs fresh, the page and the Foxglove client connected, CPU load running),
     the scripted operator acknowledges an arm FAULT before it starts the episode (as the session tells a person
@@ -165,6 +169,7 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
         FullStack,
         cpu_burners,
         renice,
+        set_fifo,
         start_wakeup_probe,
         stop_burners,
         stop_wakeup_probe,
@@ -177,7 +182,10 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     run_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_full_"))
     stack = FullStack(run_dir, domain)
-    client = browser = wakeups = None
+    if realtime:
+        stack.extra_params["episode_recorder"] = ["-p", f"sampler_rt_priority:={realtime}"]
+    client = browser = None
+    wakeups: list = []
     burners: list = []
     page = browser_missing() or ""
     try:
@@ -188,6 +196,10 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             # the emulators stand for the robot's own computers (motor board, cameras, hands): they do not share
             # the laptop's CPU, so they run ahead of it; every process of ours keeps its nice value
             reniced = renice(stack, EMULATORS, emulator_nice)
+            fifo = set_fifo(stack, EMULATORS, realtime) if realtime else []
+            if len(fifo) != (len(EMULATORS) if realtime else 0):
+                raise RuntimeError(f"could not make {set(EMULATORS) - set(fifo)} SCHED_FIFO {realtime} "
+                                   "(needs CAP_SYS_NICE or root)")
             critical = renice(stack, CRITICAL, critical_nice) if critical_nice else []
             if len(critical) != (len(CRITICAL) if critical_nice else 0):
                 raise RuntimeError(f"could not set nice {critical_nice} on {set(CRITICAL) - set(critical)} "
@@ -205,12 +217,12 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             if not wait_for(lambda: sum(client.messages.values()) > 0, 60, "Foxglove client messages"):
                 raise RuntimeError("the Foxglove client received nothing from the gateway in 60 s")
             t0 = time.monotonic()
-            wakeups = start_wakeup_probe()
+            wakeups = [start_wakeup_probe(-20), start_wakeup_probe("fifo")]
             stack.start_operator(epochs=1, episodes=1, policy_s=seconds, human_s=HUMAN_S)
             if not wait_for(lambda: stack.episodes(), seconds + 240, "the session's episode", period=1.0):
                 raise RuntimeError(f"no episode saved in {seconds + 240:.0f} s")
             episode_wall_s = time.monotonic() - t0
-            wakeup = stop_wakeup_probe(wakeups)
+            wakeup = [stop_wakeup_probe(p) for p in wakeups]
         session = stack.group.get("hil_session")
         figures = measure(str(stack.episodes()[0]))
         failures = _session_failures(session.lines)
@@ -221,13 +233,16 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
                         "client_messages": sum(client.messages.values()), "web_page": page or "not open",
                         "episode_wall_s": round(episode_wall_s, 1), "cpu_burners": len(burners),
                         "emulator_nice": {n: emulator_nice for n in reniced},
-                        "critical_nice": {n: critical_nice for n in critical}})
+                        "critical_nice": {n: critical_nice for n in critical},
+                        "sched_fifo": ({n: realtime for n in fifo} | {"episode_recorder sampler": realtime}
+                                       if realtime else {})})
         return figures
     finally:
         stop_burners(burners)
-        if wakeups is not None and wakeups.poll() is None:
-            wakeups.kill()
-            wakeups.wait()
+        for p in wakeups or []:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         if client is not None:
             client.close()
         if browser is not None:
@@ -243,11 +258,14 @@ def run_full_stack(args: argparse.Namespace) -> dict:
     domain = args.domain if args.domain is not None else claim_ros_domain().domain_id
     figures: dict = {}
     for label, load in (("full_stack", False), ("full_stack_cpu_load", True)):
-        figures[label] = _full_stack_once(args.seconds, domain, load, critical_nice=args.critical_nice)
+        figures[label] = _full_stack_once(args.seconds, domain, load, critical_nice=args.critical_nice,
+                                          realtime=args.realtime)
     figures["inputs"] = {"policy_seconds": args.seconds, "human_seconds": HUMAN_S, "cameras": "3 x 640x480 @ 30 fps",
                          "cpu_load": f"{os.cpu_count()} busy Python processes (nice 0) beside the stack",
                          "emulators": f"{', '.join(EMULATORS)} at nice {EMULATOR_NICE} (they stand for the robot's "
                                       "own boards; the laptop's processes, ours and the load, at nice 0)",
+                         "realtime": (f"the recorder's sampler thread and {', '.join(EMULATORS)} at SCHED_FIFO "
+                                      f"{args.realtime}" if args.realtime else "none"),
                          "critical_nice": (f"{', '.join(CRITICAL)} at nice {args.critical_nice}" if args.critical_nice
                                            else "none (every laptop process at nice 0)")}
     figures["targets"] = evaluate(figures, full_stack_targets(args.seconds))

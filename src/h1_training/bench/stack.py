@@ -80,6 +80,7 @@ class FullStack:
         self.server_port = 0
         self.web_url = ""
         self.gateway_url = ""
+        self.extra_params: dict[str, list[str]] = {}  # executable -> more ROS arguments (a bench's settings)
 
     def _extra(self, executable: str) -> list[str]:
         d = self.dirs
@@ -91,7 +92,7 @@ class FullStack:
             "training_workflow_manager": ["-p", f"workflow.data_dir:={d.robot}",
                                           "-p", f"workflow.state_file:={d.run / 'workflow_state.json'}"],
             "dataset_manager": ["-p", f"roots:=['{d.robot}']", "-p", f"export_dir:={d.exports}"],
-        }.get(executable, [])
+        }.get(executable, []) + self.extra_params.get(executable, [])
 
     def start_rsync_daemon(self) -> None:
         from h1_training.bringup import free_port
@@ -178,6 +179,25 @@ def renice(stack: FullStack, names: tuple[str, ...], nice: int) -> list[str]:
     return done
 
 
+def set_fifo(stack: FullStack, names: tuple[str, ...], priority: int) -> list[str]:
+    """Make every thread of these children (and their children) SCHED_FIFO ``priority``; the names it could set."""
+    import psutil
+
+    done = []
+    for child in stack.group.children:
+        if child.name not in names or not child.running:
+            continue
+        try:
+            root = psutil.Process(child.proc.pid)
+            for p in [root] + root.children(recursive=True):
+                for t in p.threads():
+                    os.sched_setscheduler(t.id, os.SCHED_FIFO, os.sched_param(priority))
+            done.append(child.name)
+        except (psutil.Error, OSError):
+            pass
+    return done
+
+
 def cpu_burners(n: int | None = None) -> list:
     """A CPU-heavy job beside the stack: one busy process per core (plain Python arithmetic, nice 0)."""
     import subprocess
@@ -188,10 +208,15 @@ def cpu_burners(n: int | None = None) -> list:
 
 WAKEUP_PROBE = """
 import json, os, signal, sys, time
+policy = "nice"
 try:
-    os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[1]))
+    if sys.argv[1] == "fifo":
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+        policy = "SCHED_FIFO 50"
+    else:
+        os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[1]))
 except OSError:
-    pass
+    policy = "nice (not permitted)"
 late, stop = [], []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 while not stop:
@@ -200,20 +225,21 @@ while not stop:
     late.append(time.perf_counter() - t - 0.001)
 late.sort()
 n = len(late)
-print(json.dumps({"nice": os.getpriority(os.PRIO_PROCESS, 0), "wakeups": n,
+print(json.dumps({"policy": policy, "nice": os.getpriority(os.PRIO_PROCESS, 0), "wakeups": n,
                   "late_p99_ms": round(late[int(0.99 * (n - 1))] * 1e3, 2),
                   "late_max_ms": round(late[-1] * 1e3, 2), "late_over_10ms": sum(x > 0.01 for x in late),
                   "late_over_50ms": sum(x > 0.05 for x in late)}), flush=True)
 """
 
 
-def start_wakeup_probe(nice: int = -20):
-    """A process that only sleeps 1 ms at a time at ``nice`` (-20: ahead of everything but real-time threads) and
-    counts how late it wakes up, the way ``cyclictest`` does: what the machine itself lets a process do, whatever
-    our processes do. Stop it with :func:`stop_wakeup_probe`."""
+def start_wakeup_probe(priority: int | str = -20):
+    """A process that only sleeps 1 ms at a time and counts how late it wakes up, the way ``cyclictest`` does: what
+    the machine itself lets a process do, whatever our processes do. ``priority``: a nice value (-20: ahead of
+    every other normal process) or ``"fifo"`` (SCHED_FIFO 50, real-time: needs CAP_SYS_NICE; falls back to nice 0
+    and says so). Stop it with :func:`stop_wakeup_probe`."""
     import subprocess
 
-    return subprocess.Popen([sys.executable, "-c", WAKEUP_PROBE, str(nice)], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", WAKEUP_PROBE, str(priority)], stdout=subprocess.PIPE, text=True)
 
 
 def stop_wakeup_probe(probe) -> dict:

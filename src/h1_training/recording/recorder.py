@@ -57,6 +57,9 @@ class RecorderConfig:
     chunk_rows: int = 100
     sampler_nice: int = param(-10, "nice value of the 50 Hz sampler thread (negative = ahead of other work; "
         "needs CAP_SYS_NICE, else a warning); 0 leaves it alone", min=-20, max=19)
+    sampler_rt_priority: int = param(0, "SCHED_FIFO priority of the 50 Hz sampler thread (1-99; 0 = off, "
+        "sampler_nice applies): a real-time thread is woken on time where even nice -20 is not; needs "
+        "CAP_SYS_NICE or an rtprio limit, else a warning and sampler_nice", min=0, max=99)
 
     def __post_init__(self) -> None:
         if not self.save_dir:
@@ -236,7 +239,8 @@ class Recorder:
             self._journal = JournalWriter(self._partial, SEGMENT_FRAMES)
             self._progress = (0, 0, 0)
             sampler = Sampler(self.slots, cfg.stale_after_s, cfg.proposal_stale_s, self.placeholder_jpeg)
-            self._loop = SamplerLoop(sampler, cfg.rate_hz, self._enqueue, nice=cfg.sampler_nice)
+            self._loop = SamplerLoop(sampler, cfg.rate_hz, self._enqueue, nice=cfg.sampler_nice,
+                                     rt_priority=cfg.sampler_rt_priority)
             self._state = RECORDING
             self._loop.start()
         self._log("info", f"recording episode {index} of epoch {epoch} to {self._partial}")
