@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--full-stack: the recorder's sampler thread (sampler_rt_priority) and the emulated "
                              "robot boards (instead of nice -10) at SCHED_FIFO PRIO (1-99; default 0: off; needs "
                              "CAP_SYS_NICE or root)")
+    parser.add_argument("--recorder-rt", type=int, default=0, choices=range(0, 100), metavar="PRIO",
+                        help="--full-stack: the recorder's own process_rt_priority (its whole process SCHED_FIFO "
+                             "PRIO; default 0: off)")
+    parser.add_argument("--critical-fifo", type=int, default=0, choices=range(0, 100), metavar="PRIO",
+                        help=f"--full-stack: every thread of {', '.join(CRITICAL)} at SCHED_FIFO PRIO (1-99; "
+                             "default 0: off; needs CAP_SYS_NICE or root)")
     parser.add_argument("--critical-nice", type=int, default=0, choices=range(-20, 1), metavar="N",
                         help=f"--full-stack: run {', '.join(CRITICAL)} at this nice value (-20..0; default 0: as "
                              "every other process; negative needs CAP_SYS_NICE or root)")
@@ -155,7 +161,8 @@ def _session_failures(lines: list[str]) -> list[str]:
 
 
 def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice: int = EMULATOR_NICE,
-                     critical_nice: int = 0, realtime: int = 0) -> dict:
+                     critical_nice: int = 0, realtime: int = 0, critical_fifo: int = 0,
+                     recorder_rt: int = 0) -> dict:
     """One episode of the session, recorded with the whole stack running. The episode must be the one asked for:
     the stack settles first (recorder inputs fresh, the page and the Foxglove client connected, CPU load running),
     the scripted operator acknowledges an arm FAULT before it starts the episode (as the session tells a person
@@ -182,8 +189,9 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     run_dir = Path(tempfile.mkdtemp(prefix="bench_recorder_full_"))
     stack = FullStack(run_dir, domain)
-    if realtime:
-        stack.extra_params["episode_recorder"] = ["-p", f"sampler_rt_priority:={realtime}"]
+    recorder_params = (["-p", f"sampler_rt_priority:={realtime}"] if realtime else []) + (
+        ["-p", f"process_rt_priority:={recorder_rt}"] if recorder_rt else [])
+    stack.extra_params["episode_recorder"] = recorder_params
     client = browser = None
     wakeups: list = []
     burners: list = []
@@ -197,9 +205,11 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
             # the laptop's CPU, so they run ahead of it; every process of ours keeps its nice value
             reniced = renice(stack, EMULATORS, emulator_nice)
             fifo = set_fifo(stack, EMULATORS, realtime) if realtime else []
-            if len(fifo) != (len(EMULATORS) if realtime else 0):
-                raise RuntimeError(f"could not make {set(EMULATORS) - set(fifo)} SCHED_FIFO {realtime} "
-                                   "(needs CAP_SYS_NICE or root)")
+            fifo += set_fifo(stack, CRITICAL, critical_fifo) if critical_fifo else []
+            wanted = (EMULATORS if realtime else ()) + (CRITICAL if critical_fifo else ())
+            if set(fifo) != set(wanted):
+                raise RuntimeError(f"could not make {set(wanted) - set(fifo)} SCHED_FIFO (needs CAP_SYS_NICE or "
+                                   "root)")
             critical = renice(stack, CRITICAL, critical_nice) if critical_nice else []
             if len(critical) != (len(CRITICAL) if critical_nice else 0):
                 raise RuntimeError(f"could not set nice {critical_nice} on {set(CRITICAL) - set(critical)} "
@@ -234,8 +244,10 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
                         "episode_wall_s": round(episode_wall_s, 1), "cpu_burners": len(burners),
                         "emulator_nice": {n: emulator_nice for n in reniced},
                         "critical_nice": {n: critical_nice for n in critical},
-                        "sched_fifo": ({n: realtime for n in fifo} | {"episode_recorder sampler": realtime}
-                                       if realtime else {})})
+                        "sched_fifo": ({n: realtime for n in fifo if n in EMULATORS}
+                                       | {n: critical_fifo for n in fifo if n in CRITICAL}
+                                       | ({"episode_recorder sampler": realtime} if realtime else {})
+                                       | ({"episode_recorder process": recorder_rt} if recorder_rt else {}))})
         return figures
     finally:
         stop_burners(burners)
@@ -259,11 +271,13 @@ def run_full_stack(args: argparse.Namespace) -> dict:
     figures: dict = {}
     for label, load in (("full_stack", False), ("full_stack_cpu_load", True)):
         figures[label] = _full_stack_once(args.seconds, domain, load, critical_nice=args.critical_nice,
-                                          realtime=args.realtime)
+                                          realtime=args.realtime, critical_fifo=args.critical_fifo,
+                                          recorder_rt=args.recorder_rt)
     figures["inputs"] = {"policy_seconds": args.seconds, "human_seconds": HUMAN_S, "cameras": "3 x 640x480 @ 30 fps",
                          "cpu_load": f"{os.cpu_count()} busy Python processes (nice 0) beside the stack",
                          "emulators": f"{', '.join(EMULATORS)} at nice {EMULATOR_NICE} (they stand for the robot's "
                                       "own boards; the laptop's processes, ours and the load, at nice 0)",
+                         "recorder_process_rt_priority": args.recorder_rt,
                          "realtime": (f"the recorder's sampler thread and {', '.join(EMULATORS)} at SCHED_FIFO "
                                       f"{args.realtime}" if args.realtime else "none"),
                          "critical_nice": (f"{', '.join(CRITICAL)} at nice {args.critical_nice}" if args.critical_nice

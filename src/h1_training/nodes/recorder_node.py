@@ -31,6 +31,7 @@ from h1_training.params import nested, param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES, NUM_ARM_JOINTS
+from h1_training.scheduling import make_process_realtime
 from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus
 from h1_training_interfaces.srv import SaveEpisode, StartEpisode
@@ -46,6 +47,9 @@ class RecorderNodeParams:
     placeholder_height: int = param(480, "height of that placeholder JPEG", min=16, max=4096)
     process_nice: int = param(0, "nice value of the whole recorder process at start-up (its callbacks hold "
         "the interpreter lock the sampler needs); negative needs CAP_SYS_NICE", min=-20, max=19)
+    process_rt_priority: int = param(0, "SCHED_FIFO priority of the whole recorder process at start-up (1-99; "
+        "0 = off): on a busy laptop the only setting that kept every 50 Hz tick (bench recorder --full-stack); "
+        "its HDF5 writer process too; needs CAP_SYS_NICE or an rtprio limit, else a warning", min=0, max=99)
     gil_switch_ms: float = param(1.0, "Python thread switch interval [ms]: how long the sampler may wait for "
         "the interpreter while callbacks run", min=0.1, max=10.0)
     repair_on_start: bool = param(True, "repair episodes a crash left unsaved (*.hdf5.partial) at start-up")
@@ -80,6 +84,10 @@ class EpisodeRecorderNode(ParamsMixin, Node):
                 os.setpriority(os.PRIO_PROCESS, 0, p["process_nice"])
             except OSError as exc:
                 self.get_logger().warning(f"could not set process_nice {p['process_nice']}: {exc.strerror}")
+        if p["process_rt_priority"]:
+            refused = make_process_realtime(p["process_rt_priority"])
+            if refused:
+                self.get_logger().warning(f"{refused}: ticks may be late when the machine is busy")
         placeholder = make_placeholder_jpeg(p["placeholder_width"], p["placeholder_height"])
         self.recorder = Recorder(config, placeholder, log=self._log, on_change=self.publish_status)
         if p["repair_on_start"]:
