@@ -276,7 +276,10 @@ def run_full_stack(args: argparse.Namespace) -> dict:
     figures["inputs"] = {"policy_seconds": args.seconds, "human_seconds": HUMAN_S, "cameras": "3 x 640x480 @ 30 fps",
                          "cpu_load": f"{os.cpu_count()} busy Python processes (nice 0) beside the stack",
                          "emulators": f"{', '.join(EMULATORS)} at nice {EMULATOR_NICE} (they stand for the robot's "
-                                      "own boards; the laptop's processes, ours and the load, at nice 0)",
+                                      "own boards); the laptop's processes and the load at nice 0 unless the "
+                                      "realtime, critical_* or recorder_process_rt_priority inputs say otherwise",
+                         "critical_fifo": (f"{', '.join(CRITICAL)} (every thread) at SCHED_FIFO {args.critical_fifo}"
+                                           if args.critical_fifo else "none"),
                          "recorder_process_rt_priority": args.recorder_rt,
                          "realtime": (f"the recorder's sampler thread and {', '.join(EMULATORS)} at SCHED_FIFO "
                                       f"{args.realtime}" if args.realtime else "none"),
