@@ -160,27 +160,9 @@ class FullStack:
         return self.group.stop()
 
 
-def renice(stack: FullStack, names: tuple[str, ...], nice: int) -> list[str]:
-    """Set the nice value of these children (and their threads/children); the names it could set."""
-    import psutil
-
-    done = []
-    for child in stack.group.children:
-        if child.name not in names or not child.running:
-            continue
-        try:
-            root = psutil.Process(child.proc.pid)
-            for p in [root] + root.children(recursive=True):
-                for t in p.threads():  # Linux: nice is per thread; threads started before this keep theirs
-                    os.setpriority(os.PRIO_PROCESS, t.id, nice)
-            done.append(child.name)
-        except (psutil.Error, OSError):
-            pass
-    return done
-
-
-def set_fifo(stack: FullStack, names: tuple[str, ...], priority: int) -> list[str]:
-    """Make every thread of these children (and their children) SCHED_FIFO ``priority``; the names it could set."""
+def _each_thread(stack: FullStack, names: tuple[str, ...], apply: Any) -> list[str]:
+    """``apply(tid)`` on every thread of these children (and of their children); the names it could set.
+    Linux schedules threads: threads started later take the setting of the thread that starts them."""
     import psutil
 
     done = []
@@ -191,11 +173,22 @@ def set_fifo(stack: FullStack, names: tuple[str, ...], priority: int) -> list[st
             root = psutil.Process(child.proc.pid)
             for p in [root] + root.children(recursive=True):
                 for t in p.threads():
-                    os.sched_setscheduler(t.id, os.SCHED_FIFO, os.sched_param(priority))
+                    apply(t.id)
             done.append(child.name)
         except (psutil.Error, OSError):
             pass
     return done
+
+
+def renice(stack: FullStack, names: tuple[str, ...], nice: int) -> list[str]:
+    """Set the nice value of these children (and their threads/children); the names it could set."""
+    return _each_thread(stack, names, lambda tid: os.setpriority(os.PRIO_PROCESS, tid, nice))
+
+
+def set_fifo(stack: FullStack, names: tuple[str, ...], priority: int) -> list[str]:
+    """Make every thread of these children (and their children) SCHED_FIFO ``priority``; the names it could set."""
+    return _each_thread(stack, names,
+                        lambda tid: os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority)))
 
 
 def cpu_burners(n: int | None = None) -> list:
