@@ -87,3 +87,36 @@ def test_cli_help_and_unknown_command():
     assert out.returncode == 0 and "up" in out.stdout and "bench" in out.stdout
     bad = subprocess.run(exe + ["frobnicate"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_profile_parameter_files_set_only_declared_parameters_with_valid_values(name):
+    """A misspelt parameter or an out-of-range value in config/params/*.yaml is found here, not on the robot
+    (where the node would refuse to start, or worse, ignore it)."""
+    import runpy
+
+    from h1_training.executables import NODES
+    from h1_training.params import check_all, param_specs
+
+    node_params = runpy.run_path(str(ROOT / "scripts" / "param_tables.py"))["node_params"]
+    checked = 0
+    for node in load_profile(name).nodes:
+        cls = node_params(node.executable) if node.executable in NODES else None  # ROS nodes, not `h1-training`
+        for path in node.params:
+            values = (yaml.safe_load(path.read_text()) or {}).get(node.name, {}).get("ros__parameters", {})
+            if cls is None or not values:
+                continue
+            problems = check_all(param_specs(cls), _flat(values))
+            assert not problems, f"{path} for {node.name}: {problems}"
+            checked += 1
+    assert checked or name == "operator_view", f"profile {name}: no parameter file was checked"

@@ -154,6 +154,19 @@ class RunResult:
     seconds: float = 0.0
 
 
+def at_normal_priority(argv: Sequence[str]) -> list[str]:
+    """``argv`` to run at normal scheduling when the caller is real-time (a node's ``process_rt_priority``):
+    SCHED_FIFO is inherited by child processes, and a CPU-heavy child (rsync's checksums, an HDF5 repair) at
+    SCHED_FIFO would starve the laptop's other work. Through ``chrt --other 0`` (util-linux): subprocess's
+    ``preexec_fn`` is not safe in a process with threads. Unchanged for a normal caller or without chrt."""
+    try:
+        realtime = os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
+    except (AttributeError, OSError):
+        realtime = False
+    chrt = shutil.which("chrt") if realtime else None
+    return [chrt, "--other", "0", *argv] if chrt else list(argv)
+
+
 def run(argv: Sequence[str], *, on_line: Callable[[str], None] | None = None, timeout_s: float | None = None,
         idle_timeout_s: float | None = None, cancel: threading.Event | None = None,
         stderr: str | IO[bytes] = "pipe", env: dict[str, str] | None = None, split_cr: bool = False,
@@ -171,8 +184,8 @@ def run(argv: Sequence[str], *, on_line: Callable[[str], None] | None = None, ti
     """
     t0 = time.monotonic()
     err_target: Any = subprocess.PIPE if stderr == "pipe" else subprocess.STDOUT if stderr == "stdout" else stderr
-    proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_target,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(at_normal_priority(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=err_target, env=env, start_new_session=True)
     if on_start is not None:
         on_start(proc)
     last_output = [time.monotonic()]

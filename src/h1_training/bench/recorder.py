@@ -238,7 +238,11 @@ def _full_stack_once(seconds: float, domain: int, cpu_load: bool, emulator_nice:
         failures = _session_failures(session.lines)
         recorder_gc = [line.split("]: ", 1)[-1] for line in stack.group.get("episode_recorder").lines
                        if "garbage collection" in line]
-        figures.update({"session_failures": failures[:6], "recorder_gc": recorder_gc[-1:], "machine_wakeups": wakeup,
+        # why the arm left TRACK, in the arm node's own words (e.g. how long rt/lowstate was silent)
+        arm_faults = [line.split("]: ", 1)[-1] for line in stack.group.get("h1_arm_node").lines
+                      if "FAULT" in line or "rt/lowstate" in line]
+        figures.update({"session_failures": failures[:6], "arm_faults": arm_faults[:6], "recorder_gc": recorder_gc[-1:],
+                        "machine_wakeups": wakeup,
                         "client_channels": len(client.topics),
                         "client_messages": sum(client.messages.values()), "web_page": page or "not open",
                         "episode_wall_s": round(episode_wall_s, 1), "cpu_burners": len(burners),

@@ -48,7 +48,15 @@ from h1_training.drivers.arm_safety import (
 from h1_training.drivers.h1_2_arm_inertia import INSPIRE_RH56DFX_MASS_KG
 from h1_training.drivers.unitree_arm import ArmDriverConfig, ArmState, UnitreeArmDriver
 from h1_training.drivers.unitree_hg import resolve_domain
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
+from h1_training.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ParamsMixin,
+    apply_process_rt_priority,
+    log_at,
+    run_node,
+)
 from h1_training.params import nested, param
 from h1_training.robot_model import ARM_JOINT_NAMES
 from h1_training.stamps import set_stamp
@@ -116,6 +124,10 @@ class ArmNodeParams:
     verify_state_crc: bool = param(True, "drop rt/lowstate messages whose CRC is wrong")
     realtime_priority: int = param(0, "SCHED_FIFO priority of the lowcmd write thread (0 = normal; needs "
         "CAP_SYS_NICE or an rtprio limit)", min=0, max=90, read_only=True)
+    process_rt_priority: int = param(0, "SCHED_FIFO priority of the whole arm node process at start-up (1-99; 0 = "
+        "off): its rt/lowstate reader and ROS callbacks on time on a busy laptop (bench recorder --full-stack); "
+        "the write thread's realtime_priority, when set, applies on top; needs CAP_SYS_NICE or an rtprio limit, "
+        "else a warning", min=0, max=99, read_only=True)
 
 
 class ArmNode(ParamsMixin, Node):
@@ -124,6 +136,9 @@ class ArmNode(ParamsMixin, Node):
     def __init__(self) -> None:
         super().__init__("h1_arm_node")
         p = self.declare_specs()
+        # before the DDS reader and the write thread exist: they inherit it
+        apply_process_rt_priority(self, p["process_rt_priority"], "rt/lowstate may be read late when the machine "
+                                  "is busy (FAULT after lowstate_timeout_s)")
         self.dds_domain = resolve_domain(p["dds_domain"])
         safety = ArmSafety(SafetyConfig(
             limit_margin_rad=p["joint_limit_margin_rad"], max_velocity_rad_s=p["velocity_limit_rad_s"],

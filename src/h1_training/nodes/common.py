@@ -215,6 +215,23 @@ def log_at(node: Node, level: str, text: str) -> None:
         logger.info(text)
 
 
+def apply_process_rt_priority(node: Node, priority: int, otherwise: str) -> bool:
+    """A node's ``process_rt_priority`` parameter: its whole process SCHED_FIFO ``priority`` (0 = leave it), via
+    ``scheduling.make_process_realtime``; where that is refused, a warning ending with ``otherwise`` (what the
+    operator may see instead) and nothing changed. True when the process is real-time now."""
+    if not priority:
+        return False
+    from h1_training.scheduling import make_process_realtime
+
+    refused = make_process_realtime(priority)
+    if refused:
+        node.get_logger().warning(f"{refused}: {otherwise}")
+        return False
+    node.get_logger().info(f"process_rt_priority: every thread of this process at SCHED_FIFO {priority} (child "
+                           "programs it runs at normal priority)")
+    return True
+
+
 class ServiceCallError(RuntimeError):
     """A service call that got no reply: server missing, timed out, or failed (the message says which)."""
 

@@ -48,6 +48,7 @@ from h1_training.nodes.common import (
     ParamsMixin,
     PolledSubscription,
     ServiceCallError,
+    apply_process_rt_priority,
     call_service,
     log_at,
 )
@@ -80,6 +81,9 @@ class HilSessionNodeParams:
     service_timeout_s: float = param(5.0, "timeout of arm/recorder service calls [s]; a HOLD or DAMPING without "
         "a reply is sent once more after 1 s within it", min=0.1, max=60.0)
     status_rate_hz: float = param(1.0, "status republish rate (live frame counts) [Hz]", min=0.1, max=20.0)
+    process_rt_priority: int = param(0, "SCHED_FIFO priority of the whole session process at start-up (1-99; 0 = "
+        "off): the 50 Hz policy loop on time on a busy laptop (bench recorder --full-stack); rsync still runs at "
+        "normal priority; needs CAP_SYS_NICE or an rtprio limit, else a warning", min=0, max=99, read_only=True)
 
 
 PARAMS = HilSessionNodeParams
@@ -93,6 +97,8 @@ class HilSessionNode(ParamsMixin, Node):
     def __init__(self) -> None:
         super().__init__("hil_session")
         p = self.declare_specs()
+        apply_process_rt_priority(self, p["process_rt_priority"], "policy commands may be late when the machine "
+                                  "is busy")
         self._config_values = load_training_config(p["config"]) if p["config"] else {}
         settings = resolve_settings(self.config.session, self._config_values)
         self._clients_group = ReentrantCallbackGroup()

@@ -26,12 +26,19 @@ from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
 
 from h1_training.gc_pauses import GcPauses
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, log_at, run_node
+from h1_training.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ParamsMixin,
+    apply_process_rt_priority,
+    log_at,
+    run_node,
+)
 from h1_training.params import nested, param
 from h1_training.recording.recorder import ERROR, Recorder, RecorderConfig, make_placeholder_jpeg
 from h1_training.recording.sampler import JointOrder
 from h1_training.robot_model import ARM_JOINT_NAMES, CAMERA_NAMES, HAND_JOINT_NAMES, NUM_ARM_JOINTS
-from h1_training.scheduling import make_process_realtime
 from h1_training.stamps import stamp_ns
 from h1_training_interfaces.msg import ArmCommand, RecorderStatus
 from h1_training_interfaces.srv import SaveEpisode, StartEpisode
@@ -84,10 +91,7 @@ class EpisodeRecorderNode(ParamsMixin, Node):
                 os.setpriority(os.PRIO_PROCESS, 0, p["process_nice"])
             except OSError as exc:
                 self.get_logger().warning(f"could not set process_nice {p['process_nice']}: {exc.strerror}")
-        if p["process_rt_priority"]:
-            refused = make_process_realtime(p["process_rt_priority"])
-            if refused:
-                self.get_logger().warning(f"{refused}: ticks may be late when the machine is busy")
+        apply_process_rt_priority(self, p["process_rt_priority"], "ticks may be late when the machine is busy")
         placeholder = make_placeholder_jpeg(p["placeholder_width"], p["placeholder_height"])
         self.recorder = Recorder(config, placeholder, log=self._log, on_change=self.publish_status)
         if p["repair_on_start"]:
