@@ -36,12 +36,17 @@ def test_a_killed_policy_server_is_recovered_and_every_episode_is_valid(probe, d
     assert figures["invalid_episodes"] == 0, figures["episode_problems"]
 
 
-def test_second_half_growth_tells_a_level_from_a_steady_leak():
-    level, leak = Usage(pid=1, started=0.0), Usage(pid=2, started=0.0)
-    for minute in range(61):
-        level.history.append((minute * 60.0, 100.0 + min(minute, 10) * 6.0))  # +60 MB in 10 min, then flat
-        leak.history.append((minute * 60.0, 100.0 + minute * 1.0))             # +1 MB every minute
-    level.last_rss_mb, leak.last_rss_mb = 160.0, 160.0
-    assert level.second_half_growth_mb() == 0.0
-    assert leak.second_half_growth_mb() == 30.0
-    assert Usage(pid=3, started=0.0).second_half_growth_mb() is None
+def test_growth_tells_a_swing_from_a_level_from_a_steady_leak():
+    """Samples every 5 s for an hour: a process whose RSS swings by 40 MB within each 10 s episode does not grow; one
+    that rises 60 MB in 10 min and stays grows 60 MB, none of it in the second half; a steady leak grows all along."""
+    swing, level, leak = Usage(pid=1, started=0.0), Usage(pid=2, started=0.0), Usage(pid=3, started=0.0)
+    for k in range(721):
+        t = k * 5.0
+        swing.history.append((t, 180.0 + (40.0 if k % 2 else 0.0)))     # trough and peak, sample by sample
+        level.history.append((t, 100.0 + min(t / 60.0, 10.0) * 6.0))   # +60 MB in 10 min, then flat
+        leak.history.append((t, 100.0 + t / 60.0))                       # +1 MB every minute
+    assert abs(swing.growth_mb()) <= 1.0 and abs(swing.second_half_growth_mb()) <= 1.0
+    assert 50.0 <= level.growth_mb() <= 60.0 and level.second_half_growth_mb() == 0.0
+    assert 55.0 <= leak.growth_mb() <= 60.0 and 27.0 <= leak.second_half_growth_mb() <= 30.0
+    assert Usage(pid=4, started=0.0).growth_mb() is None
+    assert Usage(pid=4, started=0.0).second_half_growth_mb() is None

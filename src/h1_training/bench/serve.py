@@ -29,7 +29,7 @@ inference and packing, and the bare-WebSocket floor), is ``h1-training bench pol
 ``where_the_time_goes`` (3 x 640x480 under ``vga``): the WebSocket transport itself (the floor) and the client's
 packing of 2.8 MB take most of it; on the server, the scripted reach (now computed at once: ~20x faster than its
 row-by-row loop) and the worker-thread hop (gone for instant policies) were ours to cut, and the page faults on
-every message's buffers (``serve.server.keep_message_buffers``). LeRobot's
+every message's buffers (``malloc_tuning.keep_message_buffers``). LeRobot's
 Diffusion samples with 100 DDPM steps by default, which is what dominates its CPU latency.
 """
 

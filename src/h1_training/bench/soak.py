@@ -18,8 +18,11 @@ soak goes on.
 Figures: ``episodes`` (files saved), ``episodes_valid`` (``layout.validate`` clean, not a repaired leftover; any
 ``*.partial`` left counts as invalid), ``samples_lost_s`` (ticks with no sample in the saved episodes, as seconds),
 ``recorder_missed_ticks`` (the same count), ``faults_injected``, ``faults_recovered``, ``rss_growth_mb`` and
-``fd_growth`` per process (from its first sample once the stack is warm, or ``--settle-s`` after a restart, to the
-last; children such as the recorder's writer counted with their parent).
+``fd_growth`` per process incarnation (children such as the recorder's writer counted with their parent), from its
+baseline (its first sample once an episode was saved after it started and ``--settle-s`` passed) to the end:
+``rss_growth_mb`` compares the median RSS of the last 2 minutes with that of the first 2 minutes after the baseline
+(``Usage.growth_mb``: RSS swings within an episode), ``rss_last_minus_base_mb`` the two single samples,
+``rss_growth_second_half_mb`` the later half alone (~0 for a level, about half for a steady leak).
 
     h1-training bench soak --minutes 60 --json
     h1-training bench soak --minutes 3
@@ -44,7 +47,7 @@ from h1_training.bench.stack import wait_for
 HELP = "the whole sim stack for N minutes with faults on a seeded schedule: episodes valid, faults recovered, leaks"
 FAULTS = ("policy_server", "camera", "modbus", "rsync")
 CAMERA_SOURCES = ("ego_cam", "cam_left_wrist", "cam_right_wrist")
-HISTORY_EVERY_S = 30.0  # a process's memory is kept this often for the second-half growth
+GROWTH_WINDOW_S = 120.0  # growth compares medians over windows this long (or a quarter of the history)
 
 
 def targets() -> list:
@@ -95,21 +98,40 @@ class Usage:
 
     pid: int
     started: float
+    episodes_at_start: int = 0
     base_rss_mb: float | None = None
     base_fds: int | None = None
     last_rss_mb: float = 0.0
     last_fds: int = 0
     peak_rss_mb: float = 0.0
-    history: list[tuple[float, float]] = field(default_factory=list)  # (time, rss MB) from the baseline on
+    history: list[tuple[float, float]] = field(default_factory=list)  # (time, rss MB) of every sample from the base
 
-    def second_half_growth_mb(self) -> float | None:
-        """Growth over the later half of the time since the baseline: ~0 where memory levelled off (allocator
-        caches, a model pool at its cap), about half the whole growth where it leaks steadily."""
+    def _median_near(self, t: float, window_s: float) -> float:
+        """Median RSS of the samples in [t, t + window_s)."""
+        values = sorted(rss for at, rss in self.history if t <= at < t + window_s) or [self.history[-1][1]]
+        return values[len(values) // 2]
+
+    def _window_s(self) -> float:
+        return max(1e-6, min(GROWTH_WINDOW_S, (self.history[-1][0] - self.history[0][0]) / 4))
+
+    def growth_mb(self) -> float | None:
+        """Median RSS over the last window minus the median over the first window after the baseline. A process's
+        RSS swings within an episode (hil_session: +-20 MB as images are decoded and freed in per-thread malloc
+        arenas), so one sample against another measures where in that swing each fell, not growth."""
         if len(self.history) < 2:
             return None
-        t0, t1 = self.history[0][0], self.history[-1][0]
-        middle = next(rss for t, rss in self.history if t >= (t0 + t1) / 2)
-        return round(self.last_rss_mb - middle, 1)
+        window, t0, t1 = self._window_s(), self.history[0][0], self.history[-1][0]
+        return round(self._median_near(t1 - window + 1e-9, window) - self._median_near(t0, window), 1)
+
+    def second_half_growth_mb(self) -> float | None:
+        """Growth over the later half of the time since the baseline (medians as in ``growth_mb``): ~0 where memory
+        levelled off (allocator caches, a model pool at its cap), about half the whole growth where it leaks
+        steadily."""
+        if len(self.history) < 2:
+            return None
+        window, t0, t1 = self._window_s(), self.history[0][0], self.history[-1][0]
+        middle = (t0 + t1) / 2
+        return round(self._median_near(t1 - window + 1e-9, window) - self._median_near(middle, window), 1)
 
 
 def _tree_usage(pid: int) -> tuple[float, int] | None:
@@ -135,19 +157,22 @@ class Watch:
     usage: dict[str, Usage] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
 
-    def sample(self, pids: dict[str, int], now: float, settle_s: float, warm: bool) -> None:
+    def sample(self, pids: dict[str, int], now: float, settle_s: float, episodes: int) -> None:
+        """``episodes``: episodes saved so far. A process's baseline is its first sample once an episode was saved
+        after it started (it has done its work once: a restarted policy server its first inferences, with their
+        buffers) and ``settle_s`` passed."""
         for name, pid in pids.items():
             u = self.usage.get(name)
             if u is None or u.pid != pid:
-                u = self.usage[name] = Usage(pid, now)
+                u = self.usage[name] = Usage(pid, now, episodes)
             got = _tree_usage(pid)
             if got is None:
                 continue
             rss, fds = got
             u.last_rss_mb, u.last_fds, u.peak_rss_mb = rss, fds, max(u.peak_rss_mb, rss)
-            if u.base_rss_mb is None and warm and now - u.started >= settle_s:
+            if u.base_rss_mb is None and episodes > u.episodes_at_start and now - u.started >= settle_s:
                 u.base_rss_mb, u.base_fds = rss, fds
-            if u.base_rss_mb is not None and (not u.history or now - u.history[-1][0] >= HISTORY_EVERY_S):
+            if u.base_rss_mb is not None:
                 u.history.append((now, rss))
 
 
@@ -292,7 +317,7 @@ def run(args: argparse.Namespace) -> dict:
                         stack.restart("sim_operator")
 
             def sample(now: float) -> None:
-                watch.sample(stack.pids(), now, args.settle_s, warm=True)
+                watch.sample(stack.pids(), now, args.settle_s, len(stack.episodes()))
 
             recovery = Recovery(stack, rec_status, check_children)
 
@@ -314,7 +339,9 @@ def run(args: argparse.Namespace) -> dict:
         finally:
             stack.stop()
     figures = episode_figures(stack.episodes(), sorted(stack.dirs.robot.rglob("*.partial")))
-    rss = {n: round(u.last_rss_mb - u.base_rss_mb, 1) for n, u in watch.usage.items() if u.base_rss_mb is not None}
+    rss = {n: g for n, u in watch.usage.items() if (g := u.growth_mb()) is not None}
+    rss_single = {n: round(u.last_rss_mb - u.base_rss_mb, 1) for n, u in watch.usage.items()
+                  if u.base_rss_mb is not None}
     fds = {n: u.last_fds - u.base_fds for n, u in watch.usage.items() if u.base_fds is not None}
     figures.update({
         "minutes": round(soak_s / 60.0, 2),
@@ -325,6 +352,7 @@ def run(args: argparse.Namespace) -> dict:
         "unexpected_exits": watch.unexpected,
         "unexpected_exits_count": len(watch.unexpected),
         "rss_growth_mb": rss,
+        "rss_last_minus_base_mb": rss_single,
         "rss_growth_second_half_mb": {n: g for n, u in watch.usage.items()
                                       if (g := u.second_half_growth_mb()) is not None},
         "fd_growth": fds,

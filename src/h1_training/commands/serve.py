@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from h1_training.malloc_tuning import keep_message_buffers
     from h1_training.policy.train_request import resolve_device
-    from h1_training.serve.server import PolicyServer, ServerConfig, keep_message_buffers
+    from h1_training.serve.server import PolicyServer, ServerConfig
     from h1_training.training.autotrain import AutoTrainConfig
     from h1_training.training.jobs import POLICY_TYPES
 

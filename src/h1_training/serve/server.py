@@ -107,33 +107,6 @@ class ServerConfig:
             self.work_dir = self.models_dir / ".work"
 
 
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-KEEP_BUFFERS_BELOW = 64 * 1024 * 1024    # messages up to this size reuse heap memory instead of fresh mmaps
-KEEP_FREE_HEAP = 256 * 1024 * 1024       # freed heap kept for the next message (not returned to the kernel)
-
-
-def keep_message_buffers() -> bool:
-    """Make glibc keep the memory of freed message buffers for the next message (the server process only).
-
-    Every inference receives a 0.5-3 MB frame that websockets and msgpack copy three or four times; with glibc's
-    defaults those buffers are fresh ``mmap``s (or heap that is trimmed back to the kernel) and every 4 KiB page
-    of every copy faults in again on the next message. Measured on the policy-loop bench (3 x 224x224, 2 cores):
-    the server's system CPU per request 560 -> 160 us. Costs up to ``KEEP_FREE_HEAP`` of freed heap kept
-    around. Returns False (and changes nothing) where the C library is not glibc."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BUFFERS_BELOW)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_HEAP))
-    except (OSError, AttributeError):
-        return False
-
-
 def _content_length(head: bytes) -> int:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
