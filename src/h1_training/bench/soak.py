@@ -106,13 +106,13 @@ class Usage:
     peak_rss_mb: float = 0.0
     history: list[tuple[float, float]] = field(default_factory=list)  # (time, rss MB) of every sample from the base
 
-    def _median_near(self, t: float, window_s: float) -> float:
-        """Median RSS of the samples in [t, t + window_s)."""
-        values = sorted(rss for at, rss in self.history if t <= at < t + window_s) or [self.history[-1][1]]
+    def _median(self, lo: float, hi: float) -> float:
+        """Median RSS of the samples taken in [lo, hi]."""
+        values = sorted(rss for at, rss in self.history if lo <= at <= hi)
         return values[len(values) // 2]
 
     def _window_s(self) -> float:
-        return max(1e-6, min(GROWTH_WINDOW_S, (self.history[-1][0] - self.history[0][0]) / 4))
+        return min(GROWTH_WINDOW_S, (self.history[-1][0] - self.history[0][0]) / 4)
 
     def growth_mb(self) -> float | None:
         """Median RSS over the last window minus the median over the first window after the baseline. A process's
@@ -121,7 +121,7 @@ class Usage:
         if len(self.history) < 2:
             return None
         window, t0, t1 = self._window_s(), self.history[0][0], self.history[-1][0]
-        return round(self._median_near(t1 - window + 1e-9, window) - self._median_near(t0, window), 1)
+        return round(self._median(t1 - window, t1) - self._median(t0, t0 + window), 1)
 
     def second_half_growth_mb(self) -> float | None:
         """Growth over the later half of the time since the baseline (medians as in ``growth_mb``): ~0 where memory
@@ -131,7 +131,7 @@ class Usage:
             return None
         window, t0, t1 = self._window_s(), self.history[0][0], self.history[-1][0]
         middle = (t0 + t1) / 2
-        return round(self._median_near(t1 - window + 1e-9, window) - self._median_near(middle, window), 1)
+        return round(self._median(t1 - window, t1) - self._median(middle, middle + window), 1)
 
 
 def _tree_usage(pid: int) -> tuple[float, int] | None:

@@ -227,8 +227,8 @@ def apply_process_rt_priority(node: Node, priority: int, otherwise: str) -> bool
     if refused:
         node.get_logger().warning(f"{refused}: {otherwise}")
         return False
-    node.get_logger().info(f"process_rt_priority: every thread of this process at SCHED_FIFO {priority} (child "
-                           "programs it runs at normal priority)")
+    node.get_logger().info(f"process_rt_priority: every thread of this process at SCHED_FIFO {priority} (programs "
+                           "started through procs.run, such as rsync, at normal priority)")
     return True
 
 
