@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -439,6 +440,19 @@ def _signal_arm(rig: Rig, sig: int) -> float:
     return time.monotonic()
 
 
+def _arm_exit_code(rig: Rig, timeout: float = 10.0) -> int:
+    """The exit code of the arm node after a stop signal. One that hangs fails this test with its output, and is
+    killed and restarted so that the next tests get a live arm (not ten errors from one hang)."""
+    try:
+        return rig.arm.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        output = rig.arm.output()[-3000:]
+        rig.arm.signal(signal.SIGKILL)
+        rig.arm.proc.wait(timeout=5)
+        rig.restart_arm()
+        pytest.fail(f"h1_arm_node still running {timeout:g} s after the stop signal (killed):\n{output}")
+
+
 def _lowcmds_after(tap: LowCmdTap, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     items = [(rt, rec) for rt, rec, ok in tap.take() if rt > t and ok]
     times = np.array([rt for rt, _ in items])
@@ -455,7 +469,7 @@ def test_shutdown_mid_track_ramps_to_damping_then_releases_lowcmd(rig, sig):
     try:
         _track(rig)
         sent = _signal_arm(rig, sig)
-        rc = rig.arm.proc.wait(timeout=10)
+        rc = _arm_exit_code(rig)
         exited = time.monotonic()
         time.sleep(0.3)  # anything still in flight
         times, kp, kd = _lowcmds_after(tap, sent)
@@ -493,7 +507,7 @@ def test_a_second_stop_signal_skips_the_shutdown_ramp(rig):
         sent = _signal_arm(rig, signal.SIGINT)
         time.sleep(0.15)  # the operator presses Ctrl+C again, mid-ramp
         _signal_arm(rig, signal.SIGINT)
-        rc = rig.arm.proc.wait(timeout=10)
+        rc = _arm_exit_code(rig)
         time.sleep(0.3)
         times, kp, _ = _lowcmds_after(tap, sent)
     finally:
@@ -516,7 +530,7 @@ def test_shutdown_in_fault_writes_nothing(rig):
     try:
         time.sleep(0.2)
         sent = _signal_arm(rig, signal.SIGTERM)
-        rc = rig.arm.proc.wait(timeout=10)
+        rc = _arm_exit_code(rig)
         exited = time.monotonic()
         time.sleep(0.2)
         times, _, _ = _lowcmds_after(tap, sent - 0.1)
@@ -530,3 +544,63 @@ def test_shutdown_in_fault_writes_nothing(rig):
     finally:
         rig.probe.call(SetBool, "/sim/pause_lowstate", SetBool.Request(data=False))
         rig.restart_arm()
+
+
+_CLOSE_IN_CALLBACK = """
+import sys, threading, time
+from h1_training.drivers import unitree_hg as hg
+hg.init_dds(int(sys.argv[1]), "lo", label="close_in_callback")
+entered, release = threading.Event(), threading.Event()
+def slow(record, crc_ok):
+    entered.set()
+    release.wait(2.0)
+sub = hg.RecordSubscriber(hg.LOWSTATE, slow)
+assert entered.wait(10), "no rt/lowstate from h1_sim"
+closer = threading.Thread(target=sub.close, daemon=True)
+closer.start()  # while the callback still runs on Cyclone's listener thread
+time.sleep(0.2)
+release.set()
+closer.join(5)
+assert not closer.is_alive(), "close() did not return"
+got = threading.Event()
+second = hg.RecordSubscriber(hg.LOWSTATE, lambda record, crc_ok: got.set())
+assert got.wait(5), "the listener thread is stuck: a new subscriber gets no rt/lowstate"
+second.close()
+print("ok", flush=True)
+"""
+
+
+def test_a_subscriber_closed_during_its_callback_leaves_the_dds_listener_thread_running(rig):
+    # The hang behind an h1_arm_node that never exited after SIGTERM (CI): the SDK's Close dropped its reference
+    # to the DataReader while a lowstate callback held the other, so the reader was deleted on Cyclone's listener
+    # thread from inside its own callback, and dds_delete waited for itself. In a child process: a regression
+    # hangs that process, not this one's DDS.
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CLOSE_IN_CALLBACK, str(rig.domain)], capture_output=True,
+                              text=True, timeout=30, env=loopback_ros_env(rig.domain))
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the child hung closing a subscriber in its callback (killed after 30 s): {exc.stdout!r}")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+_MANY_SUBSCRIBERS = """
+import sys
+from h1_training.drivers import unitree_hg as hg
+hg.init_dds(int(sys.argv[1]), "lo", label="many_subscribers")
+for _ in range(40):
+    sub = hg.RecordSubscriber(hg.LOWCMD, lambda record, crc_ok: None)
+    assert sub.raw, "the raw fast path is off"
+    sub.close()
+rss_mb = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+print(rss_mb, flush=True)
+"""
+
+
+def test_a_process_can_open_and_close_many_subscribers(rig):
+    # A new stand-in type per subscriber made the 33rd one allocate until the OOM killer came (the repeat of the
+    # shutdown tests in one process found it). In a child process, limited to 4 GB of address space.
+    proc = subprocess.run(["bash", "-c", f'ulimit -v 4000000 && exec "$0" -c "$1" {rig.domain}', sys.executable,
+                           _MANY_SUBSCRIBERS], capture_output=True, text=True, timeout=60,
+                          env=loopback_ros_env(rig.domain))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert int(proc.stdout.strip()) < 500, f"{proc.stdout.strip()} MB after 40 subscribers"
