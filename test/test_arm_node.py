@@ -556,6 +556,7 @@ def slow(record, crc_ok):
     release.wait(2.0)
 sub = hg.RecordSubscriber(hg.LOWSTATE, slow)
 assert entered.wait(10), "no rt/lowstate from h1_sim"
+print("closing", flush=True)
 closer = threading.Thread(target=sub.close, daemon=True)
 closer.start()  # while the callback still runs on Cyclone's listener thread
 time.sleep(0.2)
@@ -580,7 +581,7 @@ def test_a_subscriber_closed_during_its_callback_leaves_the_dds_listener_thread_
                               text=True, timeout=30, env=loopback_ros_env(rig.domain))
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the child hung closing a subscriber in its callback (killed after 30 s): {exc.stdout!r}")
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("closing\nok"), proc.stdout + proc.stderr
 
 
 _MANY_SUBSCRIBERS = """
@@ -603,4 +604,7 @@ def test_a_process_can_open_and_close_many_subscribers(rig):
                            _MANY_SUBSCRIBERS], capture_output=True, text=True, timeout=60,
                           env=loopback_ros_env(rig.domain))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert int(proc.stdout.strip()) < 500, f"{proc.stdout.strip()} MB after 40 subscribers"
+    # (the SDK can print "[Reader] take sample error" for a sample that arrives while a reader is being created:
+    # its listener runs before cyclonedds has registered the Python object; one sample skipped, not ours to fix)
+    rss_mb = int(proc.stdout.strip().splitlines()[-1])
+    assert rss_mb < 500, f"{rss_mb} MB after 40 subscribers"

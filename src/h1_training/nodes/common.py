@@ -60,6 +60,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import CallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -83,6 +84,20 @@ COMMAND_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=R
 # lines), and a reliable depth of 10 so that quick transitions (SAVING -> DECIDING) all reach the subscribers.
 STATUS_QOS = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def create_destroyable_subscription(node: Node, *args: Any, **kwargs: Any) -> Any:
+    """``node.create_subscription(*args, **kwargs)`` for a subscription that one callback of a
+    MultiThreadedExecutor may destroy while the executor spins (the gateway's forwards, the web app's cameras):
+    created without QoS event handlers.
+
+    Why: rclpy (9.1 here) collects a subscription's event handlers into its wait set; one destroyed by another
+    callback between collection and use raises InvalidHandle out of ``spin()`` (ros2/rclpy#1284; seen in CI: the
+    Foxglove gateway exited at "stopped forwarding /camera/ego_cam/compressed"). The subscription handle itself is
+    guarded by rclpy (a destroyed one is skipped). What is lost: rclpy's default "offering incompatible QoS" log
+    line, which these subscriptions do not need: they take the QoS the current publishers offer."""
+    return node.create_subscription(*args, event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False),
+                                    **kwargs)
 
 
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:

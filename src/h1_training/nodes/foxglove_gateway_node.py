@@ -54,7 +54,15 @@ from h1_training.foxglove.mapping import (
     route_topic,
     split_parameter_name,
 )
-from h1_training.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParamsMixin, call_service, run_node
+from h1_training.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ParamsMixin,
+    call_service,
+    create_destroyable_subscription,
+    run_node,
+)
 
 _QOS = {"sensor": SENSOR_QOS, "latched": LATCHED_QOS, "reliable": COMMAND_QOS}
 
@@ -221,8 +229,8 @@ class FoxgloveGatewayNode(ParamsMixin, Node):
                 if qos is not None and fwd.subscription is None:
                     # images arrive serialised and are decoded only when the rate limit lets one through (the
                     # cameras publish 30 Hz of 40-60 kB frames; Studio gets camera_rate_hz of them)
-                    fwd.subscription = self.create_subscription(
-                        fwd.msg_type, topic, self._make_callback(fwd), _QOS[qos], callback_group=self._group,
+                    fwd.subscription = create_destroyable_subscription(
+                        self, fwd.msg_type, topic, self._make_callback(fwd), _QOS[qos], callback_group=self._group,
                         raw=fwd.route.kind is ChannelKind.IMAGE)
                     fwd.qos = qos
                     self.get_logger().info(f"forwarding {topic} ({qos} QoS)")

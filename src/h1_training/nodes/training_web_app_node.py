@@ -41,7 +41,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 from std_srvs.srv import Empty, Trigger
 
-from h1_training.nodes.common import LATCHED_QOS, SENSOR_QOS, ParamsMixin, ServiceCallError, call_service, run_node
+from h1_training.nodes.common import (
+    LATCHED_QOS,
+    SENSOR_QOS,
+    ParamsMixin,
+    ServiceCallError,
+    call_service,
+    create_destroyable_subscription,
+    run_node,
+)
 from h1_training.params import param
 from h1_training.policy.client import PolicyClientError, ServerUnavailable, http_json
 from h1_training.stamps import stamp_seconds
@@ -312,7 +320,7 @@ class TrainingWebAppNode(ParamsMixin, Node):
         want = self._hub.subscribers > 0 and self.p["camera_hz"] > 0
         if want and not self._camera_subs:
             self._camera_subs = [
-                self.create_subscription(CompressedImage, f"camera/{cam}/compressed",
+                create_destroyable_subscription(self, CompressedImage, f"camera/{cam}/compressed",
                                          lambda m, cam=cam: self._on_image(cam, m), SENSOR_QOS,
                                          callback_group=self._group) for cam in CAMERAS]
         elif not want and self._camera_subs:
